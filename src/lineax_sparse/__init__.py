@@ -1,0 +1,22 @@
+"""lineax-sparse: sparse direct and multigrid solvers for lineax, in JAX.
+
+Importing this package changes no global JAX configuration.
+"""
+
+import importlib.metadata
+
+from ._operator import SparseOperator as SparseOperator
+from ._registry import (
+    cache_info as cache_info,
+    CacheInfo as CacheInfo,
+    clear_cache as clear_cache,
+    set_cache_limit as set_cache_limit,
+)
+from ._solver.base import (
+    AbstractHostSolver as AbstractHostSolver,
+    HostSolverState as HostSolverState,
+)
+from ._solver.superlu import SuperLU as SuperLU
+
+
+__version__ = importlib.metadata.version("lineax-sparse")

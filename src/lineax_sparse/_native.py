@@ -1,0 +1,238 @@
+"""Host procedures behind the callbacks: batched factorization and batched solves.
+
+Everything here is numpy and runs on the owner thread (`_host.run`). Arguments arrive as the
+`expand_dims` vmap method delivers them: each array may carry leading batch dimensions, of
+size 1 where that argument is not batched, broadcastable against each other. One call
+handles the whole batch, so a vmap over right-hand sides is one multi-RHS solve and a vmap
+over same-pattern matrices analyses the pattern once.
+
+A handle is only a hint. A solve verifies that the entry under its key was made from exactly
+the state's pattern and values; otherwise it refactorizes from the state's arrays (a miss),
+so no handle can produce a wrong answer, whether evicted, stale, forged or foreign.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import numpy as np
+
+from ._registry import registry
+from .backends import make_backend
+from .backends.base import Backend, FactorError, fingerprint, Pattern, Status
+
+
+BackendSpec = tuple[str, tuple[tuple[str, Any], ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class _FactorEntry:
+    spec: BackendSpec
+    pattern: Pattern
+    values: np.ndarray  # the COO values it was made from, for verification
+    factor: Any  # None when `status` is not OK
+    status: Status
+
+    def matches(self, spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray):
+        return (
+            self.spec == spec
+            and self.values.dtype == values.dtype
+            and np.array_equal(self.values, values)
+            and self.pattern.same_as(n, indices)
+        )
+
+
+@functools.cache
+def _backend(spec: BackendSpec) -> Backend:
+    name, options = spec
+    return make_backend(name, options)
+
+
+def _pattern(n: int, indices: np.ndarray) -> Pattern:
+    key = ("pattern",) + fingerprint(indices) + (n,)
+    pattern = registry.get(key)
+    if pattern is None or not pattern.same_as(n, indices):
+        pattern = Pattern(n, indices)
+        registry.put(key, pattern, pattern.nbytes)
+    return pattern
+
+
+def _analysis(spec: BackendSpec, pattern: Pattern) -> Any:
+    key = ("analysis", spec, pattern.key)
+    found = registry.get(key)
+    if found is not None and found[0] is pattern:
+        return found[1]
+    analysis = _backend(spec).analyse(pattern)
+    registry.count("analyses")
+    # Kept beside its pattern so that an evicted-and-rebuilt pattern never pairs with a
+    # stale analysis. Analyses are small next to factors; count the pattern's size again.
+    registry.put(key, (pattern, analysis), pattern.nbytes)
+    return analysis
+
+
+def _build_entry(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray):
+    pattern = _pattern(n, indices)
+    values = np.array(values, copy=True)  # the caller's buffer is not ours to keep
+    if not pattern.valid:
+        return _FactorEntry(spec, pattern, values, None, Status.INVALID_INDEX), 0
+    if not np.all(np.isfinite(values)):
+        return _FactorEntry(spec, pattern, values, None, Status.NONFINITE_INPUT), 0
+    backend = _backend(spec)
+    analysis = _analysis(spec, pattern)
+    matrix = pattern.csc(pattern.assemble(values))
+    if backend.requires_symmetric and not _is_hermitian(matrix):
+        return _FactorEntry(spec, pattern, values, None, Status.NOT_SYMMETRIC), 0
+    registry.count("factorizations")
+    try:
+        factor = backend.factor(pattern, analysis, matrix)
+    except FactorError as error:
+        return _FactorEntry(spec, pattern, values, None, error.status), 0
+    return _FactorEntry(spec, pattern, values, factor, Status.OK), backend.nbytes(factor)
+
+
+def _is_hermitian(matrix) -> bool:
+    difference = matrix - matrix.conj().T
+    if difference.nnz == 0:
+        return True
+    scale = np.max(np.abs(matrix.data), initial=0.0)
+    return bool(np.max(np.abs(difference.data)) <= 1e-12 * scale)
+
+
+def _content_key(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray):
+    return ("content", spec) + fingerprint(indices) + fingerprint(values) + (n,)
+
+
+def _factor_one(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray) -> int:
+    content_key = _content_key(spec, n, indices, values)
+    key = registry.get(content_key)
+    if key is not None:
+        entry = registry.get(key)
+        if entry is not None and entry.matches(spec, n, indices, values):
+            registry.count("hits")
+            return key
+    key = registry.new_key()
+    _store(key, content_key, *_build_entry(spec, n, indices, values))
+    return key
+
+
+def _store(key: int, content_key: tuple, entry: _FactorEntry, nbytes: int) -> None:
+    entry_bytes = nbytes + entry.values.nbytes
+    registry.put(key, entry, entry_bytes)
+    registry.put(content_key, key, 64)
+
+
+def _lookup(
+    spec: BackendSpec, n: int, key: int, indices: np.ndarray, values: np.ndarray
+) -> _FactorEntry:
+    entry = registry.get(key)
+    if isinstance(entry, _FactorEntry) and entry.matches(spec, n, indices, values):
+        registry.count("hits")
+        return entry
+    registry.count("misses")
+    content_key = _content_key(spec, n, indices, values)
+    found = registry.get(content_key)
+    if found is not None:
+        other = registry.get(found)
+        if isinstance(other, _FactorEntry) and other.matches(spec, n, indices, values):
+            return other
+    new_entry, nbytes = _build_entry(spec, n, indices, values)
+    # Re-file under the same key when it is free, so later solves with this handle hit.
+    if entry is not None:
+        key = registry.new_key()
+    _store(key, content_key, new_entry, nbytes)
+    return new_entry
+
+
+def _to_key(handle: np.ndarray) -> int:
+    high, low = (int(v) & 0xFFFFFFFF for v in handle)
+    return (high << 32) | low
+
+
+def _from_key(key: int) -> tuple[int, int]:
+    high, low = key >> 32, key & 0xFFFFFFFF
+    return tuple(int(np.array(v, dtype=np.uint32).view(np.int32)) for v in (high, low))
+
+
+def _batch_map(shape: tuple[int, ...], batch: tuple[int, ...]) -> np.ndarray:
+    """For each flat element of `batch`, the flat index of the argument it broadcasts from."""
+    return np.broadcast_to(np.arange(math.prod(shape)).reshape(shape), batch).reshape(-1)
+
+
+def _host_dtype(dtype: np.dtype) -> np.dtype:
+    return np.dtype(
+        np.complex128 if np.issubdtype(dtype, np.complexfloating) else np.float64
+    )
+
+
+def factor_batch(
+    spec: BackendSpec, n: int, values: np.ndarray, indices: np.ndarray
+) -> np.ndarray:
+    """Factorize every matrix of a batch; returns handles of shape `batch + (2,)`."""
+    values_batch = values.shape[:-1]
+    indices_batch = indices.shape[:-2]
+    batch = np.broadcast_shapes(values_batch, indices_batch)
+    flat_values = values.reshape(-1, values.shape[-1])
+    flat_indices = indices.reshape(-1, *indices.shape[-2:])
+    value_of = _batch_map(values_batch, batch)
+    index_of = _batch_map(indices_batch, batch)
+    handles = np.empty((math.prod(batch), 2), dtype=np.int32)
+    for i in range(handles.shape[0]):
+        key = _factor_one(spec, n, flat_indices[index_of[i]], flat_values[value_of[i]])
+        handles[i] = _from_key(key)
+    return handles.reshape(*batch, 2)
+
+
+def solve_batch(
+    spec: BackendSpec,
+    n: int,
+    transpose: bool,
+    conjugate: bool,
+    handles: np.ndarray,
+    values: np.ndarray,
+    indices: np.ndarray,
+    rhs: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Solve every system of a batch; one backend solve per distinct matrix.
+
+    Returns solutions of shape `batch + (n,)` in `rhs.dtype` and statuses `batch` (int32).
+    """
+    shapes = (handles.shape[:-1], values.shape[:-1], indices.shape[:-2])
+    matrix_batch = np.broadcast_shapes(*shapes)
+    batch = np.broadcast_shapes(matrix_batch, rhs.shape[:-1])
+    flat_handles = handles.reshape(-1, 2)
+    flat_values = values.reshape(-1, values.shape[-1])
+    flat_indices = indices.reshape(-1, *indices.shape[-2:])
+    flat_rhs = rhs.reshape(-1, n)
+    handle_of, value_of, index_of = (_batch_map(s, matrix_batch) for s in shapes)
+    matrix_of = _batch_map(matrix_batch, batch)
+    rhs_of = _batch_map(rhs.shape[:-1], batch)
+
+    size = math.prod(batch)
+    solution = np.full((size, n), np.nan, dtype=rhs.dtype)
+    status = np.empty(size, dtype=np.int32)
+    backend = _backend(spec)
+    host_dtype = _host_dtype(np.result_type(values.dtype, rhs.dtype))
+    for m in np.unique(matrix_of):
+        columns = np.flatnonzero(matrix_of == m)
+        entry = _lookup(
+            spec,
+            n,
+            _to_key(flat_handles[handle_of[m]]),
+            flat_indices[index_of[m]],
+            flat_values[value_of[m]],
+        )
+        if entry.status != Status.OK:
+            status[columns] = entry.status
+            continue
+        block = flat_rhs[rhs_of[columns]].T.astype(host_dtype)
+        finite = np.all(np.isfinite(block), axis=0)
+        block[:, ~finite] = 0
+        x, column_status = backend.solve(entry.factor, block, transpose, conjugate)
+        column_status = np.where(finite, column_status, Status.NONFINITE_INPUT)
+        x[:, column_status != Status.OK] = np.nan
+        solution[columns] = x.T.astype(rhs.dtype, copy=False)
+        status[columns] = column_status
+    return solution.reshape(*batch, n), status.reshape(batch)

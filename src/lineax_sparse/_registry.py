@@ -1,0 +1,183 @@
+"""The handle table: integer keys -> host objects, in one byte-bounded LRU.
+
+A handle is a 64-bit key, salted per process, passed through JAX as two int32 so that it works
+with `jax_enable_x64` off. Keys are never pointers: a forged or stale key can only miss. The
+same table also holds the per-pattern symbolic analyses, under tuple keys, so that one budget
+bounds all the memory lineax-sparse keeps alive.
+
+Every mutation happens on the owner thread (see `_host`), so that native objects are freed
+there; the lock additionally makes `cache_info()` safe from any thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import secrets
+import threading
+from collections.abc import Hashable
+from typing import Any, NamedTuple
+
+from . import _host
+
+
+#: Default byte budget, overridable by the environment variable below or `set_cache_limit`.
+DEFAULT_CACHE_LIMIT = 1 << 30
+CACHE_LIMIT_VARIABLE = "LINEAX_SPARSE_CACHE_BYTES"
+
+_MASK64 = (1 << 64) - 1
+# An odd multiplier makes `salt + counter * _SPREAD` a bijection on 64-bit integers.
+_SPREAD = 0x9E3779B97F4A7C15
+
+
+class CacheInfo(NamedTuple):
+    """A snapshot of the cache's contents and counters (all since the last `clear_cache`).
+
+    - `entries`: objects held (factorizations, hierarchies and symbolic analyses).
+    - `nbytes`: their estimated size in bytes.
+    - `limit`: the byte budget.
+    - `hits`: look-ups served from the cache (a solve finding its factorization, or a
+      factorization request for values already factorized).
+    - `misses`: solves whose handle was gone or stale, and so refactorized.
+    - `factorizations`: numeric factorizations or hierarchy setups, misses included.
+    - `analyses`: symbolic analyses (one per sparsity pattern and solver configuration).
+    - `evictions`: objects dropped to stay within the budget.
+    """
+
+    entries: int
+    nbytes: int
+    limit: int
+    hits: int
+    misses: int
+    factorizations: int
+    analyses: int
+    evictions: int
+
+
+def _limit_from_environment() -> int:
+    text = os.environ.get(CACHE_LIMIT_VARIABLE)
+    if text is None:
+        return DEFAULT_CACHE_LIMIT
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise ValueError(
+            f"{CACHE_LIMIT_VARIABLE}={text!r} is not a number of bytes."
+        ) from None
+    if value < 0:
+        raise ValueError(f"{CACHE_LIMIT_VARIABLE}={text!r} must not be negative.")
+    return value
+
+
+class _Entry(NamedTuple):
+    value: Any
+    nbytes: int
+
+
+class Registry:
+    def __init__(self, limit: int):
+        self._lock = threading.RLock()
+        self._entries: collections.OrderedDict[Hashable, _Entry] = collections.OrderedDict()
+        self._nbytes = 0
+        self._limit = limit
+        self._salt = secrets.randbits(64)
+        self._counter = itertools.count(1)
+        self._counts = dict.fromkeys(
+            ("hits", "misses", "factorizations", "analyses", "evictions"), 0
+        )
+
+    def new_key(self) -> int:
+        with self._lock:
+            while True:
+                key = (self._salt + next(self._counter) * _SPREAD) & _MASK64
+                if key not in self._entries:
+                    return key
+
+    def get(self, key: Hashable) -> Any | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry.value
+
+    def put(self, key: Hashable, value: Any, nbytes: int) -> None:
+        """Insert `value`, evicting least recently used entries beyond the budget.
+
+        The newest entry is kept even if it alone exceeds the budget, so that the solve that
+        made it can use it; memory is bounded by `max(limit, largest single entry)`.
+        """
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._nbytes -= old.nbytes
+            self._entries[key] = _Entry(value, nbytes)
+            self._nbytes += nbytes
+            self._evict()
+
+    def _evict(self) -> None:
+        while self._nbytes > self._limit and len(self._entries) > 1:
+            _, entry = self._entries.popitem(last=False)
+            self._nbytes -= entry.nbytes
+            self._counts["evictions"] += 1
+
+    def count(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += amount
+
+    def set_limit(self, limit: int) -> None:
+        with self._lock:
+            self._limit = limit
+            self._evict()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._nbytes = 0
+            self._counts = dict.fromkeys(self._counts, 0)
+
+    def info(self) -> CacheInfo:
+        with self._lock:
+            return CacheInfo(
+                entries=len(self._entries),
+                nbytes=self._nbytes,
+                limit=self._limit,
+                **self._counts,
+            )
+
+
+registry = Registry(_limit_from_environment())
+
+
+def set_cache_limit(nbytes: int) -> None:
+    """Set the byte budget of the cache of factorizations, hierarchies and analyses.
+
+    Entries beyond the new budget are evicted at once, least recently used first. The
+    default is 1 GiB, or the value of the environment variable `LINEAX_SPARSE_CACHE_BYTES`
+    when the package is imported.
+
+    **Arguments:**
+
+    - `nbytes`: the budget in bytes, a non-negative integer. `0` keeps only the newest
+        entry, which makes every solve outside one `linear_solve` call refactorize.
+    """
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+        raise ValueError(
+            f"`set_cache_limit(nbytes=...)` must be a non-negative integer, got {nbytes!r}."
+        )
+    _host.run(registry.set_limit, nbytes)
+
+
+def clear_cache() -> None:
+    """Drop every cached factorization, hierarchy and analysis, and reset the counters.
+
+    Always safe: solver states carry their matrix, so a later solve whose factorization
+    was dropped refactorizes (and counts a miss) instead of failing.
+    """
+    _host.run(registry.clear)
+
+
+def cache_info() -> CacheInfo:
+    """Return a [`lineax_sparse.CacheInfo`][] snapshot of the cache and its counters."""
+    return registry.info()

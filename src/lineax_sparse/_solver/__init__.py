@@ -1,0 +1,1 @@
+"""lineax solvers whose numerics run in native libraries on the host: one module each."""

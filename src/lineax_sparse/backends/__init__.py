@@ -1,0 +1,29 @@
+"""Host-side backends: numpy, scipy, cvxopt and pyamg only, never jax.
+
+`make_backend(name, options)` is the one list of backends; each is imported lazily so that an
+optional native library is only needed when its solver is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .base import Backend
+
+
+_BACKENDS = {
+    "superlu": ("lineax_sparse.backends.superlu", "SuperLUBackend", "scipy"),
+}
+
+
+def make_backend(name: str, options: tuple[tuple[str, Any], ...]) -> Backend:
+    module_name, class_name, package = _BACKENDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ImportError(
+            f"The `{name}` backend of lineax-sparse needs `{package}`: "
+            f"`pip install {package}`."
+        ) from error
+    return getattr(module, class_name)(**dict(options))
