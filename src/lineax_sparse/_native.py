@@ -162,14 +162,10 @@ def _batch_map(shape: tuple[int, ...], batch: tuple[int, ...]) -> np.ndarray:
 
 
 def _host_dtype(dtype: np.dtype) -> np.dtype:
-    return np.dtype(
-        np.complex128 if np.issubdtype(dtype, np.complexfloating) else np.float64
-    )
+    return np.dtype(np.complex128 if np.issubdtype(dtype, np.complexfloating) else np.float64)
 
 
-def factor_batch(
-    spec: BackendSpec, n: int, values: np.ndarray, indices: np.ndarray
-) -> np.ndarray:
+def factor_batch(spec: BackendSpec, n: int, values: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Factorize every matrix of a batch; returns handles of shape `batch + (2,)`."""
     values_batch = values.shape[:-1]
     indices_batch = indices.shape[:-2]

@@ -67,8 +67,7 @@ def _validate_matrix(matrix: Any) -> None:
         )
     if indices.ndim != 2 or indices.shape[1] != 2:
         raise ValueError(
-            "`SparseOperator(matrix=...)` indices must have shape (nse, 2), got "
-            f"{indices.shape=}."
+            f"`SparseOperator(matrix=...)` indices must have shape (nse, 2), got {indices.shape=}."
         )
     if matrix.data.shape != indices.shape[:1]:
         raise ValueError(
@@ -127,9 +126,7 @@ class SparseOperator(lx.AbstractLinearOperator):
         self.tags = _frozenset(tags)
 
     @classmethod
-    def from_scipy(
-        cls, matrix: Any, tags: object | Iterable[object] = ()
-    ) -> SparseOperator:
+    def from_scipy(cls, matrix: Any, tags: object | Iterable[object] = ()) -> SparseOperator:
         """Build from any scipy.sparse matrix or array (copied; the input is unchanged).
 
         **Arguments:**

@@ -62,9 +62,7 @@ def _limit_from_environment() -> int:
     try:
         value = int(float(text))
     except ValueError:
-        raise ValueError(
-            f"{CACHE_LIMIT_VARIABLE}={text!r} is not a number of bytes."
-        ) from None
+        raise ValueError(f"{CACHE_LIMIT_VARIABLE}={text!r} is not a number of bytes.") from None
     if value < 0:
         raise ValueError(f"{CACHE_LIMIT_VARIABLE}={text!r} must not be negative.")
     return value

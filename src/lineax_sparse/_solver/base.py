@@ -72,9 +72,7 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
         handle = _bridge.factor(
             self._backend_spec(), operator.size, operator.data, operator.indices
         )
-        return HostSolverState(
-            handle, operator.data, operator.indices, operator.size, False, False
-        )
+        return HostSolverState(handle, operator.data, operator.indices, operator.size, False, False)
 
     def compute(
         self, state: HostSolverState, vector: PyTree[Array], options: dict[str, Any]

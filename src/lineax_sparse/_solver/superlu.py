@@ -37,8 +37,7 @@ class SuperLU(AbstractHostSolver):
             )
         if not (0.0 <= self.pivot_threshold <= 1.0):
             raise ValueError(
-                "`SuperLU(pivot_threshold=...)` must lie in [0, 1], got "
-                f"{self.pivot_threshold!r}."
+                f"`SuperLU(pivot_threshold=...)` must lie in [0, 1], got {self.pivot_threshold!r}."
             )
         if not isinstance(self.symmetric_mode, bool):
             raise ValueError(

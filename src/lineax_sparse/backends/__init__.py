@@ -23,7 +23,6 @@ def make_backend(name: str, options: tuple[tuple[str, Any], ...]) -> Backend:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ImportError(
-            f"The `{name}` backend of lineax-sparse needs `{package}`: "
-            f"`pip install {package}`."
+            f"The `{name}` backend of lineax-sparse needs `{package}`: `pip install {package}`."
         ) from error
     return getattr(module, class_name)(**dict(options))

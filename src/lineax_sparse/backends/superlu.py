@@ -71,9 +71,7 @@ class SuperLUBackend:
         except RuntimeError as error:  # "Factor is exactly singular"
             raise FactorError(Status.SINGULAR, str(error)) from error
 
-    def factor(
-        self, pattern: Pattern, analysis: _Ordering, matrix: sp.csc_matrix
-    ) -> _Factor:
+    def factor(self, pattern: Pattern, analysis: _Ordering, matrix: sp.csc_matrix) -> _Factor:
         if analysis.column_order is None:
             lu = self._splu(matrix, self.ordering)
             column_order = None
@@ -119,9 +117,7 @@ class SuperLUBackend:
             x[order] = y
         if conjugate:
             x = x.conj()
-        error = backward_error(
-            factor.matrix, x, rhs, transpose, conjugate, factor.matrix_norm
-        )
+        error = backward_error(factor.matrix, x, rhs, transpose, conjugate, factor.matrix_norm)
         status = np.where(error <= BACKWARD_ERROR_LIMIT, Status.OK, Status.SINGULAR)
         return x, status.astype(np.int32)
 
