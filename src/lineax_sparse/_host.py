@@ -1,38 +1,118 @@
 """The single owner thread on which all native work runs.
 
-XLA invokes host callbacks from several threads. scipy leaks a SuperLU factor that is freed on
-another thread than the one that created it (scipy issue 15921), and cvxopt's CHOLMOD keeps one
-global `cholmod_common`. Running every factorization, solve and release on one dedicated thread
-removes both hazards; callers block until their work is done.
+XLA invokes host callbacks from several threads. scipy leaks a SuperLU factor that is freed
+on another thread than the one that created it (scipy issue 15921), and cvxopt's CHOLMOD
+keeps one global `cholmod_common`. Running every factorization, solve and release on one
+dedicated thread removes both hazards; callers block until their work is done.
+
+The thread is a daemon with its own queue (not a `concurrent.futures` executor, which stops
+accepting work before `atexit` handlers run): at interpreter exit, `_drain` waits for
+computations still in flight, whose callbacks need this thread, so that no callback enters
+Python while the interpreter finalizes (that aborts the process); then the hooks given to
+`at_exit` release native objects, here, before module teardown would free them elsewhere.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import atexit
+import queue
 import threading
+import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 
 _T = TypeVar("_T")
 
-_executor = concurrent.futures.ThreadPoolExecutor(
-    max_workers=1, thread_name_prefix="lineax-sparse-host"
-)
-_owner_ident: int | None = None
+
+class _Job:
+    __slots__ = ("fn", "args", "done", "result", "error")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple):
+        self.fn, self.args = fn, args
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
 
 
-def _record_owner() -> int:
-    global _owner_ident
-    _owner_ident = threading.get_ident()
-    return _owner_ident
+_jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+_exit_hooks: list[Callable[[], None]] = []
+_in_flight = 0
+_in_flight_lock = threading.Lock()
+
+
+def _serve() -> None:
+    while True:
+        job = _jobs.get()
+        try:
+            job.result = job.fn(*job.args)
+        except BaseException as error:  # handed back to the caller, re-raised there
+            job.error = error
+        finally:
+            # Drop references here so that native objects are released on this thread.
+            job.fn = job.args = None  # type: ignore[assignment]
+            job.done.set()
+
+
+_owner = threading.Thread(target=_serve, name="lineax-sparse-host", daemon=True)
+_owner.start()
 
 
 def run(fn: Callable[..., _T], *args) -> _T:
     """Run `fn(*args)` on the owner thread and return its result (or raise its error)."""
-    if _owner_ident is not None and threading.get_ident() == _owner_ident:
+    global _in_flight
+    if threading.current_thread() is _owner:
         return fn(*args)
-    return _executor.submit(fn, *args).result()
+    with _in_flight_lock:
+        _in_flight += 1
+    try:
+        job = _Job(fn, args)
+        _jobs.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        result, job.result = job.result, None
+        return result
+    finally:
+        with _in_flight_lock:
+            _in_flight -= 1
 
 
-run(_record_owner)
+def _drain(quiet: float = 0.05, timeout: float = 60.0) -> None:
+    """Wait until dispatched computations are done and no host work ran for `quiet` s."""
+    try:
+        import jax
+
+        for array in jax.live_arrays():
+            try:
+                array.block_until_ready()
+            except Exception:  # a failed computation is no reason to hang the exit
+                pass
+    except Exception:
+        pass
+    deadline = time.monotonic() + timeout
+    idle_since = time.monotonic()
+    while time.monotonic() < deadline:
+        if _in_flight:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= quiet:
+            return
+        time.sleep(0.005)
+
+
+def at_exit(hook: Callable[[], None]) -> None:
+    """Run `hook` on the owner thread at interpreter exit, after in-flight work is done.
+
+    Native objects must be released on the thread that made them: a SuperLU factor freed
+    by the main thread during finalization corrupts the interpreter's shutdown.
+    """
+    _exit_hooks.append(hook)
+
+
+def _shutdown() -> None:
+    _drain()
+    for hook in _exit_hooks:
+        run(hook)
+
+
+atexit.register(_shutdown)

@@ -146,6 +146,7 @@ class Registry:
 
 
 registry = Registry(_limit_from_environment())
+_host.at_exit(registry.clear)
 
 
 def set_cache_limit(nbytes: int) -> None:

@@ -1,0 +1,243 @@
+"""Handles, cache budget, eviction and concurrency (DESIGN.md invariants 1, 2, 3, 9)."""
+
+import concurrent.futures
+import gc
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import pytest
+
+import lineax_sparse as lxs
+
+from .helpers import assert_close, operator, poisson2d, random_sparse, random_vector, with_data
+
+
+SOLVER = lxs.SuperLU()
+
+
+def solve(op, b, **kwargs):
+    return lx.linear_solve(op, b, solver=SOLVER, **kwargs).value
+
+
+def test_clearing_between_forward_and_backward_gives_the_same_cotangent(getkey):
+    matrix = random_sparse(80, 0.05, np.float64, seed=20)
+    op = operator(matrix)
+    b = random_vector(getkey(), op.size, jnp.float64)
+    f = jax.jit(lambda d, v: solve(with_data(op, d), v))
+    x, vjp = jax.vjp(f, op.data, b)
+    cotangent = random_vector(getkey(), op.size, jnp.float64)
+    expected = vjp(cotangent)
+    lxs.clear_cache()
+    again = vjp(cotangent)
+    for e, a in zip(expected, again):
+        np.testing.assert_allclose(a, e, rtol=1e-13)
+    assert lxs.cache_info().misses == 1  # the backward pass refactorized once
+    # The same with grad(jit(f)), clearing the cache inside the computation's lifetime.
+    _, pullback = jax.vjp(jax.jit(jax.grad(lambda d: jnp.sum(f(d, b) ** 2))), op.data)
+    lxs.clear_cache()
+    assert np.all(np.isfinite(pullback(jnp.ones_like(op.data))[0]))
+
+
+def test_clearing_at_any_moment_never_changes_a_result(getkey):
+    op = operator(random_sparse(50, 0.1, np.float64, seed=21))
+    b = random_vector(getkey(), op.size, jnp.float64)
+    state = SOLVER.init(op, {})
+    expected = solve(op, b, state=state)
+    for _ in range(3):
+        lxs.clear_cache()
+        np.testing.assert_array_equal(solve(op, b, state=state), expected)
+    transposed, _ = SOLVER.transpose(state, {})
+    lxs.clear_cache()
+    x = solve(op.transpose(), b, state=transposed)
+    assert_close(x, np.linalg.solve(np.asarray(op.as_matrix()).T, b), jnp.float64)
+
+
+def _with_handle(state, handle):
+    return lxs.HostSolverState(
+        jnp.asarray(handle, jnp.int32),
+        state.data,
+        state.indices,
+        state.size,
+        state.transpose,
+        state.conjugate,
+    )
+
+
+def test_forged_and_foreign_handles_only_miss(getkey):
+    op1 = operator(random_sparse(40, 0.1, np.float64, seed=22))
+    op2 = operator(random_sparse(40, 0.1, np.float64, seed=23))
+    b = random_vector(getkey(), 40, jnp.float64)
+    state1, state2 = SOLVER.init(op1, {}), SOLVER.init(op2, {})
+    expected = np.linalg.solve(np.asarray(op1.as_matrix()), b)
+    for forged in ([0, 0], [-1, -1], [2**31 - 1, -(2**31)], [123456, 654321]):
+        x = solve(op1, b, state=_with_handle(state1, forged))
+        assert_close(x, expected, jnp.float64)
+    # A valid handle of *another* matrix: verified, rejected, refactorized, still correct.
+    x = jax.jit(lambda s: solve(op1, b, state=s))(_with_handle(state1, state2.handle))
+    assert_close(x, expected, jnp.float64)
+    assert lxs.cache_info().misses == 5
+
+
+def test_memory_stays_bounded_over_many_distinct_jitted_solves(getkey):
+    """400 distinct matrices through one jitted solve with a 64 MB budget."""
+    lxs.set_cache_limit(64 * 2**20)
+    op = operator(poisson2d(40))  # n = 1,600
+    b = random_vector(getkey(), op.size, jnp.float64)
+    f = jax.jit(lambda d, v: solve(with_data(op, d), v))
+    for i in range(400):
+        x = f(op.data * (1.0 + 1e-3 * i), b)
+    x.block_until_ready()  # dispatch is asynchronous: let the last solves run
+    info = lxs.cache_info()
+    assert info.factorizations == 400
+    assert info.nbytes <= 64 * 2**20
+    assert info.evictions > 0
+    assert_close(x, np.linalg.solve(np.asarray(op.as_matrix()) * (1.0 + 0.399), b), jnp.float64)
+
+
+def test_resident_memory_bounded_in_a_fresh_process():
+    """The process's resident set must stop growing once the budget is reached."""
+    code = r"""
+import resource, jax, jax.numpy as jnp, lineax as lx, numpy as np, scipy.sparse as sp
+jax.config.update("jax_enable_x64", True)
+import lineax_sparse as lxs
+lxs.set_cache_limit(16 * 2**20)
+m = 40
+t = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(m, m))
+op = lxs.SparseOperator.from_scipy(sp.kron(sp.eye_array(m), t) + sp.kron(t, sp.eye_array(m)))
+b = jnp.ones(op.size)
+f = jax.jit(lambda d: lx.linear_solve(lxs.SparseOperator(
+    jax.experimental.sparse.BCOO((d, op.indices), shape=(op.size, op.size))), b,
+    solver=lxs.SuperLU()).value)
+def rss():
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) for l in fh if l.startswith("VmRSS")) / 1024
+for i in range(200):
+    f(op.data * (1 + 1e-3 * i)).block_until_ready()
+start = rss()
+for i in range(200, 1000):
+    f(op.data * (1 + 1e-3 * i)).block_until_ready()
+print(start, rss())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    start, end = map(float, out.stdout.split())
+    # Unbounded growth is ~1.3 MB per solve here: 800 more solves would add ~1 GB.
+    assert end - start < 100, (start, end)
+
+
+def test_cache_limit_setter_and_environment_variable():
+    with pytest.raises(ValueError, match="non-negative integer"):
+        lxs.set_cache_limit(-1)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        lxs.set_cache_limit(1.5)  # type: ignore[arg-type]
+    lxs.set_cache_limit(12345)
+    assert lxs.cache_info().limit == 12345
+    env = dict(os.environ, LINEAX_SPARSE_CACHE_BYTES="2e6")
+    code = "import lineax_sparse as lxs; print(lxs.cache_info().limit)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "2000000"
+    env["LINEAX_SPARSE_CACHE_BYTES"] = "lots"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert "LINEAX_SPARSE_CACHE_BYTES" in out.stderr and out.returncode != 0
+
+
+def test_zero_budget_still_solves_correctly(getkey):
+    lxs.set_cache_limit(0)
+    op = operator(random_sparse(30, 0.2, np.float64, seed=24))
+    b = random_vector(getkey(), 30, jnp.float64)
+    g = jax.grad(lambda d: jnp.sum(solve(with_data(op, d), b) ** 2))(op.data)
+    dense = lambda d: jnp.sum(jnp.linalg.solve(jnp.asarray(with_data(op, d).as_matrix()), b) ** 2)
+    assert_close(g, jax.grad(dense)(op.data), jnp.float64)
+
+
+def test_cache_info_is_a_read_only_record():
+    info = lxs.cache_info()
+    assert set(info._fields) >= {
+        "entries",
+        "nbytes",
+        "hits",
+        "misses",
+        "factorizations",
+        "analyses",
+        "evictions",
+    }
+    with pytest.raises(AttributeError):
+        info.hits = 3  # type: ignore[misc]
+
+
+def test_concurrent_callers_from_several_threads(getkey):
+    ops = [operator(random_sparse(60, 0.08, np.float64, seed=30 + k)) for k in range(4)]
+    bs = [random_vector(getkey(), 60, jnp.float64) for _ in range(4)]
+    f = jax.jit(lambda o, v: solve(o, v))
+    g = jax.jit(jax.grad(lambda d, o, v: jnp.sum(solve(with_data(o, d), v) ** 2)))
+
+    def worker(k):
+        results = []
+        for i in range(30):
+            op = with_data(ops[k], ops[k].data * (1.0 + 0.01 * i))
+            results.append((np.asarray(op.as_matrix()), f(op, bs[k]), g(op.data, op, bs[k])))
+        return results
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(worker, range(4)))
+    for k, results in enumerate(outputs):
+        for dense, x, grad in results:
+            assert_close(x, np.linalg.solve(dense, bs[k]), jnp.float64)
+            assert np.all(np.isfinite(grad))
+    gc.collect()
+
+
+def test_exit_with_solves_in_flight_does_not_abort():
+    """A script may end right after dispatching work whose callbacks have not run yet."""
+    code = r"""
+import jax, jax.numpy as jnp, lineax as lx, numpy as np, scipy.sparse as sp
+jax.config.update("jax_enable_x64", True)
+import lineax_sparse as lxs
+m = 60
+t = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(m, m))
+op = lxs.SparseOperator.from_scipy(sp.kron(sp.eye_array(m), t) + sp.kron(t, sp.eye_array(m)))
+f = jax.jit(lambda d, b: lx.linear_solve(lxs.SparseOperator(jax.experimental.sparse.BCOO(
+    (d, op.indices), shape=(op.size, op.size))), b, solver=lxs.SuperLU()).value)
+for i in range(20):
+    f(op.data * (1 + 1e-3 * i), jnp.ones(op.size))
+"""
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "Fatal Python error" not in out.stderr
+
+
+def test_import_changes_no_jax_configuration():
+    code = (
+        "import jax; before = (jax.config.jax_enable_x64, jax.config.jax_platforms); "
+        "import lineax_sparse; "
+        "assert (jax.config.jax_enable_x64, jax.config.jax_platforms) == before; "
+        "assert not jax.config.jax_enable_x64; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_works_with_x64_disabled():
+    code = r"""
+import jax, jax.numpy as jnp, lineax as lx, numpy as np, scipy.sparse as sp
+import lineax_sparse as lxs
+A = (sp.random(30, 30, density=0.2, random_state=0) + 4 * sp.eye(30)).astype(np.float32)
+op = lxs.SparseOperator.from_scipy(A)
+b = jnp.ones(30, jnp.float32)
+x = jax.jit(lambda o, v: lx.linear_solve(o, v, solver=lxs.SuperLU()).value)(op, b)
+g = jax.grad(lambda d: jnp.sum(lx.linear_solve(lxs.SparseOperator(jax.experimental.sparse.BCOO(
+    (d, op.indices), shape=(30, 30))), b, solver=lxs.SuperLU()).value))(op.data)
+assert x.dtype == jnp.float32 and g.dtype == jnp.float32
+err = np.abs(np.asarray(x) - np.linalg.solve(A.toarray().astype(np.float64), np.ones(30))).max()
+assert err < 1e-5, err
+lxs.clear_cache()
+x2 = lx.linear_solve(op, b, solver=lxs.SuperLU(), state=lxs.SuperLU().init(op, {})).value
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
