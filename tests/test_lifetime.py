@@ -34,7 +34,7 @@ def test_clearing_between_forward_and_backward_gives_the_same_cotangent(getkey):
     expected = vjp(cotangent)
     lxs.clear_cache()
     again = vjp(cotangent)
-    for e, a in zip(expected, again):
+    for e, a in zip(expected, again, strict=True):
         np.testing.assert_allclose(a, e, rtol=1e-13)
     assert lxs.cache_info().misses == 1  # the backward pass refactorized once
     # The same with grad(jit(f)), clearing the cache inside the computation's lifetime.

@@ -18,6 +18,7 @@ import atexit
 import queue
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -47,6 +48,9 @@ def _serve() -> None:
         try:
             job.result = job.fn(*job.args)
         except BaseException as error:  # handed back to the caller, re-raised there
+            # Keep file and line of every frame but drop their locals, which may hold
+            # native objects that must not be released on the caller's thread.
+            traceback.clear_frames(error.__traceback__)
             job.error = error
         finally:
             # Drop references here so that native objects are released on this thread.
