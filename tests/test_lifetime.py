@@ -1,6 +1,7 @@
 """Handles, cache budget, eviction and concurrency (DESIGN.md invariants 1, 2, 3, 9)."""
 
 import concurrent.futures
+import dataclasses
 import gc
 import os
 import subprocess
@@ -58,14 +59,7 @@ def test_clearing_at_any_moment_never_changes_a_result(getkey):
 
 
 def _with_handle(state, handle):
-    return lxs.HostSolverState(
-        jnp.asarray(handle, jnp.int32),
-        state.data,
-        state.indices,
-        state.size,
-        state.transpose,
-        state.conjugate,
-    )
+    return dataclasses.replace(state, handle=jnp.asarray(handle, jnp.int32))
 
 
 def test_forged_and_foreign_handles_only_miss(getkey):

@@ -33,6 +33,7 @@ class HostSolverState(eqx.Module):
     data: Inexact[Array, " nse"]
     indices: Int[Array, "nse 2"]
     size: int = eqx.field(static=True)
+    spec: BackendSpec = eqx.field(static=True)
     transpose: bool = eqx.field(static=True)
     conjugate: bool = eqx.field(static=True)
 
@@ -41,12 +42,11 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
     """Base class of the lineax-sparse solvers; see `SuperLU`, `Cholmod`, `AMG`."""
 
     @abc.abstractmethod
-    def _backend_spec(self) -> BackendSpec:
-        """The backend name and its static options."""
+    def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
+        """The backend name and its static options for `operator`.
 
-    def _check_structure(self, operator: SparseOperator) -> None:
-        """Raise `ValueError` at trace time for an operator this solver cannot take."""
-        del operator
+        Raises `ValueError` at trace time for an operator this solver cannot take.
+        """
 
     def _name(self) -> str:
         return type(self).__name__
@@ -63,16 +63,16 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
                 f"got {type(operator).__name__}. Wrap the matrix with "
                 "`lineax_sparse.SparseOperator(bcoo)` or `SparseOperator.from_scipy(A)`."
             )
-        self._check_structure(operator)
         return operator
 
     def init(self, operator: lx.AbstractLinearOperator, options: dict[str, Any]):
         del options
         operator = self._check_operator(operator)
-        handle = _bridge.factor(
-            self._backend_spec(), operator.size, operator.data, operator.indices
+        spec = self._backend_spec(operator)
+        handle = _bridge.factor(spec, operator.size, operator.data, operator.indices)
+        return HostSolverState(
+            handle, operator.data, operator.indices, operator.size, spec, False, False
         )
-        return HostSolverState(handle, operator.data, operator.indices, operator.size, False, False)
 
     def compute(
         self, state: HostSolverState, vector: PyTree[Array], options: dict[str, Any]
@@ -84,7 +84,7 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
                 f"{jnp.shape(vector)}."
             )
         solution, result = _bridge.solve(
-            self._backend_spec(),
+            state.spec,
             state.size,
             state.transpose,
             state.conjugate,

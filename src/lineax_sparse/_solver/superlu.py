@@ -44,16 +44,14 @@ class SuperLU(AbstractHostSolver):
                 f"`SuperLU(symmetric_mode=...)` must be a bool, got {self.symmetric_mode!r}."
             )
 
-    def _backend_spec(self) -> BackendSpec:
+    def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
+        del operator  # any square real or complex matrix
         options = (
             ("ordering", self.ordering),
             ("pivot_threshold", float(self.pivot_threshold)),
             ("symmetric_mode", self.symmetric_mode),
         )
         return "superlu", options
-
-    def _check_structure(self, operator: SparseOperator) -> None:
-        del operator  # any square real or complex matrix
 
 
 SuperLU.__init__.__doc__ = """**Arguments:**
