@@ -22,7 +22,7 @@ import numpy as np
 
 from ._registry import registry
 from .backends import make_backend
-from .backends.base import Backend, FactorError, fingerprint, Pattern, Status
+from .backends.base import Backend, FactorError, fingerprint, is_hermitian, Pattern, Status
 
 
 BackendSpec = tuple[str, tuple[tuple[str, Any], ...]]
@@ -82,23 +82,15 @@ def _build_entry(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndar
         return _FactorEntry(spec, pattern, values, None, Status.NONFINITE_INPUT), 0
     backend = _backend(spec)
     analysis = _analysis(spec, pattern)
-    matrix = pattern.csc(pattern.assemble(values))
-    if backend.requires_symmetric and not _is_hermitian(matrix):
+    csc_values = pattern.assemble(values)
+    if backend.requires_symmetric and not is_hermitian(pattern, csc_values):
         return _FactorEntry(spec, pattern, values, None, Status.NOT_SYMMETRIC), 0
     registry.count("factorizations")
     try:
-        factor = backend.factor(pattern, analysis, matrix)
+        factor = backend.factor(pattern, analysis, pattern.csc(csc_values))
     except FactorError as error:
         return _FactorEntry(spec, pattern, values, None, error.status), 0
     return _FactorEntry(spec, pattern, values, factor, Status.OK), backend.nbytes(factor)
-
-
-def _is_hermitian(matrix) -> bool:
-    difference = matrix - matrix.conj().T
-    if difference.nnz == 0:
-        return True
-    scale = np.max(np.abs(matrix.data), initial=0.0)
-    return bool(np.max(np.abs(difference.data)) <= 1e-12 * scale)
 
 
 def _content_key(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray):

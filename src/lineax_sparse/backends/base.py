@@ -85,6 +85,21 @@ class Pattern:
             indices.nbytes + self.slot.nbytes + self.row_indices.nbytes + self.indptr.nbytes
         )
 
+    def transpose_partner(self) -> np.ndarray:
+        """For each CSC entry (i, j), the CSC position of (j, i), or -1 if not stored."""
+        partner = getattr(self, "_partner", None)
+        if partner is None:
+            n = self.n
+            cols = np.repeat(np.arange(n, dtype=np.int64), np.diff(self.indptr))
+            keys = cols * n + self.row_indices  # ascending: CSC order with sorted rows
+            transposed = self.row_indices.astype(np.int64) * n + cols
+            where = np.minimum(np.searchsorted(keys, transposed), max(keys.size - 1, 0))
+            found = keys.size > 0 and keys[where] == transposed
+            partner = np.where(found, where, -1)
+            self._partner = partner
+            self.nbytes += partner.nbytes
+        return partner
+
     def same_as(self, n: int, indices: np.ndarray) -> bool:
         return n == self.n and np.array_equal(indices, self.indices)
 
@@ -134,6 +149,24 @@ class Backend(Protocol):
     def nbytes(self, factor: Any) -> int:
         """Memory held by `factor`, for the cache's byte budget."""
         ...
+
+
+def is_hermitian(pattern: Pattern, csc_values: np.ndarray) -> bool:
+    """Whether assembled values are symmetric (real) or Hermitian (complex), to rounding.
+
+    O(nnz) per call; the pairing of entries is computed once per pattern. A pair may differ
+    by 1e-10 of its larger entry plus 1e-14 of the largest entry (assembly rounding).
+    """
+    partner = pattern.transpose_partner()
+    paired = partner >= 0
+    scale = np.max(np.abs(csc_values), initial=0.0)
+    # An unpaired stored entry must be (numerically) zero.
+    if np.any(np.abs(csc_values[~paired]) > 1e-14 * scale):
+        return False
+    mine = csc_values[paired]
+    theirs = np.conj(csc_values[partner[paired]])
+    limit = 1e-10 * np.maximum(np.abs(mine), np.abs(theirs)) + 1e-14 * scale
+    return bool(np.all(np.abs(mine - theirs) <= limit))
 
 
 def operator_apply(

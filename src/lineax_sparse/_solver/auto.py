@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import lineax as lx
+
+from .._native import BackendSpec
+from .._operator import SparseOperator
+from .base import AbstractHostSolver
+from .cholmod import cholmod_spec
+from .superlu import SuperLU
+
+
+class AutoSparse(AbstractHostSolver):
+    """Chooses a direct solver from the operator's tags.
+
+    - Operators tagged `lineax.positive_semidefinite_tag` are solved with `Cholmod`.
+    - All others are solved with `SuperLU`.
+
+    With `fallback=True`, a matrix tagged positive semidefinite that CHOLMOD finds not to be
+    positive definite (or whose values are not symmetric) is factorized with SuperLU instead
+    of being reported as a failure; without it, the failure is reported.
+
+    This solver takes no `options`.
+    """
+
+    fallback: bool = False
+
+    def __check_init__(self):
+        if not isinstance(self.fallback, bool):
+            raise ValueError(f"`AutoSparse(fallback=...)` must be a bool, got {self.fallback!r}.")
+
+    def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
+        lu = SuperLU()._backend_spec(operator)
+        if not lx.is_positive_semidefinite(operator):
+            return lu
+        cholesky = cholmod_spec("auto", "LL", "amd")
+        if self.fallback:
+            return "fallback", (("primary", cholesky), ("secondary", lu))
+        return cholesky
+
+
+AutoSparse.__init__.__doc__ = """**Arguments:**
+
+- `fallback`: whether to fall back to SuperLU when a matrix tagged positive semidefinite
+    turns out not to be (default `False`: report it).
+"""

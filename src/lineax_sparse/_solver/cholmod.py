@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from typing import Literal
+
+import lineax as lx
+
+from .._native import BackendSpec
+from .._operator import SparseOperator
+from .base import AbstractHostSolver
+
+
+MODES = ("auto", "supernodal", "simplicial")
+FACTORIZATIONS = ("LL", "LDL")
+ORDERINGS = ("amd", "natural")
+
+
+def cholmod_spec(mode: str, factorization: str, ordering: str) -> BackendSpec:
+    return "cholmod", (("mode", mode), ("factorization", factorization), ("ordering", ordering))
+
+
+def require_positive_semidefinite(solver: str, operator: SparseOperator) -> None:
+    if not lx.is_positive_semidefinite(operator):
+        hint = (
+            " It is tagged negative semidefinite: solve with the negated matrix instead."
+            if lx.is_negative_semidefinite(operator)
+            else ""
+        )
+        raise ValueError(
+            f"`{solver}` may only be used with operators tagged "
+            "`lineax.positive_semidefinite_tag` (symmetric or Hermitian positive definite "
+            "matrices): build the operator as `SparseOperator(matrix, "
+            "tags=lx.positive_semidefinite_tag)` if it is, or use `lineax_sparse.SuperLU()` "
+            f"for other matrices.{hint}"
+        )
+
+
+class Cholmod(AbstractHostSolver):
+    """Sparse Cholesky factorization through CHOLMOD (`cvxopt.cholmod`).
+
+    The solver of choice for symmetric (real) or Hermitian (complex) positive definite
+    systems: stiffness matrices, graph Laplacians, normal equations. The operator must be
+    tagged `lineax.positive_semidefinite_tag`.
+
+    The fill-reducing ordering and elimination tree are computed once per sparsity pattern
+    and reused for every later factorization of that pattern, across calls and jit
+    boundaries; an optimization loop that only changes values pays only the numeric
+    factorization. The backward pass reuses the forward factor. float32 / complex64
+    systems are factorized in double precision on the host.
+
+    Failures are reported through `lineax.RESULTS`, with NaN solutions: a matrix that is
+    not positive definite, singular, or whose values are not symmetric (Hermitian) although
+    the operator is tagged so gives `RESULTS.singular` (CHOLMOD itself would silently use
+    one triangle); NaN or inf values give `RESULTS.nonfinite_input`. Every solve is checked
+    by its backward error.
+
+    This solver takes no `options`.
+    """
+
+    mode: Literal["auto", "supernodal", "simplicial"] = "auto"
+    factorization: Literal["LL", "LDL"] = "LL"
+    ordering: Literal["amd", "natural"] = "amd"
+
+    def __check_init__(self):
+        for name, value, allowed in (
+            ("mode", self.mode, MODES),
+            ("factorization", self.factorization, FACTORIZATIONS),
+            ("ordering", self.ordering, ORDERINGS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"`Cholmod({name}=...)` must be one of {allowed}, got {value!r}.")
+        if self.factorization == "LDL" and self.mode == "supernodal":
+            raise ValueError(
+                "`Cholmod(factorization='LDL')` is simplicial: use `mode='simplicial'` or "
+                "`mode='auto'` with it."
+            )
+
+    def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
+        require_positive_semidefinite("Cholmod", operator)
+        return cholmod_spec(self.mode, self.factorization, self.ordering)
+
+
+Cholmod.__init__.__doc__ = """**Arguments:**
+
+- `mode`: `"auto"` (default) lets CHOLMOD choose; `"supernodal"` uses dense BLAS blocks
+    and is fastest for matrices with much fill (3D meshes, large 2D meshes);
+    `"simplicial"` is faster for very sparse factors (1D-like, small or banded problems).
+- `factorization`: `"LL"` (default) is the Cholesky factorization `L L^T`; `"LDL"` is the
+    simplicial `L D L^T`, which avoids square roots and is more robust for ill-conditioned
+    positive definite matrices.
+- `ordering`: `"amd"` (default), the approximate minimum degree fill-reducing ordering,
+    or `"natural"` (no reordering; only for matrices already ordered, e.g. banded).
+"""

@@ -1,0 +1,57 @@
+"""A backend that tries one factorization and falls back to another.
+
+Used by `AutoSparse(fallback=True)`: CHOLMOD first, SuperLU when the matrix turns out not to
+be positive definite or not symmetric. Each inner backend's analysis is made on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import Backend, FactorError, is_hermitian, Pattern, Status
+
+
+_FALL_BACK_ON = (Status.NOT_POSITIVE_DEFINITE, Status.NOT_SYMMETRIC)
+
+
+class FallbackBackend:
+    requires_symmetric = False
+
+    def __init__(self, primary: tuple, secondary: tuple):
+        from . import make_backend
+
+        self.primary: Backend = make_backend(*primary)
+        self.secondary: Backend = make_backend(*secondary)
+
+    def analyse(self, pattern: Pattern) -> dict[str, Any]:
+        del pattern
+        return {}
+
+    def _analysis(self, which: str, backend: Backend, pattern: Pattern, analyses: dict):
+        if which not in analyses:
+            analyses[which] = backend.analyse(pattern)
+        return analyses[which]
+
+    def factor(self, pattern: Pattern, analysis: dict, matrix) -> tuple[Backend, Any]:
+        try:
+            if self.primary.requires_symmetric and not is_hermitian(pattern, matrix.data):
+                raise FactorError(Status.NOT_SYMMETRIC)
+            primary = self._analysis("primary", self.primary, pattern, analysis)
+            return self.primary, self.primary.factor(pattern, primary, matrix)
+        except FactorError as error:
+            if error.status not in _FALL_BACK_ON:
+                raise
+        secondary = self._analysis("secondary", self.secondary, pattern, analysis)
+        return self.secondary, self.secondary.factor(pattern, secondary, matrix)
+
+    def solve(
+        self, factor: tuple[Backend, Any], rhs: np.ndarray, transpose: bool, conjugate: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        backend, inner = factor
+        return backend.solve(inner, rhs, transpose, conjugate)
+
+    def nbytes(self, factor: tuple[Backend, Any]) -> int:
+        backend, inner = factor
+        return backend.nbytes(inner)
