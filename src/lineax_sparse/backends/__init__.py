@@ -13,6 +13,7 @@ from .base import Backend
 
 
 _BACKENDS = {
+    "cholmod": ("lineax_sparse.backends.cholmod", "CholmodBackend", "cvxopt"),
     "superlu": ("lineax_sparse.backends.superlu", "SuperLUBackend", "scipy"),
 }
 
