@@ -110,3 +110,99 @@ def jit_solve(solver):
         return lx.linear_solve(op, b, solver=solver).value
 
     return solve
+
+
+def _q4_stiffness(nu: float = 0.3) -> np.ndarray:
+    """Element stiffness of a unit square Q4 plane-stress element (E = 1), top88 layout."""
+    a11 = np.array([[12, 3, -6, -3], [3, 12, 3, 0], [-6, 3, 12, -3], [-3, 0, -3, 12]])
+    a12 = np.array([[-6, -3, 0, 3], [-3, -6, -3, -6], [0, -3, -6, 3], [3, -6, 3, -6]])
+    b11 = np.array([[-4, 3, -2, 9], [3, -4, -9, 4], [-2, -9, -4, -3], [9, 4, -3, -4]])
+    b12 = np.array([[2, -3, 4, -9], [-3, 2, 9, -2], [4, 9, 2, 3], [-9, -2, 3, 2]])
+    a = np.block([[a11, a12], [a12.T, a11]])
+    b = np.block([[b11, b12], [b12.T, b11]])
+    return (a + nu * b) / (24 * (1 - nu**2))
+
+
+def elasticity2d(nelx: int, nely: int, density=None):
+    """MBB half-beam stiffness (Q4, plane stress), fixed dofs removed: SPD, scipy CSR.
+
+    Returns the reduced matrix assembled *with duplicates* as COO, as FEM codes do.
+    """
+    nodes = np.arange((nelx + 1) * (nely + 1)).reshape(nelx + 1, nely + 1).T
+    first = (2 * nodes[:-1, :-1] + 2).T.reshape(-1)  # 0-based dof of each element's node
+    offsets = np.array([0, 1, 2 * nely + 2, 2 * nely + 3, 2 * nely, 2 * nely + 1, -2, -1])
+    edof = first[:, None] + offsets[None, :]
+    ke = _q4_stiffness()
+    scale = np.ones(nelx * nely) if density is None else np.asarray(density)
+    rows = np.repeat(edof, 8, axis=1).reshape(-1)
+    cols = np.tile(edof, (1, 8)).reshape(-1)
+    values = (scale[:, None] * ke.reshape(1, -1)).reshape(-1)
+    ndof = 2 * (nelx + 1) * (nely + 1)
+    fixed = np.union1d(np.arange(0, 2 * (nely + 1), 2), [ndof - 1])
+    free = np.setdiff1d(np.arange(ndof), fixed)
+    renumber = -np.ones(ndof, dtype=np.int64)
+    renumber[free] = np.arange(free.size)
+    keep = (renumber[rows] >= 0) & (renumber[cols] >= 0)
+    return sp.coo_matrix(
+        (values[keep], (renumber[rows[keep]], renumber[cols[keep]])), shape=(free.size,) * 2
+    )
+
+
+# The real and generated matrices the solver suites run on: name -> (factory, forward-error
+# tolerance vs a dense solve, positive definite?). The tolerance is about cond(A) * 1e-15,
+# the accuracy any backward-stable solver can promise.
+MATRICES = {
+    "random-real": (lambda: random_sparse(60, 0.08, np.float64, seed=10), 1e-11, False),
+    "random-complex": (lambda: random_sparse(60, 0.08, np.complex128, seed=11), 1e-11, False),
+    "random-spd": (lambda: random_sparse(60, 0.05, np.float64, seed=12, spd=True), 1e-11, True),
+    "random-hpd": (
+        lambda: random_sparse(60, 0.05, np.complex128, seed=13, spd=True),
+        1e-11,
+        True,
+    ),
+    "poisson": (lambda: poisson2d(12), 1e-11, True),
+    "elasticity": (lambda: elasticity2d(24, 8).tocsr(), 1e-8, True),
+    "494_bus": (lambda: load("494_bus.mtx"), 1e-8, True),
+    "bcsstk13": (lambda: load("bcsstk13.mtx"), 1e-4, True),
+    "west0479": (lambda: load("west0479.mtx"), 1e-3, False),
+    "rajat19": (lambda: load("rajat19.mtx"), 1e-4, False),
+    "young1c": (lambda: load("young1c.mtx"), 1e-11, False),
+    "hangGlider_2": (lambda: load("hangGlider_2.mtx"), 1e-3, False),
+}
+
+_matrix_cache: dict = {}
+
+
+def matrix(name: str):
+    if name not in _matrix_cache:
+        _matrix_cache[name] = MATRICES[name][0]()
+    return _matrix_cache[name]
+
+
+def matrix_operator(name: str) -> lxs.SparseOperator:
+    import lineax as lx
+
+    tags = lx.positive_semidefinite_tag if MATRICES[name][2] else ()
+    return operator(matrix(name), tags)
+
+
+# Solver suites: the solver, every matrix it must solve, and the few it is differentiated on
+# (cheap, well conditioned, one of each kind it supports).
+SOLVERS = {
+    "superlu": (
+        lxs.SuperLU(),
+        [n for n in MATRICES],
+        ["random-real", "random-complex", "poisson", "rajat19"],
+    ),
+    "cholmod": (
+        lxs.Cholmod(),
+        [n for n, (_, _, definite) in MATRICES.items() if definite],
+        ["random-spd", "random-hpd", "poisson", "elasticity"],
+    ),
+}
+
+
+def symmetric_direction(op: lxs.SparseOperator):
+    """A perturbation of the values that keeps a symmetric matrix symmetric."""
+    rows, cols = op.indices[:, 0], op.indices[:, 1]
+    return op.data * jnp.cos(rows + cols).astype(op.data.dtype)

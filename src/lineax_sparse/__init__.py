@@ -12,10 +12,12 @@ from ._registry import (
     clear_cache as clear_cache,
     set_cache_limit as set_cache_limit,
 )
+from ._solver.auto import AutoSparse as AutoSparse
 from ._solver.base import (
     AbstractHostSolver as AbstractHostSolver,
     HostSolverState as HostSolverState,
 )
+from ._solver.cholmod import Cholmod as Cholmod
 from ._solver.superlu import SuperLU as SuperLU
 
 

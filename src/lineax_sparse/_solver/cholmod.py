@@ -84,9 +84,11 @@ Cholmod.__init__.__doc__ = """**Arguments:**
 - `mode`: `"auto"` (default) lets CHOLMOD choose; `"supernodal"` uses dense BLAS blocks
     and is fastest for matrices with much fill (3D meshes, large 2D meshes);
     `"simplicial"` is faster for very sparse factors (1D-like, small or banded problems).
-- `factorization`: `"LL"` (default) is the Cholesky factorization `L L^T`; `"LDL"` is the
-    simplicial `L D L^T`, which avoids square roots and is more robust for ill-conditioned
-    positive definite matrices.
+- `factorization`: `"LL"` (default) requires a positive definite matrix (CHOLMOD's
+    supernodal `L L^T`, or a simplicial `L D L^T` with every pivot checked positive);
+    `"LDL"` is the simplicial `L D L^T` without pivoting: it also accepts symmetric
+    indefinite matrices that need no pivoting, and reports zero or tiny pivots as
+    singular. Use `SuperLU` for indefinite matrices in general.
 - `ordering`: `"amd"` (default), the approximate minimum degree fill-reducing ordering,
     or `"natural"` (no reordering; only for matrices already ordered, e.g. banded).
 """

@@ -14,6 +14,7 @@ from .base import Backend
 
 _BACKENDS = {
     "cholmod": ("lineax_sparse.backends.cholmod", "CholmodBackend", "cvxopt"),
+    "fallback": ("lineax_sparse.backends.fallback", "FallbackBackend", "scipy"),
     "superlu": ("lineax_sparse.backends.superlu", "SuperLUBackend", "scipy"),
 }
 
