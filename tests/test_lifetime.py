@@ -15,21 +15,40 @@ import pytest
 
 import lineax_sparse as lxs
 
-from .helpers import assert_close, operator, poisson2d, random_sparse, random_vector, with_data
+from .helpers import (
+    assert_close,
+    operator,
+    poisson2d,
+    random_sparse,
+    random_vector,
+    SOLVERS,
+    with_data,
+)
+
+
+PSD = lx.positive_semidefinite_tag
 
 
 SOLVER = lxs.SuperLU()
 
 
-def solve(op, b, **kwargs):
-    return lx.linear_solve(op, b, solver=SOLVER, **kwargs).value
+@pytest.fixture(params=list(SOLVERS))
+def solver(request):
+    return SOLVERS[request.param][0]
 
 
-def test_clearing_between_forward_and_backward_gives_the_same_cotangent(getkey):
-    matrix = random_sparse(80, 0.05, np.float64, seed=20)
-    op = operator(matrix)
+def solve(op, b, solver=SOLVER, **kwargs):
+    return lx.linear_solve(op, b, solver=solver, **kwargs).value
+
+
+def spd(n, seed):
+    return operator(random_sparse(n, 0.05, np.float64, seed=seed, spd=True), PSD)
+
+
+def test_clearing_between_forward_and_backward_gives_the_same_cotangent(solver, getkey):
+    op = spd(80, 20)
     b = random_vector(getkey(), op.size, jnp.float64)
-    f = jax.jit(lambda d, v: solve(with_data(op, d), v))
+    f = jax.jit(lambda d, v: solve(with_data(op, d), v, solver))
     x, vjp = jax.vjp(f, op.data, b)
     cotangent = random_vector(getkey(), op.size, jnp.float64)
     expected = vjp(cotangent)
@@ -44,17 +63,17 @@ def test_clearing_between_forward_and_backward_gives_the_same_cotangent(getkey):
     assert np.all(np.isfinite(pullback(jnp.ones_like(op.data))[0]))
 
 
-def test_clearing_at_any_moment_never_changes_a_result(getkey):
-    op = operator(random_sparse(50, 0.1, np.float64, seed=21))
+def test_clearing_at_any_moment_never_changes_a_result(solver, getkey):
+    op = spd(50, 21)
     b = random_vector(getkey(), op.size, jnp.float64)
-    state = SOLVER.init(op, {})
-    expected = solve(op, b, state=state)
+    state = solver.init(op, {})
+    expected = solve(op, b, solver, state=state)
     for _ in range(3):
         lxs.clear_cache()
-        np.testing.assert_array_equal(solve(op, b, state=state), expected)
-    transposed, _ = SOLVER.transpose(state, {})
+        np.testing.assert_array_equal(solve(op, b, solver, state=state), expected)
+    transposed, _ = solver.transpose(state, {})
     lxs.clear_cache()
-    x = solve(op.transpose(), b, state=transposed)
+    x = solve(op.transpose(), b, solver, state=transposed)
     assert_close(x, np.linalg.solve(np.asarray(op.as_matrix()).T, b), jnp.float64)
 
 
@@ -62,27 +81,26 @@ def _with_handle(state, handle):
     return dataclasses.replace(state, handle=jnp.asarray(handle, jnp.int32))
 
 
-def test_forged_and_foreign_handles_only_miss(getkey):
-    op1 = operator(random_sparse(40, 0.1, np.float64, seed=22))
-    op2 = operator(random_sparse(40, 0.1, np.float64, seed=23))
+def test_forged_and_foreign_handles_only_miss(solver, getkey):
+    op1, op2 = spd(40, 22), spd(40, 23)
     b = random_vector(getkey(), 40, jnp.float64)
-    state1, state2 = SOLVER.init(op1, {}), SOLVER.init(op2, {})
+    state1, state2 = solver.init(op1, {}), solver.init(op2, {})
     expected = np.linalg.solve(np.asarray(op1.as_matrix()), b)
     for forged in ([0, 0], [-1, -1], [2**31 - 1, -(2**31)], [123456, 654321]):
-        x = solve(op1, b, state=_with_handle(state1, forged))
+        x = solve(op1, b, solver, state=_with_handle(state1, forged))
         assert_close(x, expected, jnp.float64)
     # A valid handle of *another* matrix: verified, rejected, refactorized, still correct.
-    x = jax.jit(lambda s: solve(op1, b, state=s))(_with_handle(state1, state2.handle))
+    x = jax.jit(lambda s: solve(op1, b, solver, state=s))(_with_handle(state1, state2.handle))
     assert_close(x, expected, jnp.float64)
     assert lxs.cache_info().misses == 5
 
 
-def test_memory_stays_bounded_over_many_distinct_jitted_solves(getkey):
+def test_memory_stays_bounded_over_many_distinct_jitted_solves(solver, getkey):
     """400 distinct matrices through one jitted solve with a 64 MB budget."""
     lxs.set_cache_limit(64 * 2**20)
-    op = operator(poisson2d(40))  # n = 1,600
+    op = operator(poisson2d(40), PSD)  # n = 1,600
     b = random_vector(getkey(), op.size, jnp.float64)
-    f = jax.jit(lambda d, v: solve(with_data(op, d), v))
+    f = jax.jit(lambda d, v: solve(with_data(op, d), v, solver))
     for i in range(400):
         x = f(op.data * (1.0 + 1e-3 * i), b)
     x.block_until_ready()  # dispatch is asynchronous: let the last solves run
@@ -139,11 +157,11 @@ def test_cache_limit_setter_and_environment_variable():
     assert "LINEAX_SPARSE_CACHE_BYTES" in out.stderr and out.returncode != 0
 
 
-def test_zero_budget_still_solves_correctly(getkey):
+def test_zero_budget_still_solves_correctly(solver, getkey):
     lxs.set_cache_limit(0)
-    op = operator(random_sparse(30, 0.2, np.float64, seed=24))
+    op = spd(30, 24)
     b = random_vector(getkey(), 30, jnp.float64)
-    g = jax.grad(lambda d: jnp.sum(solve(with_data(op, d), b) ** 2))(op.data)
+    g = jax.grad(lambda d: jnp.sum(solve(with_data(op, d), b, solver) ** 2))(op.data)
     dense = lambda d: jnp.sum(jnp.linalg.solve(jnp.asarray(with_data(op, d).as_matrix()), b) ** 2)
     assert_close(g, jax.grad(dense)(op.data), jnp.float64)
 
@@ -163,11 +181,11 @@ def test_cache_info_is_a_read_only_record():
         info.hits = 3  # type: ignore[misc]
 
 
-def test_concurrent_callers_from_several_threads(getkey):
-    ops = [operator(random_sparse(60, 0.08, np.float64, seed=30 + k)) for k in range(4)]
+def test_concurrent_callers_from_several_threads(solver, getkey):
+    ops = [spd(60, 30 + k) for k in range(4)]
     bs = [random_vector(getkey(), 60, jnp.float64) for _ in range(4)]
-    f = jax.jit(lambda o, v: solve(o, v))
-    g = jax.jit(jax.grad(lambda d, o, v: jnp.sum(solve(with_data(o, d), v) ** 2)))
+    f = jax.jit(lambda o, v: solve(o, v, solver))
+    g = jax.jit(jax.grad(lambda d, o, v: jnp.sum(solve(with_data(o, d), v, solver) ** 2)))
 
     def worker(k):
         results = []
