@@ -25,9 +25,10 @@ from .helpers import (
 
 
 PSD = lx.positive_semidefinite_tag
+CHOLMOD = lxs.Cholmod()
 
 
-def unchecked(op, b, solver=lxs.Cholmod()):
+def unchecked(op, b, solver=CHOLMOD):
     return lx.linear_solve(op, b, solver=solver, throw=False)
 
 
@@ -179,7 +180,9 @@ def test_auto_sparse_chooses_by_tags(getkey):
     for op, name in ((spd, "random-spd"), (general, "random-real")):
         b = random_vector(getkey(), op.size, jnp.float64)
         g = jax.grad(
-            lambda d, v: jnp.sum(lx.linear_solve(with_data(op, d), v, solver=auto).value ** 2),
+            lambda d, v, op=op: jnp.sum(
+                lx.linear_solve(with_data(op, d), v, solver=auto).value ** 2
+            ),
             argnums=1,
         )(op.data, b)
         dense = matrix(name).toarray()
