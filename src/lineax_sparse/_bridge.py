@@ -53,12 +53,15 @@ def _factor_host(spec: BackendSpec, n: int, values, indices):
 
 def _solve_host(spec: BackendSpec, n: int, transpose: bool, conjugate: bool, *arrays):
     arrays = [np.asarray(a) for a in arrays]
-    return _host.run(_native.solve_batch, spec, n, transpose, conjugate, *arrays)
+    x, status, steps, residual = _host.run(
+        _native.solve_batch, spec, n, transpose, conjugate, *arrays
+    )
+    return x, status, steps, residual.astype(_residual_dtype(arrays[3].dtype))
 
 
 def factor(
     spec: BackendSpec, n: int, values: Inexact[Array, " nse"], indices: Int[Array, "nse 2"]
-) -> Int[Array, 2]:
+) -> Int[Array, "2"]:
     """Factorize on the host; returns the handle as two int32."""
     return jax.pure_callback(
         functools.partial(_factor_host, spec, n),
@@ -74,23 +77,35 @@ def solve(
     n: int,
     transpose: bool,
     conjugate: bool,
-    handle: Int[Array, 2],
+    handle: Int[Array, "2"],
     values: Inexact[Array, " nse"],
     indices: Int[Array, "nse 2"],
     rhs: Inexact[Array, " n"],
-) -> tuple[Inexact[Array, " n"], lx.RESULTS]:
+    guess: Inexact[Array, " n"] | None = None,
+) -> tuple[Inexact[Array, " n"], lx.RESULTS, dict[str, Array]]:
     """Solve `op(A) x = rhs` on the host with the factorization under `handle`.
 
     The matrix arrays travel with the handle so that a missing or stale factorization is
-    rebuilt on the host instead of failing.
+    rebuilt on the host instead of failing. `guess` is an initial guess for iterative
+    backends. Returns the solution, the result, and the statistics `num_steps` (iterations,
+    or refinement steps of a direct solve) and `relative_residual` (`|b - Ax| / |b|`).
     """
-    solution, status = jax.pure_callback(
+    arrays = (handle, values, indices, rhs) + (() if guess is None else (guess,))
+    solution, status, steps, residual = jax.pure_callback(
         functools.partial(_solve_host, spec, n, transpose, conjugate),
-        (jax.ShapeDtypeStruct((n,), rhs.dtype), jax.ShapeDtypeStruct((), jnp.int32)),
-        handle,
-        values,
-        indices,
-        rhs,
+        (
+            jax.ShapeDtypeStruct((n,), rhs.dtype),
+            jax.ShapeDtypeStruct((), jnp.int32),
+            jax.ShapeDtypeStruct((), jnp.int32),
+            jax.ShapeDtypeStruct((), _residual_dtype(rhs.dtype)),
+        ),
+        *arrays,
         vmap_method="expand_dims",
     )
-    return solution, status_to_result(status)
+    stats = {"num_steps": steps, "relative_residual": residual}
+    return solution, status_to_result(status), stats
+
+
+def _residual_dtype(dtype) -> np.dtype:
+    # The real precision of the right-hand side (numpy only: also used inside the callback).
+    return np.finfo(np.dtype(dtype)).dtype

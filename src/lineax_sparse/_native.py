@@ -182,25 +182,33 @@ def solve_batch(
     values: np.ndarray,
     indices: np.ndarray,
     rhs: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+    guess: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Solve every system of a batch; one backend solve per distinct matrix.
 
-    Returns solutions of shape `batch + (n,)` in `rhs.dtype` and statuses `batch` (int32).
+    `guess` (optional) is an initial guess broadcastable like `rhs`. Returns solutions of
+    shape `batch + (n,)` in `rhs.dtype`, and per system a status (int32), a step count
+    (int32) and a relative residual (float64), each of shape `batch`.
     """
     shapes = (handles.shape[:-1], values.shape[:-1], indices.shape[:-2])
     matrix_batch = np.broadcast_shapes(*shapes)
-    batch = np.broadcast_shapes(matrix_batch, rhs.shape[:-1])
+    vector_shapes = (rhs.shape[:-1],) if guess is None else (rhs.shape[:-1], guess.shape[:-1])
+    batch = np.broadcast_shapes(matrix_batch, *vector_shapes)
     flat_handles = handles.reshape(-1, 2)
     flat_values = values.reshape(-1, values.shape[-1])
     flat_indices = indices.reshape(-1, *indices.shape[-2:])
-    flat_rhs = rhs.reshape(-1, n)
     handle_of, value_of, index_of = (_batch_map(s, matrix_batch) for s in shapes)
     matrix_of = _batch_map(matrix_batch, batch)
-    rhs_of = _batch_map(rhs.shape[:-1], batch)
+    flat_rhs = rhs.reshape(-1, n)[_batch_map(rhs.shape[:-1], batch)]
+    flat_guess = (
+        None if guess is None else guess.reshape(-1, n)[_batch_map(guess.shape[:-1], batch)]
+    )
 
     size = math.prod(batch)
     solution = np.full((size, n), np.nan, dtype=rhs.dtype)
     status = np.empty(size, dtype=np.int32)
+    steps = np.zeros(size, dtype=np.int32)
+    residual = np.full(size, np.nan, dtype=np.float64)
     backend = _backend(spec)
     host_dtype = _host_dtype(np.result_type(values.dtype, rhs.dtype))
     for m in np.unique(matrix_of):
@@ -215,12 +223,24 @@ def solve_batch(
         if entry.status != Status.OK:
             status[columns] = entry.status
             continue
-        block = flat_rhs[rhs_of[columns]].T.astype(host_dtype)
+        block = flat_rhs[columns].T.astype(host_dtype)
         finite = np.all(np.isfinite(block), axis=0)
         block[:, ~finite] = 0
-        x, column_status = backend.solve(entry.factor, block, transpose, conjugate)
-        column_status = np.where(finite, column_status, Status.NONFINITE_INPUT)
+        start = None
+        if flat_guess is not None:
+            start = flat_guess[columns].T.astype(host_dtype)
+            start[:, ~np.all(np.isfinite(start), axis=0)] = 0
+        result = backend.solve(entry.factor, block, transpose, conjugate, start)
+        column_status = np.where(finite, result.status, Status.NONFINITE_INPUT)
+        x = result.solution
         x[:, column_status != Status.OK] = np.nan
         solution[columns] = x.T.astype(rhs.dtype, copy=False)
         status[columns] = column_status
-    return solution.reshape(*batch, n), status.reshape(batch)
+        steps[columns] = result.num_steps
+        residual[columns] = result.relative_residual
+    return (
+        solution.reshape(*batch, n),
+        status.reshape(batch),
+        steps.reshape(batch),
+        residual.reshape(batch),
+    )

@@ -29,7 +29,7 @@ from .._operator import SparseOperator
 class HostSolverState(eqx.Module):
     """Solver state: a handle to a host factorization, plus the matrix it was made from."""
 
-    handle: Int[Array, 2]
+    handle: Int[Array, "2"]
     data: Inexact[Array, " nse"]
     indices: Int[Array, "nse 2"]
     size: int = eqx.field(static=True)
@@ -77,13 +77,12 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
     def compute(
         self, state: HostSolverState, vector: PyTree[Array], options: dict[str, Any]
     ) -> tuple[PyTree[Array], lx.RESULTS, dict[str, Any]]:
-        del options
         if not eqx.is_array(vector) or vector.shape != (state.size,):
             raise ValueError(
                 f"`{self._name()}` solves against a vector of shape ({state.size},), got "
                 f"{jnp.shape(vector)}."
             )
-        solution, result = _bridge.solve(
+        solution, result, stats = _bridge.solve(
             state.spec,
             state.size,
             state.transpose,
@@ -92,8 +91,14 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
             state.data,
             state.indices,
             vector,
+            self._initial_guess(vector, options),
         )
-        return solution, result, {}
+        return solution, result, stats
+
+    def _initial_guess(self, vector: Array, options: dict[str, Any]) -> Array | None:
+        """The initial guess passed to the host; direct solvers take none."""
+        del vector, options
+        return None
 
     def transpose(self, state: HostSolverState, options: dict[str, Any]):
         del options

@@ -8,14 +8,16 @@ This module never imports jax. It owns:
   are invalid, and how to sum an uncoalesced COO value array into CSC order in O(nnz);
 - `Backend`, the small protocol a native library implements to plug in;
 - `FactorError`, how a backend reports a data-dependent failure of a factorization;
-- `backward_error`, the residual check used where a native library gives no other signal.
+- `checked_solve`, a direct solve checked by its backward error (used where a native
+  library gives no other signal) and repaired by iterative refinement.
 """
 
 from __future__ import annotations
 
 import enum
 import zlib
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -69,21 +71,48 @@ class Pattern:
         invalid = ((rows < 0) | (rows > n) | (cols < 0) | (cols > n)) & ~padding
         self.valid = not bool(invalid.any())
         keep = ~(padding | invalid)
-        linear = np.where(keep, cols * n + rows, n * n)
-        unique, slot = np.unique(linear, return_inverse=True)
-        if unique.size and unique[-1] == n * n:
-            unique = unique[:-1]
+        if keep.all():  # the common case: no padding, nothing to drop
+            kept = slice(None)
+            self.slot = np.empty(indices.shape[0], dtype=np.int64)
+            unique = self._coalesce(rows, cols, kept)
+        else:
+            kept = np.flatnonzero(keep)
+            self.slot = np.full(indices.shape[0], -1, dtype=np.int64)
+            unique = self._coalesce(rows[kept], cols[kept], kept)
         self.nnz = int(unique.size)
-        self.slot = slot.astype(np.int64).reshape(-1)
+        self.slot[self.slot < 0] = self.nnz  # dropped entries add into a trash slot
         self.row_indices = (unique % n).astype(np.int32)
-        col_of_unique = unique // n
         self.indptr = np.zeros(n + 1, dtype=np.int32)
-        np.cumsum(np.bincount(col_of_unique, minlength=n), out=self.indptr[1:])
-        diagonal = self.row_indices == col_of_unique
-        self.has_full_diagonal = int(np.count_nonzero(diagonal)) == n
+        np.cumsum(np.bincount(unique // n, minlength=n), out=self.indptr[1:])
         self.nbytes = (
             indices.nbytes + self.slot.nbytes + self.row_indices.nbytes + self.indptr.nbytes
         )
+
+    def _coalesce(self, rows: np.ndarray, cols: np.ndarray, kept) -> np.ndarray:
+        """Sorted unique CSC keys `col * n + row`; fills `self.slot[kept]`.
+
+        Patterns usually arrive in CSC or CSR order already (scipy, `BCOO.fromdense`,
+        `sum_duplicates`): those avoid the O(nnz log nnz) sort that only unordered
+        input (FEM assembly with duplicates) needs.
+        """
+        n = self.n
+        keys = cols * n + rows
+        if keys.size == 0 or np.all(keys[1:] > keys[:-1]):
+            self.slot[kept] = np.arange(keys.size)
+            return keys
+        if np.all((rows[1:] > rows[:-1]) | ((rows[1:] == rows[:-1]) & (cols[1:] > cols[:-1]))):
+            # CSR order without duplicates: transpose by scipy's O(nnz + n) counting sort.
+            row_ptr = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(np.bincount(rows, minlength=n), out=row_ptr[1:])
+            ids = np.arange(keys.size, dtype=np.int64)
+            transposed = sp.csr_matrix((ids, cols, row_ptr), shape=(n, n)).tocsc()
+            where = transposed.data if isinstance(kept, slice) else kept[transposed.data]
+            self.slot[where] = np.arange(keys.size)
+            col_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(transposed.indptr))
+            return col_of * n + transposed.indices
+        unique, inverse = np.unique(keys, return_inverse=True)
+        self.slot[kept] = inverse.reshape(-1)
+        return unique
 
     def transpose_partner(self) -> np.ndarray:
         """For each CSC entry (i, j), the CSC position of (j, i), or -1 if not stored."""
@@ -137,12 +166,17 @@ class Backend(Protocol):
         ...
 
     def solve(
-        self, factor: Any, rhs: np.ndarray, transpose: bool, conjugate: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        factor: Any,
+        rhs: np.ndarray,
+        transpose: bool,
+        conjugate: bool,
+        guess: np.ndarray | None,
+    ) -> SolveResult:
         """Solve `op(A) X = rhs` for `rhs` of shape `(n, k)`.
 
-        `op(A)` is `A`, `A^T`, `conj(A)` or `A^H` depending on the flags. Returns the
-        solution `(n, k)` and a `Status` code per column (`(k,)` int32).
+        `op(A)` is `A`, `A^T`, `conj(A)` or `A^H` depending on the flags; `guess` is an
+        initial guess of the shape of `rhs` for iterative backends (None: none given).
         """
         ...
 
@@ -169,6 +203,69 @@ def is_hermitian(pattern: Pattern, csc_values: np.ndarray) -> bool:
     return bool(np.all(np.abs(mine - theirs) <= limit))
 
 
+#: A direct solve whose normwise backward error exceeds this is reported as singular. Stable
+#: solves sit near 1e-16 even for condition numbers of 1e12; garbage sits near 1.
+BACKWARD_ERROR_LIMIT = 1e-8
+#: Steps of iterative refinement tried before a direct solve is reported as failed.
+REFINEMENT_STEPS = 3
+
+
+class SolveResult(NamedTuple):
+    """Per-column outcome of `Backend.solve` for a right-hand side block `(n, k)`."""
+
+    solution: np.ndarray  # (n, k)
+    status: np.ndarray  # (k,) int32 `Status` codes
+    num_steps: np.ndarray  # (k,) int32: iterations, or refinement steps of a direct solve
+    relative_residual: np.ndarray  # (k,) float64: |b - op(A) x|_2 / |b|_2
+
+
+def checked_solve(
+    apply_inverse: Callable[[np.ndarray], np.ndarray],
+    matrix: sp.csc_matrix,
+    norm: float,
+    rhs: np.ndarray,
+    transpose: bool,
+    conjugate: bool,
+) -> SolveResult:
+    """A direct solve, checked by its backward error and repaired by iterative refinement.
+
+    `apply_inverse(b)` applies the factorization to a block. Columns whose backward error
+    exceeds `BACKWARD_ERROR_LIMIT` get up to `REFINEMENT_STEPS` steps of refinement (small
+    pivots often leave a solution a few steps repair); those still above are `SINGULAR`.
+    """
+    k = rhs.shape[1]
+    x = apply_inverse(rhs)
+    steps = np.zeros(k, dtype=np.int32)
+    residual = rhs - operator_apply(matrix, x, transpose, conjugate)
+    error = _backward_error(residual, x, rhs, norm)
+    for _ in range(REFINEMENT_STEPS):
+        bad = np.flatnonzero((error > BACKWARD_ERROR_LIMIT) & np.all(np.isfinite(x), axis=0))
+        if bad.size == 0:
+            break
+        x[:, bad] += apply_inverse(residual[:, bad])
+        steps[bad] += 1
+        residual[:, bad] = rhs[:, bad] - operator_apply(matrix, x[:, bad], transpose, conjugate)
+        error[bad] = _backward_error(residual[:, bad], x[:, bad], rhs[:, bad], norm)
+    status = np.where(error <= BACKWARD_ERROR_LIMIT, Status.OK, Status.SINGULAR)
+    return SolveResult(x, status.astype(np.int32), steps, relative_residual(residual, rhs))
+
+
+def relative_residual(residual: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """`|r|_2 / |b|_2` per column (`|r|_2` where `b = 0`)."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        num = np.linalg.norm(residual, axis=0)
+        den = np.linalg.norm(rhs, axis=0)
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), num)
+
+
+def _backward_error(residual, x, rhs, norm) -> np.ndarray:
+    num = np.max(np.abs(residual), axis=0, initial=0.0)
+    den = norm * np.max(np.abs(x), axis=0, initial=0.0) + np.max(np.abs(rhs), axis=0, initial=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        error = np.where(den > 0, num / np.where(den > 0, den, 1.0), num)
+    return np.where(np.isfinite(error), error, np.inf)
+
+
 def operator_apply(
     matrix: sp.csc_matrix, x: np.ndarray, transpose: bool, conjugate: bool
 ) -> np.ndarray:
@@ -177,25 +274,6 @@ def operator_apply(
         x = x.conj()
     y = matrix.T @ x if transpose else matrix @ x
     return y.conj() if conjugate else y
-
-
-def backward_error(
-    matrix: sp.csc_matrix,
-    x: np.ndarray,
-    rhs: np.ndarray,
-    transpose: bool,
-    conjugate: bool,
-    matrix_norm: float,
-) -> np.ndarray:
-    """Normwise backward error `|b - op(A) x| / (|A| |x| + |b|)` per column (inf-norms)."""
-    residual = rhs - operator_apply(matrix, x, transpose, conjugate)
-    num = np.max(np.abs(residual), axis=0, initial=0.0)
-    den = matrix_norm * np.max(np.abs(x), axis=0, initial=0.0) + np.max(
-        np.abs(rhs), axis=0, initial=0.0
-    )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        error = np.where(den > 0, num / np.where(den > 0, den, 1.0), num)
-    return np.where(np.isfinite(error), error, np.inf)
 
 
 def matrix_norm(matrix: sp.csc_matrix) -> float:

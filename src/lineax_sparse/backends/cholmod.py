@@ -110,20 +110,9 @@ import numpy as np
 import scipy.sparse as sp
 from cvxopt import amd, cholmod
 
-from .base import (
-    backward_error,
-    FactorError,
-    matrix_norm,
-    operator_apply,
-    Pattern,
-    Status,
-)
+from .base import checked_solve, FactorError, matrix_norm, Pattern, SolveResult, Status
 
 
-#: A solve whose normwise backward error exceeds this is reported as failed (as in SuperLU).
-BACKWARD_ERROR_LIMIT = 1e-8
-#: Steps of iterative refinement tried before a solve is reported as failed.
-REFINEMENT_STEPS = 3
 #: A pivot `D_j` with `|D_j| <= max(n, PIVOT_FLOOR) * eps * max_i |A_ij|` counts as zero.
 PIVOT_FLOOR = 100
 #: Dead factor objects kept per analysis and dtype for refactorization (see module docstring).
@@ -360,23 +349,23 @@ class CholmodBackend:
         return x.conj() if flip else x
 
     def solve(
-        self, factor: _Factor, rhs: np.ndarray, transpose: bool, conjugate: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        n, k = rhs.shape
-        if n == 0 or k == 0:
-            return np.zeros((n, k), dtype=rhs.dtype), np.zeros(k, dtype=np.int32)
+        self,
+        factor: _Factor,
+        rhs: np.ndarray,
+        transpose: bool,
+        conjugate: bool,
+        guess: np.ndarray | None,
+    ) -> SolveResult:
+        del guess  # a direct solve needs none
         flip = transpose != conjugate  # op(A) = conj(A) for A Hermitian
-        x = self._apply_inverse(factor, rhs, flip)
-        matrix, norm = factor.matrix, factor.matrix_norm
-        error = backward_error(matrix, x, rhs, transpose, conjugate, norm)
-        for _ in range(REFINEMENT_STEPS):
-            if np.all(error <= BACKWARD_ERROR_LIMIT) or not np.all(np.isfinite(x)):
-                break
-            residual = rhs - operator_apply(matrix, x, transpose, conjugate)
-            x = x + self._apply_inverse(factor, residual, flip)
-            error = backward_error(matrix, x, rhs, transpose, conjugate, norm)
-        status = np.where(error <= BACKWARD_ERROR_LIMIT, Status.OK, Status.SINGULAR)
-        return x, status.astype(np.int32)
+        return checked_solve(
+            lambda b: self._apply_inverse(factor, b, flip),
+            factor.matrix,
+            factor.matrix_norm,
+            rhs,
+            transpose,
+            conjugate,
+        )
 
     def nbytes(self, factor: _Factor) -> int:
         return int(factor.nbytes)

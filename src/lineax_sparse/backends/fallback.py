@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Backend, FactorError, is_hermitian, Pattern, Status
+from .base import Backend, FactorError, is_hermitian, Pattern, SolveResult, Status
 
 
 _FALL_BACK_ON = (Status.NOT_POSITIVE_DEFINITE, Status.NOT_SYMMETRIC)
@@ -47,10 +47,15 @@ class FallbackBackend:
         return self.secondary, self.secondary.factor(pattern, secondary, matrix)
 
     def solve(
-        self, factor: tuple[Backend, Any], rhs: np.ndarray, transpose: bool, conjugate: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        factor: tuple[Backend, Any],
+        rhs: np.ndarray,
+        transpose: bool,
+        conjugate: bool,
+        guess: np.ndarray | None,
+    ) -> SolveResult:
         backend, inner = factor
-        return backend.solve(inner, rhs, transpose, conjugate)
+        return backend.solve(inner, rhs, transpose, conjugate, guess)
 
     def nbytes(self, factor: tuple[Backend, Any]) -> int:
         backend, inner = factor
