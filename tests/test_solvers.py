@@ -317,3 +317,23 @@ def test_dense_operator_is_a_trace_time_error(solver_name):
     name = type(solver).__name__
     with pytest.raises(ValueError, match=f"`{name}` may only be used with"):
         lx.linear_solve(lx.MatrixLinearOperator(jnp.eye(3)), jnp.ones(3), solver=solver)
+
+
+@pytest.mark.parametrize("solver_name", list(SOLVERS))
+def test_statistics_are_arrays_under_jit_and_vmap(solver_name, getkey):
+    solver, _, names = SOLVERS[solver_name]
+    op, dense = matrix_operator(names[0]), matrix(names[0])
+    bs = jnp.stack([random_vector(getkey(), op.size, jnp.float64) for _ in range(3)])
+
+    @jax.jit
+    @jax.vmap
+    def stats(b):
+        return lx.linear_solve(op, b, solver=solver).stats
+
+    out = stats(bs)
+    assert out["num_steps"].shape == (3,) and out["relative_residual"].shape == (3,)
+    xs = np.linalg.solve(dense.toarray(), np.asarray(bs).T).T
+    expected = np.linalg.norm(bs - (dense @ xs.T).T, axis=1) / np.linalg.norm(bs, axis=1)
+    assert np.all(out["relative_residual"] <= 1e-13)
+    assert np.all(expected <= 1e-13)
+    assert np.all(out["num_steps"] == 0)  # well conditioned: no refinement needed
