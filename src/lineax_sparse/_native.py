@@ -85,11 +85,14 @@ def _build_entry(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndar
     csc_values = pattern.assemble(values)
     if backend.requires_symmetric and not is_hermitian(pattern, csc_values):
         return _FactorEntry(spec, pattern, values, None, Status.NOT_SYMMETRIC), 0
-    registry.count("factorizations")
     try:
         factor = backend.factor(pattern, analysis, pattern.csc(csc_values))
     except FactorError as error:
+        registry.count("factorizations")
         return _FactorEntry(spec, pattern, values, None, error.status), 0
+    # An AMG factor that reuses an earlier hierarchy as preconditioner did no setup.
+    if not getattr(factor, "reused_setup", False):
+        registry.count("factorizations")
     return _FactorEntry(spec, pattern, values, factor, Status.OK), backend.nbytes(factor)
 
 
