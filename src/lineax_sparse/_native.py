@@ -51,8 +51,8 @@ def _backend(spec: BackendSpec) -> Backend:
     return make_backend(name, options)
 
 
-def _pattern(n: int, indices: np.ndarray) -> Pattern:
-    key = ("pattern",) + fingerprint(indices) + (n,)
+def _pattern(n: int, indices: np.ndarray, index_print: tuple) -> Pattern:
+    key = ("pattern",) + index_print + (n,)
     pattern = registry.get(key)
     if pattern is None or not pattern.same_as(n, indices):
         pattern = Pattern(n, indices)
@@ -73,8 +73,10 @@ def _analysis(spec: BackendSpec, pattern: Pattern) -> Any:
     return analysis
 
 
-def _build_entry(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray):
-    pattern = _pattern(n, indices)
+def _build_entry(
+    spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray, index_print: tuple
+):
+    pattern = _pattern(n, indices, index_print)
     values = np.array(values, copy=True)  # the caller's buffer is not ours to keep
     if not pattern.valid:
         return _FactorEntry(spec, pattern, values, None, Status.INVALID_INDEX), 0
@@ -96,12 +98,13 @@ def _build_entry(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndar
     return _FactorEntry(spec, pattern, values, factor, Status.OK), backend.nbytes(factor)
 
 
-def _content_key(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray):
-    return ("content", spec) + fingerprint(indices) + fingerprint(values) + (n,)
+def _content_key(spec: BackendSpec, n: int, index_print: tuple, values: np.ndarray):
+    return ("content", spec) + index_print + fingerprint(values) + (n,)
 
 
 def _factor_one(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray) -> int:
-    content_key = _content_key(spec, n, indices, values)
+    index_print = fingerprint(indices)
+    content_key = _content_key(spec, n, index_print, values)
     key = registry.get(content_key)
     if key is not None:
         entry = registry.get(key)
@@ -109,7 +112,7 @@ def _factor_one(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarr
             registry.count("hits")
             return key
     key = registry.new_key()
-    _store(key, content_key, *_build_entry(spec, n, indices, values))
+    _store(key, content_key, *_build_entry(spec, n, indices, values, index_print))
     return key
 
 
@@ -127,13 +130,14 @@ def _lookup(
         registry.count("hits")
         return entry
     registry.count("misses")
-    content_key = _content_key(spec, n, indices, values)
+    index_print = fingerprint(indices)
+    content_key = _content_key(spec, n, index_print, values)
     found = registry.get(content_key)
     if found is not None:
         other = registry.get(found)
         if isinstance(other, _FactorEntry) and other.matches(spec, n, indices, values):
             return other
-    new_entry, nbytes = _build_entry(spec, n, indices, values)
+    new_entry, nbytes = _build_entry(spec, n, indices, values, index_print)
     # Re-file under the same key when it is free, so later solves with this handle hit.
     if entry is not None:
         key = registry.new_key()

@@ -114,20 +114,35 @@ class Pattern:
         self.slot[kept] = inverse.reshape(-1)
         return unique
 
-    def transpose_partner(self) -> np.ndarray:
-        """For each CSC entry (i, j), the CSC position of (j, i), or -1 if not stored."""
-        partner = getattr(self, "_partner", None)
-        if partner is None:
+    def symmetry_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSC positions `(lower, upper, unpaired)`, computed once per pattern.
+
+        `lower[i]` holds an entry (i, j) with i > j and `upper[i]` its mirror (j, i);
+        `unpaired` lists off-diagonal entries whose mirror is not stored.
+        """
+        pairs = getattr(self, "_pairs", None)
+        if pairs is None:
             n = self.n
             cols = np.repeat(np.arange(n, dtype=np.int64), np.diff(self.indptr))
-            keys = cols * n + self.row_indices  # ascending: CSC order with sorted rows
-            transposed = self.row_indices.astype(np.int64) * n + cols
-            where = np.minimum(np.searchsorted(keys, transposed), max(keys.size - 1, 0))
-            found = keys.size > 0 and keys[where] == transposed
-            partner = np.where(found, where, -1)
-            self._partner = partner
-            self.nbytes += partner.nbytes
-        return partner
+            rows = self.row_indices.astype(np.int64)
+            keys = cols * n + rows  # ascending: CSC order with sorted rows
+            off = np.flatnonzero(rows != cols)
+            mirror = rows[off] * n + cols[off]
+            where = np.minimum(np.searchsorted(keys, mirror), max(keys.size - 1, 0))
+            found = keys[where] == mirror if keys.size else np.zeros(0, dtype=bool)
+            below = rows[off] > cols[off]
+            lower = off[found & below]
+            upper = where[found & below]
+            unpaired = off[~found]
+            pairs = (lower, upper, unpaired)
+            self._pairs = pairs
+            self.nbytes += lower.nbytes + upper.nbytes + unpaired.nbytes
+        return pairs
+
+    def diagonal_positions(self) -> np.ndarray:
+        """CSC positions of the stored diagonal entries."""
+        cols = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.indptr))
+        return np.flatnonzero(self.row_indices == cols)
 
     def same_as(self, n: int, indices: np.ndarray) -> bool:
         return n == self.n and np.array_equal(indices, self.indices)
@@ -188,19 +203,25 @@ class Backend(Protocol):
 def is_hermitian(pattern: Pattern, csc_values: np.ndarray) -> bool:
     """Whether assembled values are symmetric (real) or Hermitian (complex), to rounding.
 
-    O(nnz) per call; the pairing of entries is computed once per pattern. A pair may differ
-    by 1e-10 of its larger entry plus 1e-14 of the largest entry (assembly rounding).
+    O(nnz) per call, touching each mirrored pair once; the pairing is computed once per
+    pattern. A pair may differ by 1e-10 of its larger entry plus 1e-14 of the largest
+    entry (assembly rounding); an entry without a stored mirror must be that small too.
     """
-    partner = pattern.transpose_partner()
-    paired = partner >= 0
+    lower, upper, unpaired = pattern.symmetry_pairs()
     scale = np.max(np.abs(csc_values), initial=0.0)
-    # An unpaired stored entry must be (numerically) zero.
-    if np.any(np.abs(csc_values[~paired]) > 1e-14 * scale):
+    floor = 1e-14 * scale
+    if unpaired.size and np.max(np.abs(csc_values[unpaired])) > floor:
         return False
-    mine = csc_values[paired]
-    theirs = np.conj(csc_values[partner[paired]])
-    limit = 1e-10 * np.maximum(np.abs(mine), np.abs(theirs)) + 1e-14 * scale
-    return bool(np.all(np.abs(mine - theirs) <= limit))
+    mine = csc_values[lower]
+    theirs = csc_values[upper]
+    if np.iscomplexobj(csc_values):
+        theirs = theirs.conj()
+        diagonal = csc_values[pattern.diagonal_positions()]
+        if diagonal.size and np.max(np.abs(diagonal.imag)) > 1e-10 * scale + floor:
+            return False
+    difference = np.abs(mine - theirs)
+    # |a - b| <= 1e-10 max(|a|, |b|) + floor, with max(|a|, |b|) <= |a| + |b| / 2 bounds.
+    return bool(np.all(difference <= 1e-10 * (np.abs(mine) + difference) + floor))
 
 
 #: A direct solve whose normwise backward error exceeds this is reported as singular. Stable
