@@ -13,6 +13,7 @@ from .base import Backend
 
 
 _BACKENDS = {
+    "amg": ("lineax_sparse.backends.amg", "AMGBackend", "pyamg"),
     "cholmod": ("lineax_sparse.backends.cholmod", "CholmodBackend", "cvxopt"),
     "fallback": ("lineax_sparse.backends.fallback", "FallbackBackend", "scipy"),
     "superlu": ("lineax_sparse.backends.superlu", "SuperLUBackend", "scipy"),

@@ -1,0 +1,773 @@
+"""Algebraic multigrid through pyamg: a hierarchy per matrix, used by a Krylov method.
+
+Options (the `AMG` solver's static fields) and how they map onto pyamg / scipy:
+
+- `method`: `"smoothed_aggregation"` is `pyamg.smoothed_aggregation_solver(A, B)` with
+  `symmetry="hermitian"` (`"symmetric"` for a complex symmetric, non-Hermitian matrix:
+  then `R = P^T`); `"nonsymmetric_sa"` the same with `symmetry="nonsymmetric"`;
+  `"ruge_stuben"` is `pyamg.ruge_stuben_solver(A)`; `"air"` is `pyamg.air_solver(A)`
+  (approximate ideal restriction, for non-symmetric, e.g. advection-dominated, matrices).
+  pyamg's default strength, aggregation / splitting and interpolation are kept. SA's
+  `("symmetric", theta=0)` strength is poor on strong anisotropy (eps = 1e-3: 63 CG
+  iterations on 64^2, 86 on 128^2, against 5 for `ruge_stuben`), but no other setting is a
+  better default: theta = 0.25 gives 6 iterations there and 38 (from 7) on Poisson, 56
+  (from 20) on elasticity, at operator complexities up to 8.5 (from 1.3); theta = 0.1 and
+  "evolution" strength triple the operator complexity everywhere. Methods without complex
+  support in pyamg 5.4.1: `"ruge_stuben"` (its interpolation kernels are real only:
+  TypeError) and `"air"` (refuses complex); `factor` raises ValueError for them (the solver
+  class refuses them at trace time).
+- `krylov`: `"cg"`, `"gmres"`, `"bicgstab"` are scipy's (`scipy.sparse.linalg`) with one
+  multigrid cycle as preconditioner `M`; `"none"` runs stand-alone cycles
+  `x += B (b - A x)`. scipy rather than pyamg's Krylov methods (which `ml.solve(accel=...)`
+  would use): scipy's take an absolute tolerance, scipy's GMRES restarts every
+  `GMRES_RESTART` = 20 iterations and tests the true residual at each restart (pyamg's GMRES
+  keeps `maxiter` Krylov vectors of length n and stops on the preconditioned residual: 4e-7
+  true relative residual observed at tol = 1e-8), and `ml.solve` only iterates on the
+  hierarchy's own matrix, while transposed solves and hierarchy reuse need another one.
+  CG needs a symmetric cycle: `"air"` and `"nonsymmetric_sa"` are refused with `"cg"`.
+- `rtol`, `atol`, `max_steps`: converged means `|b - op(A) x|_2 <= max(rtol |b|_2, atol)`.
+  `max_steps` counts Krylov iterations (GMRES: inner iterations in all) or cycles.
+- `adjoint_rtol`: `rtol` of transposed solves (`A^T`, `A^H`: the backward pass). A
+  conjugate-only solve is the conjugate of a forward solve and uses `rtol`.
+- `cycle`: `"V"`, `"W"`, `"F"` (pyamg's `cycle`; F-cycles are not exactly symmetric, CG
+  still converged on every test matrix).
+- `smoother` (pre- and post-smoother on every level): `"default"` (pyamg's choice per
+  method: symmetric block Gauss-Seidel for SA, symmetric Gauss-Seidel for RS, no
+  presmoother and F-then-C Jacobi after for AIR), `"gauss_seidel"` (one symmetric sweep
+  before and after), `"jacobi"` (omega / rho(D^-1 A), omega = 1), `"sor"` (a forward SOR
+  sweep before, a backward one after, omega = 1.2; pyamg 5.4.1's own symmetric SOR sweep
+  drops omega) and `"chebyshev"` (degree 3). All but AIR's default give a symmetric cycle.
+  For AIR, `"gauss_seidel"` needs the same iterations as its default at twice the cycle
+  cost (convection-diffusion 128^2), so `"default"` is the better choice there.
+- `near_nullspace`: pyamg's `B` (SA methods only; RS and AIR take none), given either as an
+  object with an `.array` of shape (n, k) or as a tuple of k tuples of length n. Without it
+  SA uses the constant vector.
+- `reuse`: see "Hierarchy reuse" below; 0 disables it.
+
+Transposed and conjugated solves. `conj(A) x = b` is solved as `A conj(x) = conj(b)` and
+`A^H x = b` as `A^T conj(x) = conj(b)`, so only `A` and `A^T` are ever iterated on, always
+with the exact operator (`A^T` as CSR shares the CSC arrays). The preconditioner of `A^T` is
+`A`'s hierarchy only when the values are symmetric (`A^T == A`, checked once per hierarchy
+with `base.is_hermitian`, on the real and imaginary parts for a complex matrix); for a
+Hermitian complex `A` (`A^T = conj(A)`) it is `r -> conj(B conj(r))` with `A`'s cycle `B`;
+otherwise it is a hierarchy of `A^T`, built at the first transposed solve and kept in the
+factor (`late_setups` counts it). Using `A`'s hierarchy for a non-symmetric `A^T` would still
+converge to the right answer here (the operator is exact and the residual checked), but
+slowly; it is never done.
+
+Convergence is checked, never assumed: after every cycle (stand-alone) or Krylov run the
+true residual `|b - op(A) x|` is recomputed; `OK` only if it meets the tolerance itself
+(no safety factor: a Krylov run whose recursively updated residual stopped it early is
+restarted from its iterate while the true residual decreases and steps remain, so drift
+costs an iteration, never a false `OK`). A non-finite iterate, a stand-alone cycle whose
+residual grows past `DIVERGENCE` times its start, or a Krylov restart that makes no progress
+(breakdown, or a tolerance below what rounding allows: rtol = 1e-18 stops after about 100
+steps at 1e-12) is `BREAKDOWN`; running out of steps is `MAX_STEPS_REACHED`. A zero
+right-hand side gives zeros and `OK` without iterating. A complex right-hand side with a real
+matrix is solved as real and imaginary columns. `factor` raises `FactorError`: `SINGULAR`
+for an all-zero row or column, `BREAKDOWN` for a zero diagonal entry (every smoother
+divides by the diagonal) or a pyamg setup that fails or produces non-finite operators.
+Overflow and invalid-value floating point warnings are silenced inside `factor` and `solve`
+(the checks above handle them).
+
+Hierarchy reuse (`reuse > 0`, needs a Krylov method). The per-pattern analysis remembers,
+weakly, the hierarchy set made most recently for the pattern. `factor` then builds no
+hierarchy: the factor's operator is the new matrix and its preconditioner the remembered
+hierarchy (`reused_setup = True`). The first converged solve with a hierarchy (per
+direction: forward, transposed) sets its baseline iteration count. A reused solve needing
+more than `reuse` times the baseline marks the hierarchy stale: it still returns its
+(converged) result, and the next `factor` of the pattern builds a new hierarchy. A reused
+solve that fails (`MAX_STEPS_REACHED`, `BREAKDOWN`) rebuilds the hierarchy from the
+factor's own matrix at once and solves the failed columns again from the caller's guess
+(steps add up; `late_setups` counts the rebuild), so reuse never turns a system a fresh
+hierarchy solves into a failure. Weakly: a hierarchy lives exactly as long as a factor in
+the cache uses it, and every factor counts the full hierarchy in `nbytes` (an upper bound
+when several share one), so no hierarchy is held outside the cache's byte budget.
+
+Memory. `nbytes` counts the factor's own matrix (CSC values and a CSR copy) and every array
+reachable from its hierarchies (per level `A`, `P`, `R`, near-nullspace `B`, smoother data;
+shared buffers once). It grows when `solve` builds the lazy `A^T` hierarchy or rebuilds a
+failed reused one (`late_setups` > 0): re-read it after such a solve. A factor also keeps
+its `Pattern` alive (needed to check the symmetry of a rebuilt hierarchy's matrix).
+
+BLAS. `factor` and `solve` hold BLAS to one thread (threadpoolctl). pyamg's setup and the
+Krylov methods make many small BLAS calls (norms, dots, Lanczos on small matrices), which
+OpenBLAS's threads make much slower on a busy machine: variable-coefficient diffusion
+256^2 (n = 65,536), 2 cores under load, setup 0.10-0.16 s with one thread against
+2.8-4.6 s with two, solve (17 CG iterations) 0.13-0.15 s against 0.6 s.
+
+Measured (2 cores, shared with another test run: load 1.5-3.5; medians of 3; SA + CG,
+V-cycle, default smoother, rtol = 1e-8, one right-hand side):
+
+| problem | n | setup | solve (iterations) | transposed solve | nbytes |
+|---|---|---|---|---|---|
+| 2D Poisson 512^2 | 262,144 | 404 ms | 235 ms (8) | 237 ms | 56 MB |
+| 3D Poisson 64^3 | 262,144 | 561 ms | 432 ms (9) | 422 ms | 79 MB |
+| 2D Poisson 1024^2 | 1,048,576 | 2,486 ms | 1,667 ms (10) | 1,425 ms | 223 MB |
+
+(pyamg directly, same machine: 512^2 setup 351 ms, `ml.solve(accel="cg")` 286 ms; the
+figure in DESIGN.md, 2,061 / 1,299 ms, was taken with threaded BLAS.) 1024^2: 7 levels,
+operator complexity 1.34.
+
+Hierarchy reuse, 10 variable-coefficient diffusion matrices of one pattern (512^2,
+n = 262,144; log-normal face coefficients, each changed by a random 5% per step), CG to
+1e-8: `reuse=0` builds 10 hierarchies: factor 4.76 s + solve 5.69 s = 10.45 s, 17 iterations
+each; `reuse=2` builds 1: factor 0.46 s + solve 7.05 s = 7.52 s (28% less), iterations
+17, 19, 20, 20, 21, 21, 22, 22, 22, 23 (no rebuild needed). Drifting by 50% per step instead
+(96^2), `reuse=2` rebuilds every second matrix (16 -> 37 iterations when reused).
+
+Iterations (CG unless stated, rtol 1e-8): MBB beam elasticity 180x60 (n = 22,020) 178 with
+SA's constant vector, 22 with the three rigid body modes as `near_nullspace` (0.71 -> 0.20 s
+setup + solve); 360x120 (n = 87,240) 352 -> 24 (6.6 -> 0.8 s). 494_bus: SA 27, RS 20;
+stand-alone cycles do not reach 1e-8 in 500 (MAX_STEPS_REACHED). Upwind
+convection-diffusion 128^2 with GMRES, forward / transposed, at cell Peclet numbers 0.008,
+0.8 and 8: SA 8/8, 9/9, 19/19; nonsymmetric SA 8/8, 7/7, 6/6; RS 5/5, 12/13, 16/15; AIR
+21/20, 9/9, 6/6 (all to 1e-8, transposed solves checked against `spsolve(A.T)`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pyamg
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import threadpoolctl
+
+from .base import FactorError, is_hermitian, Pattern, SolveResult, Status
+
+
+METHODS = ("smoothed_aggregation", "ruge_stuben", "air", "nonsymmetric_sa")
+KRYLOV = ("cg", "gmres", "bicgstab", "none")
+CYCLES = ("V", "W", "F")
+SMOOTHERS = ("default", "gauss_seidel", "jacobi", "sor", "chebyshev")
+#: Methods pyamg implements for real matrices only (classical interpolation / AIR).
+REAL_ONLY = ("ruge_stuben", "air")
+#: Methods that take near-nullspace candidates (classical AMG and AIR have no `B`).
+TAKES_NEAR_NULLSPACE = ("smoothed_aggregation", "nonsymmetric_sa")
+#: Methods whose cycle is not symmetric, so that CG (which needs an SPD preconditioner)
+#: cannot use them: AIR's F/C relaxation and restriction, nonsymmetric SA's R != P^T.
+NONSYMMETRIC_CYCLE = ("air", "nonsymmetric_sa")
+
+#: (presmoother, postsmoother) for each `smoother`; "default" keeps pyamg's choice per method
+#: (symmetric block Gauss-Seidel for SA, symmetric Gauss-Seidel for RS; for AIR none before
+#: and F-then-C Jacobi after). Every other pair gives a symmetric cycle, as CG needs.
+_SMOOTHERS = {
+    # One symmetric (forward + backward) sweep before and after.
+    "gauss_seidel": (("gauss_seidel", {"sweep": "symmetric"}),) * 2,
+    # Weighted Jacobi, omega = 1 / rho(D^-1 A) on every level (pyamg's `withrho`).
+    "jacobi": (("jacobi", {"omega": 1.0, "withrho": True}),) * 2,
+    # One forward SOR sweep before, one backward after (omega = 1.2). Not pyamg's symmetric
+    # sweep: pyamg 5.4.1 drops omega there (plain symmetric Gauss-Seidel).
+    "sor": (
+        ("sor", {"omega": 1.2, "sweep": "forward"}),
+        ("sor", {"omega": 1.2, "sweep": "backward"}),
+    ),
+    # Degree-3 Chebyshev polynomial on [rho/30, 1.1 rho]: no sweeps, only products.
+    "chebyshev": (("chebyshev", {}),) * 2,
+}
+
+#: Inner iterations between restarts of GMRES (scipy's default): memory is (restart+1) * n.
+GMRES_RESTART = 20
+#: A stand-alone cycle whose residual grows past this many times |b| (or the initial
+#: residual) has diverged; it stops with `BREAKDOWN` instead of running to `max_steps`.
+DIVERGENCE = 1e8
+
+
+_blas_controller: threadpoolctl.ThreadpoolController | None = None
+
+
+def _single_threaded_blas():
+    """Hold BLAS to one thread (see the module docstring: 4-25x faster on a busy machine)."""
+    global _blas_controller
+    if _blas_controller is None:  # inspects the loaded libraries once
+        _blas_controller = threadpoolctl.ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
+
+
+def _check_options(
+    method: str,
+    krylov: str,
+    rtol: float,
+    atol: float,
+    max_steps: int,
+    adjoint_rtol: float,
+    cycle: str,
+    smoother: str,
+    near_nullspace: Any,
+    reuse: int,
+) -> None:
+    if method not in METHODS:
+        raise ValueError(f"AMG method must be one of {METHODS}, got {method!r}.")
+    if krylov not in KRYLOV:
+        raise ValueError(f"AMG krylov must be one of {KRYLOV}, got {krylov!r}.")
+    if cycle not in CYCLES:
+        raise ValueError(f"AMG cycle must be one of {CYCLES}, got {cycle!r}.")
+    if smoother not in SMOOTHERS:
+        raise ValueError(f"AMG smoother must be one of {SMOOTHERS}, got {smoother!r}.")
+    for name, value in (("rtol", rtol), ("atol", atol), ("adjoint_rtol", adjoint_rtol)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"AMG {name} must be finite and non-negative, got {value!r}.")
+    if rtol == 0 and atol == 0:
+        raise ValueError("AMG needs rtol > 0 or atol > 0.")
+    if adjoint_rtol == 0 and atol == 0:
+        raise ValueError("AMG needs adjoint_rtol > 0 or atol > 0.")
+    if int(max_steps) != max_steps or max_steps < 1:
+        raise ValueError(f"AMG max_steps must be a positive integer, got {max_steps!r}.")
+    if int(reuse) != reuse or reuse < 0:
+        raise ValueError(f"AMG reuse must be a non-negative integer, got {reuse!r}.")
+    if reuse and krylov == "none":
+        raise ValueError(
+            "AMG hierarchy reuse needs a Krylov method (krylov='cg', 'gmres' or 'bicgstab'): "
+            "stand-alone cycles of a hierarchy built for other values need not converge."
+        )
+    if krylov == "cg" and method in NONSYMMETRIC_CYCLE:
+        raise ValueError(
+            f"AMG method {method!r} gives a non-symmetric preconditioner, which CG cannot "
+            "use; choose krylov='gmres' or 'bicgstab'."
+        )
+    if near_nullspace is not None:
+        if method not in TAKES_NEAR_NULLSPACE:
+            raise ValueError(
+                f"AMG method {method!r} takes no near-nullspace vectors; use "
+                "'smoothed_aggregation' or 'nonsymmetric_sa'."
+            )
+        vectors = _near_nullspace_columns(near_nullspace)
+        if vectors.ndim != 2 or 0 in vectors.shape:
+            raise ValueError("AMG near_nullspace must hold k >= 1 vectors of length n >= 1.")
+        if not np.all(np.isfinite(vectors)):
+            raise ValueError("AMG near_nullspace vectors must be finite.")
+
+
+def _near_nullspace_columns(near_nullspace: Any) -> np.ndarray:
+    """`near_nullspace` as an (n, k) complex array.
+
+    Accepted: an object with an `.array` of shape (n, k) (the solver's hashable `Vectors`
+    wrapper), or a tuple of k tuples of length n (one per vector).
+    """
+    array = getattr(near_nullspace, "array", None)
+    if array is not None:
+        columns = np.asarray(array, dtype=np.complex128)
+        return columns[:, None] if columns.ndim == 1 else columns
+    return np.asarray(near_nullspace, dtype=np.complex128).T
+
+
+def _level_solver(ml: Any, cycle: str) -> Callable[[np.ndarray], np.ndarray]:
+    """`r -> B r`: one multigrid cycle from a zero initial guess (the preconditioner).
+
+    pyamg's own `aspreconditioner` runs `ml.solve(r, maxiter=1)`, which adds two residual
+    norms and a product with a zero vector to every cycle: 31 against 27 ms per V-cycle on a
+    2D Poisson 512^2 (BLAS on one thread; 106 against 45 ms with threaded BLAS on a busy
+    machine). The recursive cycle is called directly where this pyamg has it (it has since
+    pyamg 4), `aspreconditioner` otherwise.
+    """
+    levels = ml.levels
+    if len(levels) == 1:
+        coarse = ml.coarse_solver
+        matrix = levels[0].A
+        return lambda r: np.asarray(coarse(matrix, r)).reshape(r.shape)
+    recursive = getattr(ml, "_MultilevelSolver__solve", None)
+    if recursive is None:  # pragma: no cover - another pyamg layout
+        operator = ml.aspreconditioner(cycle=cycle)
+        return operator.matvec
+
+    def apply(r: np.ndarray) -> np.ndarray:
+        x = np.zeros_like(r)
+        recursive(0, x, r, cycle, 1)
+        return x
+
+    return apply
+
+
+def _conjugated(apply: Callable[[np.ndarray], np.ndarray]) -> Callable:
+    """`r -> conj(B conj(r))`: a preconditioner for `conj(A)` from one for `A`."""
+    return lambda r: np.conj(apply(np.conj(r)))
+
+
+class _Hierarchies:
+    """A pyamg hierarchy of one matrix `S`, and (built lazily) the hierarchy of `S^T`.
+
+    `source` is `S` as CSC (its arrays give `S^T` as CSR for free). `symmetric` means
+    `S^T == S`, `hermitian` means `S^H == S` (the same for real `S`); both are checked on the
+    values once, when the hierarchy is built. `baseline[direction]` is the iteration count
+    of the first solve with `forward` / `transposed`; `stale` asks the next factorization of
+    the pattern not to reuse this object (see the module docstring).
+    """
+
+    def __init__(self, forward: Any, source: sp.csc_matrix, symmetric: bool, hermitian: bool):
+        self.forward = forward
+        self.transposed: Any = None
+        self.source = source
+        self.symmetric = symmetric
+        self.hermitian = hermitian
+        self.is_complex = bool(np.iscomplexobj(source.data))
+        self.baseline: dict[str, int] = {}
+        self.stale = False
+        self._solvers: dict[tuple[str, str], Callable] = {}
+
+    def solver(self, direction: str, cycle: str) -> Callable[[np.ndarray], np.ndarray]:
+        key = (direction, cycle)
+        if key not in self._solvers:
+            ml = self.forward if direction == "forward" else self.transposed
+            self._solvers[key] = _level_solver(ml, cycle)
+        return self._solvers[key]
+
+
+class _PatternState:
+    """The per-pattern analysis: the latest hierarchy set made for this pattern, weakly.
+
+    Weakly, so that every hierarchy stays owned by the factors that use it and counted in
+    their `nbytes`: once the cache has evicted all of them, the next factorization builds
+    a new hierarchy instead of reusing one held outside the cache's budget.
+    """
+
+    def __init__(self):
+        self.latest: weakref.ref | None = None
+
+    def remembered(self) -> _Hierarchies | None:
+        return None if self.latest is None else self.latest()
+
+    def remember(self, hierarchies: _Hierarchies) -> None:
+        self.latest = weakref.ref(hierarchies)
+
+
+class _Factor:
+    """The matrix of one factorization and the hierarchy set that preconditions it.
+
+    `reused_setup` is True when `factor` built no hierarchy (it took the one remembered for
+    the pattern); `late_setups` counts the hierarchies `solve` built afterwards for this
+    factor (the lazy `A^T` hierarchy; a rebuild after a reused hierarchy failed).
+    """
+
+    def __init__(self, pattern: Pattern, matrix: sp.csc_matrix, state: _PatternState):
+        self.pattern = pattern
+        self.matrix = matrix
+        self.csr = matrix.tocsr()
+        self.hierarchies: _Hierarchies | None = None
+        self.reused_setup = False
+        self.late_setups = 0
+        self.state = state
+
+    @property
+    def is_complex(self) -> bool:
+        return bool(np.iscomplexobj(self.matrix.data))
+
+    def operator(self, transpose: bool) -> sp.csr_matrix:
+        """`A` or `A^T` as CSR (the transpose shares the CSC arrays)."""
+        if not transpose:
+            return self.csr
+        m = self.matrix
+        return sp.csr_matrix((m.data, m.indices, m.indptr), shape=m.shape, copy=False)
+
+
+class AMGBackend:
+    requires_symmetric = False
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        krylov: str,
+        rtol: float,
+        atol: float,
+        max_steps: int,
+        adjoint_rtol: float,
+        cycle: str,
+        smoother: str,
+        near_nullspace: Any,
+        reuse: int,
+    ):
+        _check_options(
+            method,
+            krylov,
+            rtol,
+            atol,
+            max_steps,
+            adjoint_rtol,
+            cycle,
+            smoother,
+            near_nullspace,
+            reuse,
+        )
+        self.method = method
+        self.krylov = krylov
+        self.rtol = float(rtol)
+        self.atol = float(atol)
+        self.max_steps = int(max_steps)
+        self.adjoint_rtol = float(adjoint_rtol)
+        self.cycle = cycle
+        self.smoother = smoother
+        self.near_nullspace = near_nullspace
+        self.reuse = int(reuse)
+        self._B: dict[tuple[int, bool], np.ndarray] = {}
+
+    # ------------------------------------------------------------------ setup
+
+    def _candidates(self, n: int, complex_: bool) -> np.ndarray | None:
+        """The near-nullspace vectors as pyamg's `B` (n, k), or None for its default."""
+        if self.near_nullspace is None:
+            return None
+        key = (n, complex_)
+        if key not in self._B:
+            B = _near_nullspace_columns(self.near_nullspace)
+            if B.shape[0] != n:
+                raise ValueError(
+                    f"AMG near_nullspace vectors have length {B.shape[0]}, the matrix has "
+                    f"n = {n} rows."
+                )
+            self._B[key] = np.ascontiguousarray(B if complex_ else B.real)
+        return self._B[key]
+
+    def _build(self, matrix: sp.csr_matrix, symmetry: str) -> Any:
+        """A pyamg hierarchy of `matrix` (CSR); raises `FactorError` if it fails."""
+        kwargs: dict[str, Any] = {}
+        if self.smoother != "default":
+            kwargs["presmoother"], kwargs["postsmoother"] = _SMOOTHERS[self.smoother]
+        B = self._candidates(matrix.shape[0], bool(np.iscomplexobj(matrix.data)))
+        try:
+            if self.method == "smoothed_aggregation":
+                ml = pyamg.smoothed_aggregation_solver(matrix, B=B, symmetry=symmetry, **kwargs)
+            elif self.method == "nonsymmetric_sa":
+                ml = pyamg.smoothed_aggregation_solver(
+                    matrix, B=B, symmetry="nonsymmetric", **kwargs
+                )
+            elif self.method == "ruge_stuben":
+                ml = pyamg.ruge_stuben_solver(matrix, **kwargs)
+            else:
+                ml = pyamg.air_solver(matrix, **kwargs)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError, RuntimeError, Warning) as error:
+            # (`Warning`: pyamg's warnings, when a filter turns them into errors.)
+            raise FactorError(Status.BREAKDOWN, f"pyamg setup failed: {error}") from None
+        for level in ml.levels:
+            for name in ("A", "P", "R"):
+                operator = getattr(level, name, None)
+                if operator is not None and not np.all(np.isfinite(operator.data)):
+                    raise FactorError(Status.BREAKDOWN, f"pyamg setup produced a non-finite {name}")
+        return ml
+
+    @staticmethod
+    def _symmetry(symmetric: bool, hermitian: bool, complex_: bool) -> str:
+        # pyamg's "hermitian" takes R = P^H; a complex symmetric (non-Hermitian) matrix wants
+        # R = P^T ("symmetric"). For real matrices the two are the same.
+        if complex_ and symmetric and not hermitian:
+            return "symmetric"
+        return "hermitian"
+
+    def _new_hierarchies(self, factor: _Factor) -> _Hierarchies:
+        """Build the hierarchy of the factor's own matrix (raises `FactorError`)."""
+        matrix = factor.matrix
+        values = matrix.data
+        complex_ = bool(np.iscomplexobj(values))
+        pattern = factor.pattern
+        hermitian = is_hermitian(pattern, values)
+        if complex_:  # symmetric (a_ij == a_ji): both parts are real symmetric
+            symmetric = is_hermitian(pattern, values.real) and is_hermitian(pattern, values.imag)
+        else:
+            symmetric = hermitian
+        forward = self._build(factor.csr, self._symmetry(symmetric, hermitian, complex_))
+        return _Hierarchies(forward, matrix, symmetric, hermitian)
+
+    def analyse(self, pattern: Pattern) -> _PatternState:
+        # Nothing AMG does depends on the pattern alone: strength, aggregation and
+        # interpolation all read the values. The state remembers the latest hierarchy.
+        del pattern
+        return _PatternState()
+
+    def factor(self, pattern: Pattern, analysis: _PatternState, matrix: sp.csc_matrix) -> _Factor:
+        # Overflow and NaN are detected by the checks (setup, true residual), not warned.
+        with _single_threaded_blas(), np.errstate(all="ignore"):
+            return self._factor(pattern, analysis, matrix)
+
+    def _factor(self, pattern: Pattern, analysis: _PatternState, matrix: sp.csc_matrix) -> _Factor:
+        if self.method in REAL_ONLY and np.iscomplexobj(matrix.data):
+            # Structural: the solver class refuses this combination at trace time.
+            raise ValueError(f"pyamg's {self.method!r} AMG supports real matrices only.")
+        _check_matrix(matrix)
+        factor = _Factor(pattern, matrix, analysis)
+        if pattern.n == 0:
+            return factor
+        if self.reuse:
+            remembered = analysis.remembered()
+            if (
+                remembered is not None
+                and not remembered.stale
+                and remembered.is_complex == factor.is_complex
+            ):
+                factor.hierarchies = remembered
+                factor.reused_setup = True
+                return factor
+        factor.hierarchies = self._new_hierarchies(factor)
+        if self.reuse:
+            analysis.remember(factor.hierarchies)
+        return factor
+
+    # ------------------------------------------------------------------ solve
+
+    def solve(
+        self,
+        factor: _Factor,
+        rhs: np.ndarray,
+        transpose: bool,
+        conjugate: bool,
+        guess: np.ndarray | None,
+    ) -> SolveResult:
+        with _single_threaded_blas(), np.errstate(all="ignore"):
+            return self._solve(factor, rhs, transpose, conjugate, guess)
+
+    def _solve(self, factor, rhs, transpose, conjugate, guess) -> SolveResult:
+        n, k = rhs.shape
+        if not factor.is_complex and np.iscomplexobj(rhs):
+            return self._solve_split(factor, rhs, transpose, conjugate, guess)
+        dtype = np.complex128 if factor.is_complex else np.float64
+        # conj(A) x = b  <=>  A conj(x) = conj(b);  A^H x = b  <=>  A^T conj(x) = conj(b).
+        work = np.array(rhs, dtype=dtype)
+        start = np.zeros((n, k), dtype=dtype) if guess is None else np.array(guess, dtype=dtype)
+        if conjugate:
+            work, start = np.conj(work), np.conj(start)
+        x = np.zeros((n, k), dtype=dtype)
+        status = np.zeros(k, dtype=np.int32)
+        steps = np.zeros(k, dtype=np.int32)
+        residual = np.zeros(k, dtype=np.float64)
+        columns = np.flatnonzero(np.any(work != 0, axis=0))  # b = 0: x = 0, OK
+        if n and columns.size:
+            rtol = self.adjoint_rtol if transpose else self.rtol
+            result = (x, status, steps, residual)
+            self._solve_columns(factor, transpose, rtol, work, start, columns, result)
+        if conjugate:
+            x = np.conj(x)
+        return SolveResult(x, status, steps, residual)
+
+    def _solve_split(self, factor, rhs, transpose, conjugate, guess) -> SolveResult:
+        """A real matrix is real-linear: solve real and imaginary parts as 2k real columns."""
+        k = rhs.shape[1]
+        both = np.concatenate([rhs.real, rhs.imag], axis=1)
+        start = None if guess is None else np.concatenate([guess.real, guess.imag], axis=1)
+        parts = self._solve(factor, both, transpose, conjugate, start)
+        x = parts.solution[:, :k] + 1j * parts.solution[:, k:]
+        first, second = parts.status[:k], parts.status[k:]
+        status = np.where(first != Status.OK, first, second).astype(np.int32)
+        steps = np.maximum(parts.num_steps[:k], parts.num_steps[k:]).astype(np.int32)
+        absolute = np.hypot(
+            parts.relative_residual[:k] * np.linalg.norm(rhs.real, axis=0),
+            parts.relative_residual[k:] * np.linalg.norm(rhs.imag, axis=0),
+        )
+        norm = np.linalg.norm(rhs, axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            residual = np.where(norm > 0, absolute / np.where(norm > 0, norm, 1.0), 0.0)
+        return SolveResult(x, status, steps, residual)
+
+    def _preconditioner(self, factor: _Factor, transpose: bool):
+        """`(direction, r -> B r)` with `B` approximating `op(A)^-1`, op(A) = A or A^T.
+
+        The hierarchy was built for `S` (= A, or an earlier matrix of the pattern when
+        reused). `S^T` is preconditioned by `S`'s hierarchy only when `S^T == S`, or, for a
+        Hermitian `S` (`S^T = conj(S)`), by `r -> conj(B conj(r))`; otherwise by the
+        hierarchy of `S^T`, built here on the first transposed solve and kept.
+        """
+        hierarchies = factor.hierarchies
+        if not transpose or hierarchies.symmetric:
+            return "forward", hierarchies.solver("forward", self.cycle)
+        if hierarchies.hermitian:
+            return "forward", _conjugated(hierarchies.solver("forward", self.cycle))
+        if hierarchies.transposed is None:
+            source = hierarchies.source
+            transposed = sp.csr_matrix(
+                (source.data, source.indices, source.indptr), shape=source.shape, copy=False
+            )
+            symmetry = self._symmetry(False, False, hierarchies.is_complex)
+            hierarchies.transposed = self._build(transposed, symmetry)
+            factor.late_setups += 1
+        return "transposed", hierarchies.solver("transposed", self.cycle)
+
+    def _solve_columns(self, factor, transpose, rtol, work, start, columns, result) -> None:
+        x, status, steps, residual = result
+        operator = factor.operator(transpose)
+
+        def run(precondition, which) -> None:
+            for j in which:
+                x[:, j], used, status[j], residual[j] = self._iterate(
+                    operator, precondition, work[:, j], start[:, j], rtol
+                )
+                steps[j] += used
+
+        hierarchies = factor.hierarchies
+        try:
+            direction, precondition = self._preconditioner(factor, transpose)
+        except FactorError:
+            status[columns], residual[columns] = Status.BREAKDOWN, np.nan
+            return
+        run(precondition, columns)
+        baseline = hierarchies.baseline.get(direction)
+        if baseline is None:
+            _record_baseline(hierarchies, direction, steps[columns], status[columns])
+        elif hierarchies.source is not factor.matrix and np.any(
+            steps[columns] > self.reuse * baseline
+        ):
+            hierarchies.stale = True  # reused and degraded: the next factor rebuilds
+        failed = columns[status[columns] != Status.OK]
+        if hierarchies.source is factor.matrix or failed.size == 0:
+            return
+        # A reused hierarchy must never turn a solvable system into a failure: rebuild it
+        # from this factor's own matrix (it becomes the pattern's remembered hierarchy) and
+        # solve the failed columns again, from the caller's guess.
+        hierarchies.stale = True
+        try:
+            factor.hierarchies = self._new_hierarchies(factor)
+            factor.late_setups += 1
+            if factor.state.remembered() in (hierarchies, None):
+                factor.state.remember(factor.hierarchies)
+            direction, precondition = self._preconditioner(factor, transpose)
+        except FactorError:
+            return
+        before = steps[failed].copy()
+        run(precondition, failed)
+        _record_baseline(factor.hierarchies, direction, steps[failed] - before, status[failed])
+
+    def _iterate(self, operator, precondition, b, x0, rtol):
+        """Solve `operator x = b` from `x0`: `(x, steps, status, relative residual)`.
+
+        Converged means the true residual `|b - A x|_2 <= max(rtol |b|_2, atol)`, recomputed
+        after every cycle (stand-alone) or every Krylov round. A Krylov method that stops
+        early without meeting it (its recursively updated residual drifts from the true one,
+        or it breaks down) is restarted from its iterate while the true residual decreases
+        and steps remain; a round that makes no progress ends in `BREAKDOWN`.
+        """
+        norm_b = float(np.linalg.norm(b))
+        target = max(rtol * norm_b, self.atol)
+        x = np.array(x0)
+        r = b - operator @ x
+        norm_r = float(np.linalg.norm(r))
+        steps = 0
+        if self.krylov == "none":
+            ceiling = DIVERGENCE * max(norm_r, norm_b)
+            while norm_r > target and steps < self.max_steps:
+                x += precondition(r)
+                steps += 1
+                r = b - operator @ x
+                norm_r = float(np.linalg.norm(r))
+                if not norm_r <= ceiling:  # diverging, or not finite
+                    return x, steps, Status.BREAKDOWN, norm_r / norm_b
+            status = Status.OK if norm_r <= target else Status.MAX_STEPS_REACHED
+            return x, steps, status, norm_r / norm_b
+        while True:
+            if not math.isfinite(norm_r):
+                return x, steps, Status.BREAKDOWN, norm_r / norm_b
+            if norm_r <= target:
+                return x, steps, Status.OK, norm_r / norm_b
+            if steps >= self.max_steps:
+                return x, steps, Status.MAX_STEPS_REACHED, norm_r / norm_b
+            x, used = self._krylov_round(
+                operator, precondition, b, x, target, self.max_steps - steps
+            )
+            steps += used
+            r = b - operator @ x
+            previous, norm_r = norm_r, float(np.linalg.norm(r))
+            if norm_r > target and steps < self.max_steps and not norm_r < previous:
+                return x, steps, Status.BREAKDOWN, norm_r / norm_b
+
+    def _krylov_round(self, operator, precondition, b, x, target, budget):
+        """One run of the Krylov method from `x` (at most `budget` iterations).
+
+        scipy's methods are used, not pyamg's (through `ml.solve(accel=...)`): they take an
+        absolute tolerance, scipy's GMRES restarts (pyamg's keeps `maxiter` Krylov vectors of
+        length n) and tests the true residual at each restart, where pyamg's stops on the
+        preconditioned one (observed: 4e-7 true relative residual at tol=1e-8).
+        """
+        n = b.shape[0]
+        calls = [0]
+
+        def psolve(r):
+            calls[0] += 1
+            return precondition(r)
+
+        M = spla.LinearOperator((n, n), matvec=psolve, dtype=b.dtype)
+        if self.krylov == "cg":
+            x, _ = spla.cg(operator, b, x0=x, rtol=0.0, atol=target, maxiter=budget, M=M)
+            return x, calls[0]  # one preconditioner application per iteration
+        if self.krylov == "bicgstab":
+            x, _ = spla.bicgstab(operator, b, x0=x, rtol=0.0, atol=target, maxiter=budget, M=M)
+            return x, (calls[0] + 1) // 2  # two per iteration (one at a half-step exit)
+        inner = [0]
+
+        def count(_):
+            inner[0] += 1
+
+        x, _ = spla.gmres(
+            operator,
+            b,
+            x0=x,
+            rtol=0.0,
+            atol=target,
+            restart=min(GMRES_RESTART, budget),
+            maxiter=budget,  # with the "legacy" callback: inner iterations in all
+            M=M,
+            callback=count,
+            callback_type="legacy",
+        )
+        return x, inner[0]
+
+    # ------------------------------------------------------------------ memory
+
+    def nbytes(self, factor: _Factor) -> int:
+        arrays = [factor.matrix.data, factor.csr.data, factor.csr.indices, factor.csr.indptr]
+        hierarchies = factor.hierarchies
+        if hierarchies is not None:
+            for ml in (hierarchies.forward, hierarchies.transposed):
+                if ml is not None:
+                    arrays.extend(_hierarchy_arrays(ml))
+        seen: dict[tuple[int, int], int] = {}
+        for array in arrays:
+            if array.size:
+                seen[(array.__array_interface__["data"][0], array.nbytes)] = array.nbytes
+        return int(sum(seen.values()))
+
+
+def _arrays_of(value: Any) -> Iterator[np.ndarray]:
+    if sp.issparse(value):
+        for name in ("data", "indices", "indptr"):
+            array = getattr(value, name, None)
+            if isinstance(array, np.ndarray):
+                yield array
+    elif isinstance(value, np.ndarray):
+        yield value
+    elif isinstance(value, functools.partial):  # smoothers keep e.g. inverted diagonals
+        for item in value.keywords.values():
+            yield from _arrays_of(item)
+
+
+def _hierarchy_arrays(ml: Any) -> Iterator[np.ndarray]:
+    for level in ml.levels:
+        for value in vars(level).values():
+            yield from _arrays_of(value)
+    for value in vars(ml.coarse_solver).values() if hasattr(ml, "coarse_solver") else ():
+        yield from _arrays_of(value)
+
+
+def _check_matrix(matrix: sp.csc_matrix) -> None:
+    """AMG smoothers divide by the diagonal: refuse a zero diagonal entry up front."""
+    n = matrix.shape[0]
+    if n == 0:
+        return
+    diagonal = matrix.diagonal()
+    if np.all(diagonal != 0):
+        return
+    nonzero = matrix.data != 0
+    rows = np.bincount(matrix.indices[nonzero], minlength=n)
+    cols = np.bincount(np.repeat(np.arange(n), np.diff(matrix.indptr))[nonzero], minlength=n)
+    if np.any(rows == 0) or np.any(cols == 0):
+        raise FactorError(Status.SINGULAR, "the matrix has a zero row or column")
+    raise FactorError(Status.BREAKDOWN, "AMG needs a nonzero diagonal (its smoothers divide by it)")
+
+
+def _record_baseline(hierarchies: _Hierarchies, direction: str, steps, status) -> None:
+    """The first converged solve with a hierarchy sets its baseline iteration count."""
+    if direction in hierarchies.baseline:
+        return
+    converged = steps[(status == Status.OK) & (steps > 0)]
+    if converged.size:
+        hierarchies.baseline[direction] = int(converged.max())
