@@ -206,3 +206,44 @@ def symmetric_direction(op: lxs.SparseOperator):
     """A perturbation of the values that keeps a symmetric matrix symmetric."""
     rows, cols = op.indices[:, 0], op.indices[:, 1]
     return op.data * jnp.cos(rows + cols).astype(op.data.dtype)
+
+
+def rigid_body_modes2d(nelx: int, nely: int) -> np.ndarray:
+    """The three 2D rigid body modes on the free dofs of `elasticity2d(nelx, nely)`: (n, 3)."""
+    node = np.arange((nelx + 1) * (nely + 1))
+    x, y = node // (nely + 1), node % (nely + 1)
+    modes = np.zeros((2 * node.size, 3))
+    modes[0::2, 0] = 1.0
+    modes[1::2, 1] = 1.0
+    modes[0::2, 2], modes[1::2, 2] = -y, x
+    ndof = 2 * node.size
+    fixed = np.union1d(np.arange(0, 2 * (nely + 1), 2), [ndof - 1])
+    return modes[np.setdiff1d(np.arange(ndof), fixed)]
+
+
+def poisson3d(m: int):
+    """7-point Laplacian on an m^3 grid (SPD), scipy CSR."""
+    t = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(m, m))
+    eye = sp.eye_array(m)
+    return (
+        sp.kron(sp.kron(eye, eye), t)
+        + sp.kron(sp.kron(eye, t), eye)
+        + sp.kron(sp.kron(t, eye), eye)
+    ).tocsr()
+
+
+def anisotropic2d(m: int, epsilon: float = 1e-3):
+    """-u_xx - epsilon u_yy on an m x m grid (SPD), scipy CSR."""
+    t = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(m, m))
+    eye = sp.eye_array(m)
+    return (sp.kron(eye, t) + epsilon * sp.kron(t, eye)).tocsr()
+
+
+def convection_diffusion2d(m: int, peclet: float = 0.8):
+    """Upwind convection-diffusion with wind (1, 1) on an m x m grid: non-symmetric, CSR."""
+    t = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(m, m))
+    upwind = sp.diags_array([-1.0, 1.0], offsets=[-1, 0], shape=(m, m))
+    eye = sp.eye_array(m)
+    diffusion = sp.kron(eye, t) + sp.kron(t, eye)
+    convection = sp.kron(eye, upwind) + sp.kron(upwind, eye)
+    return (diffusion + peclet * convection).tocsr()

@@ -12,6 +12,7 @@ from ._registry import (
     clear_cache as clear_cache,
     set_cache_limit as set_cache_limit,
 )
+from ._solver.amg import AMG as AMG
 from ._solver.auto import AutoSparse as AutoSparse
 from ._solver.base import (
     AbstractHostSolver as AbstractHostSolver,

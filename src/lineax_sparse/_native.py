@@ -116,6 +116,12 @@ def _factor_one(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarr
     return key
 
 
+def _resize(key: int, entry: _FactorEntry, backend: Backend) -> None:
+    """Re-file an entry whose factor grew, so that the byte budget sees its new size."""
+    if registry.get(key) is entry:
+        registry.put(key, entry, backend.nbytes(entry.factor) + entry.values.nbytes)
+
+
 def _store(key: int, content_key: tuple, entry: _FactorEntry, nbytes: int) -> None:
     entry_bytes = nbytes + entry.values.nbytes
     registry.put(key, entry, entry_bytes)
@@ -237,7 +243,12 @@ def solve_batch(
         if flat_guess is not None:
             start = flat_guess[columns].T.astype(host_dtype)
             start[:, ~np.all(np.isfinite(start), axis=0)] = 0
+        setups = getattr(entry.factor, "late_setups", 0)
         result = backend.solve(entry.factor, block, transpose, conjugate, start)
+        late = getattr(entry.factor, "late_setups", 0) - setups
+        if late:  # an AMG hierarchy of A^T, or a rebuilt one, was set up during the solve
+            registry.count("factorizations", late)
+            _resize(_to_key(flat_handles[handle_of[m]]), entry, backend)
         column_status = np.where(finite, result.status, Status.NONFINITE_INPUT)
         x = result.solution
         x[:, column_status != Status.OK] = np.nan

@@ -127,6 +127,7 @@ convection-diffusion 128^2 with GMRES, forward / transposed, at cell Peclet numb
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import weakref
@@ -137,9 +138,8 @@ import numpy as np
 import pyamg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-import threadpoolctl
 
-from .base import FactorError, is_hermitian, Pattern, SolveResult, Status
+from .base import FactorError, is_hermitian, Pattern, single_threaded_blas, SolveResult, Status
 
 
 METHODS = ("smoothed_aggregation", "ruge_stuben", "air", "nonsymmetric_sa")
@@ -177,17 +177,6 @@ GMRES_RESTART = 20
 #: A stand-alone cycle whose residual grows past this many times |b| (or the initial
 #: residual) has diverged; it stops with `BREAKDOWN` instead of running to `max_steps`.
 DIVERGENCE = 1e8
-
-
-_blas_controller: threadpoolctl.ThreadpoolController | None = None
-
-
-def _single_threaded_blas():
-    """Hold BLAS to one thread (see the module docstring: 4-25x faster on a busy machine)."""
-    global _blas_controller
-    if _blas_controller is None:  # inspects the loaded libraries once
-        _blas_controller = threadpoolctl.ThreadpoolController()
-    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 def _check_options(
@@ -255,6 +244,22 @@ def _near_nullspace_columns(near_nullspace: Any) -> np.ndarray:
         columns = np.asarray(array, dtype=np.complex128)
         return columns[:, None] if columns.ndim == 1 else columns
     return np.asarray(near_nullspace, dtype=np.complex128).T
+
+
+@contextlib.contextmanager
+def _seeded_global_random():
+    """Seed numpy's global generator for a pyamg setup, then give the user's state back.
+
+    pyamg draws the start vectors of its spectral radius estimates (which set the smoother
+    and prolongator weights) from `np.random`: unseeded, the same matrix gives slightly
+    different hierarchies, and every setup advances the user's own random stream.
+    """
+    state = np.random.get_state()
+    np.random.seed(0x5EED)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _level_solver(ml: Any, cycle: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -430,16 +435,17 @@ class AMGBackend:
             kwargs["presmoother"], kwargs["postsmoother"] = _SMOOTHERS[self.smoother]
         B = self._candidates(matrix.shape[0], bool(np.iscomplexobj(matrix.data)))
         try:
-            if self.method == "smoothed_aggregation":
-                ml = pyamg.smoothed_aggregation_solver(matrix, B=B, symmetry=symmetry, **kwargs)
-            elif self.method == "nonsymmetric_sa":
-                ml = pyamg.smoothed_aggregation_solver(
-                    matrix, B=B, symmetry="nonsymmetric", **kwargs
-                )
-            elif self.method == "ruge_stuben":
-                ml = pyamg.ruge_stuben_solver(matrix, **kwargs)
-            else:
-                ml = pyamg.air_solver(matrix, **kwargs)
+            with _seeded_global_random():
+                if self.method == "smoothed_aggregation":
+                    ml = pyamg.smoothed_aggregation_solver(matrix, B=B, symmetry=symmetry, **kwargs)
+                elif self.method == "nonsymmetric_sa":
+                    ml = pyamg.smoothed_aggregation_solver(
+                        matrix, B=B, symmetry="nonsymmetric", **kwargs
+                    )
+                elif self.method == "ruge_stuben":
+                    ml = pyamg.ruge_stuben_solver(matrix, **kwargs)
+                else:
+                    ml = pyamg.air_solver(matrix, **kwargs)
         except (ValueError, ArithmeticError, np.linalg.LinAlgError, RuntimeError, Warning) as error:
             # (`Warning`: pyamg's warnings, when a filter turns them into errors.)
             raise FactorError(Status.BREAKDOWN, f"pyamg setup failed: {error}") from None
@@ -480,7 +486,7 @@ class AMGBackend:
 
     def factor(self, pattern: Pattern, analysis: _PatternState, matrix: sp.csc_matrix) -> _Factor:
         # Overflow and NaN are detected by the checks (setup, true residual), not warned.
-        with _single_threaded_blas(), np.errstate(all="ignore"):
+        with single_threaded_blas(), np.errstate(all="ignore"):
             return self._factor(pattern, analysis, matrix)
 
     def _factor(self, pattern: Pattern, analysis: _PatternState, matrix: sp.csc_matrix) -> _Factor:
@@ -516,7 +522,7 @@ class AMGBackend:
         conjugate: bool,
         guess: np.ndarray | None,
     ) -> SolveResult:
-        with _single_threaded_blas(), np.errstate(all="ignore"):
+        with single_threaded_blas(), np.errstate(all="ignore"):
             return self._solve(factor, rhs, transpose, conjugate, guess)
 
     def _solve(self, factor, rhs, transpose, conjugate, guess) -> SolveResult:

@@ -21,6 +21,22 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import scipy.sparse as sp
+import threadpoolctl
+
+
+_blas_controller: threadpoolctl.ThreadpoolController | None = None
+
+
+def single_threaded_blas():
+    """A context holding BLAS to one thread around native work.
+
+    Threaded BLAS gains little in triangular solves and multigrid cycles and is up to 10x
+    slower when other processes (or XLA's own threads) compete for the cores.
+    """
+    global _blas_controller
+    if _blas_controller is None:  # inspects the loaded libraries once (~6 ms)
+        _blas_controller = threadpoolctl.ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 class Status(enum.IntEnum):

@@ -19,21 +19,19 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-import threadpoolctl
 
-from .base import checked_solve, FactorError, matrix_norm, Pattern, SolveResult, Status
+from .base import (
+    checked_solve,
+    FactorError,
+    matrix_norm,
+    Pattern,
+    single_threaded_blas,
+    SolveResult,
+    Status,
+)
 
 
 ORDERINGS = ("COLAMD", "MMD_AT_PLUS_A", "MMD_ATA", "NATURAL")
-
-_blas_controller: threadpoolctl.ThreadpoolController | None = None
-
-
-def _single_threaded_blas():
-    global _blas_controller
-    if _blas_controller is None:  # inspects the loaded libraries once (~6 ms)
-        _blas_controller = threadpoolctl.ThreadpoolController()
-    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 @dataclasses.dataclass
@@ -111,7 +109,7 @@ class SuperLUBackend:
         # One block solve with BLAS held to one thread: threaded BLAS gains nothing in
         # triangular solves and is up to 10x slower on a busy machine, and a column loop
         # is 2x slower than the block (64 columns on a 128^2 Poisson: 74 / 171 ms).
-        with _single_threaded_blas():
+        with single_threaded_blas():
             x = factor.lu.solve(np.asfortranarray(work), trans=trans)
         if order is not None and not transpose:
             unpermuted = np.empty_like(x)

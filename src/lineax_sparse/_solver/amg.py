@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import zlib
+from typing import Any, Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+from jaxtyping import Array
+
+from .._native import BackendSpec
+from .._operator import SparseOperator
+from .base import AbstractHostSolver, HostSolverState
+
+
+METHODS = ("smoothed_aggregation", "ruge_stuben", "air", "nonsymmetric_sa")
+KRYLOV = ("cg", "gmres", "bicgstab", "none")
+CYCLES = ("V", "W", "F")
+SMOOTHERS = ("default", "gauss_seidel", "jacobi", "sor", "chebyshev")
+_SYMMETRIC_METHODS = ("smoothed_aggregation", "ruge_stuben")
+
+
+class Vectors:
+    """Read-only vectors held as a static (hashable) solver field, compared by content."""
+
+    def __init__(self, vectors: Any):
+        array = np.array(vectors, dtype=np.float64, copy=True)
+        if array.ndim == 1:
+            array = array[:, None]
+        if array.ndim != 2 or array.shape[1] == 0:
+            raise ValueError(
+                "`AMG(near_nullspace=...)` must be an array of shape (n, k) with k >= 1 "
+                f"vectors, got shape {np.shape(vectors)}."
+            )
+        if not np.all(np.isfinite(array)):
+            raise ValueError("`AMG(near_nullspace=...)` must be finite.")
+        array.setflags(write=False)
+        self.array = array
+        self._hash = hash((array.shape, zlib.crc32(array.tobytes())))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vectors) and np.array_equal(self.array, other.array)
+
+    def __repr__(self) -> str:
+        return f"Vectors(shape={self.array.shape})"
+
+
+def _vectors(value: Any) -> Vectors | None:
+    if value is None or isinstance(value, Vectors):
+        return value
+    return Vectors(value)
+
+
+class AMG(AbstractHostSolver):
+    """Algebraic multigrid through pyamg, for systems too large to factorize.
+
+    The multigrid hierarchy is built once per matrix on the host, kept in the cache under a
+    handle, and reused by every solve, transposed solve (the backward pass) and vmapped
+    batch. For a non-symmetric matrix the transposed solves use a hierarchy of `A^T`, built
+    at the first transposed solve and kept beside the first (never `A`'s hierarchy: that
+    gives wrong gradients).
+
+    Convergence is checked on the host against the true residual, never assumed: running
+    out of `max_steps` gives `RESULTS.max_steps_reached`, a breakdown `RESULTS.breakdown`,
+    and a non-finite result is never reported as success. `Solution.stats` holds
+    `num_steps` and `relative_residual` as arrays.
+
+    `options` keys accepted by `lineax.linear_solve(..., options=...)`:
+
+    - `y0`: an initial guess of the shape of the right-hand side. To differentiate through
+        a solve that is given a guess computed from differentiated values, pass
+        `jax.lax.stop_gradient(y0)` (an initial guess does not change the solution, and
+        lineax refuses tangents for options). Transposed solves start from zero.
+    """
+
+    method: Literal["smoothed_aggregation", "ruge_stuben", "air", "nonsymmetric_sa"] = (
+        "smoothed_aggregation"
+    )
+    krylov: Literal["cg", "gmres", "bicgstab", "none"] = "cg"
+    rtol: float = 1e-8
+    atol: float = 0.0
+    max_steps: int = 500
+    adjoint_rtol: float | None = None
+    cycle: Literal["V", "W", "F"] = "V"
+    smoother: Literal["default", "gauss_seidel", "jacobi", "sor", "chebyshev"] = "default"
+    near_nullspace: Vectors | None = eqx.field(default=None, converter=_vectors)
+    reuse: int = 0
+
+    def __check_init__(self):
+        for name, value, allowed in (
+            ("method", self.method, METHODS),
+            ("krylov", self.krylov, KRYLOV),
+            ("cycle", self.cycle, CYCLES),
+            ("smoother", self.smoother, SMOOTHERS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"`AMG({name}=...)` must be one of {allowed}, got {value!r}.")
+        for name, value in (("rtol", self.rtol), ("atol", self.atol)):
+            if not (isinstance(value, (int, float)) and 0 <= value < 1):
+                raise ValueError(f"`AMG({name}=...)` must be a number in [0, 1), got {value!r}.")
+        if self.rtol == 0 and self.atol == 0:
+            raise ValueError("`AMG(rtol=..., atol=...)` must not both be zero.")
+        if self.adjoint_rtol is not None and not (
+            isinstance(self.adjoint_rtol, (int, float)) and 0 < self.adjoint_rtol < 1
+        ):
+            raise ValueError(
+                f"`AMG(adjoint_rtol=...)` must be None or in (0, 1), got {self.adjoint_rtol!r}."
+            )
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int):
+            raise ValueError(f"`AMG(max_steps=...)` must be an int, got {self.max_steps!r}.")
+        if self.max_steps < 1:
+            raise ValueError(f"`AMG(max_steps=...)` must be positive, got {self.max_steps}.")
+        if isinstance(self.reuse, bool) or not isinstance(self.reuse, int) or self.reuse < 0:
+            raise ValueError(f"`AMG(reuse=...)` must be a non-negative int, got {self.reuse!r}.")
+        if self.reuse and self.krylov == "none":
+            raise ValueError(
+                "`AMG(reuse=...)` preconditions a Krylov method with an earlier hierarchy: "
+                "choose `krylov='cg'`, `'gmres'` or `'bicgstab'` with it."
+            )
+        if self.near_nullspace is not None and self.method in ("ruge_stuben", "air"):
+            raise ValueError(
+                f"`AMG(method={self.method!r})` takes no `near_nullspace`: use "
+                "`method='smoothed_aggregation'` (or `'nonsymmetric_sa'`) with it."
+            )
+        if self.krylov == "cg" and self.method not in _SYMMETRIC_METHODS:
+            raise ValueError(
+                f"`AMG(method={self.method!r})` is for non-symmetric matrices, for which "
+                "`krylov='cg'` does not converge: use `krylov='gmres'` or `'bicgstab'`."
+            )
+
+    def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
+        if self.near_nullspace is not None and self.near_nullspace.array.shape[0] != operator.size:
+            raise ValueError(
+                f"`AMG(near_nullspace=...)` has vectors of length "
+                f"{self.near_nullspace.array.shape[0]} for an operator of size {operator.size}."
+            )
+        if self.krylov == "cg" and not (
+            lx.is_symmetric(operator) or lx.is_positive_semidefinite(operator)
+        ):
+            raise ValueError(
+                "`AMG(krylov='cg')` needs a symmetric (Hermitian) positive definite operator: "
+                "tag it `lineax.positive_semidefinite_tag`, or choose `krylov='gmres'` or "
+                "`'bicgstab'` (with `method='nonsymmetric_sa'` or `'air'` for non-symmetric "
+                "matrices)."
+            )
+        if jnp.issubdtype(operator.data.dtype, jnp.complexfloating) and self.method in (
+            "ruge_stuben",
+            "air",
+        ):
+            raise ValueError(
+                f"`AMG(method={self.method!r})` supports real matrices only; use "
+                "`method='smoothed_aggregation'` for complex ones."
+            )
+        options = (
+            ("method", self.method),
+            ("krylov", self.krylov),
+            ("rtol", float(self.rtol)),
+            ("atol", float(self.atol)),
+            ("max_steps", int(self.max_steps)),
+            ("adjoint_rtol", float(self.rtol if self.adjoint_rtol is None else self.adjoint_rtol)),
+            ("cycle", self.cycle),
+            ("smoother", self.smoother),
+            ("near_nullspace", self.near_nullspace),
+            ("reuse", int(self.reuse)),
+        )
+        return "amg", options
+
+    def _initial_guess(self, vector: Array, options: dict[str, Any]) -> Array | None:
+        y0 = options.get("y0")
+        if y0 is None:
+            return None
+        if not eqx.is_array(y0) or y0.shape != vector.shape:
+            raise ValueError(
+                f"`AMG` option `y0` must be an array of shape {vector.shape}, got {jnp.shape(y0)}."
+            )
+        return jax.lax.stop_gradient(y0.astype(vector.dtype))
+
+    def transpose(self, state: HostSolverState, options: dict[str, Any]):
+        # The forward guess is no guess for the adjoint system: start it from zero.
+        return super().transpose(state, {})
+
+    def conj(self, state: HostSolverState, options: dict[str, Any]):
+        conjugated, _ = super().conj(state, {})
+        y0 = options.get("y0")
+        return conjugated, ({} if y0 is None else {"y0": jnp.conj(y0)})
+
+    def assume_full_rank(self) -> bool:
+        return True
+
+
+AMG.__init__.__doc__ = """**Arguments:**
+
+- `method`: `"smoothed_aggregation"` (default; symmetric positive definite systems:
+    Poisson, elasticity with `near_nullspace`), `"ruge_stuben"` (classical AMG, M-matrices),
+    `"nonsymmetric_sa"` or `"air"` (non-symmetric systems such as convection-diffusion).
+- `krylov`: the Krylov method accelerated by the multigrid preconditioner: `"cg"`
+    (default, symmetric positive definite only), `"gmres"`, `"bicgstab"`, or `"none"`
+    (stand-alone multigrid cycles).
+- `rtol`, `atol`: converged when `|b - A x| <= max(rtol |b|, atol)`.
+- `max_steps`: the most iterations (Krylov steps, or cycles) per solve.
+- `adjoint_rtol`: the relative tolerance of transposed solves (the backward pass);
+    defaults to `rtol`. Gradients often need less accuracy than the solution.
+- `cycle`: multigrid cycle, `"V"` (default), `"W"` or `"F"`.
+- `smoother`: `"default"` (pyamg's choice for the method), `"gauss_seidel"` (symmetric
+    sweeps), `"jacobi"`, `"sor"` or `"chebyshev"`.
+- `near_nullspace`: optional `(n, k)` array of near-nullspace vectors for smoothed
+    aggregation: the rigid body modes of an elasticity problem (3 in 2D, 6 in 3D), which
+    make it converge several times faster. Default: the constant vector.
+- `reuse`: 0 (default) builds a hierarchy for every new matrix. A positive value keeps
+    the hierarchy built for earlier values of the same sparsity pattern as the
+    preconditioner of the Krylov method on new values, and rebuilds when a solve needs
+    more than `reuse` times the iterations the hierarchy needed when it was built (what
+    topology optimization codes do between design updates).
+"""
