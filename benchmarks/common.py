@@ -12,12 +12,14 @@ import os
 import platform
 import queue
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
+import scipy.sparse as sp
 
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -72,6 +74,23 @@ def time_interleaved(steps: dict[str, Step], repeats: int) -> dict[str, Timing]:
             block(step.fn())
             times[name].append(time.perf_counter() - start)
     return {name: Timing(value[0], tuple(value[1:])) for name, value in times.items()}
+
+
+class Phases:
+    """Durations of named phases measured inside timed steps (e.g. factor and solve).
+
+    A step calls `record(name, seconds)` once per call; as with `time_interleaved`, the first
+    recorded value of each phase belongs to the warm-up call and is left out of the median.
+    """
+
+    def __init__(self) -> None:
+        self._times: dict[str, list[float]] = {}
+
+    def record(self, name: str, seconds: float) -> None:
+        self._times.setdefault(name, []).append(seconds)
+
+    def timings(self) -> dict[str, Timing]:
+        return {name: Timing(value[0], tuple(value[1:])) for name, value in self._times.items()}
 
 
 def time_call(
@@ -192,10 +211,28 @@ def format_ratio(numerator: Result | None, denominator: Result | None, target: s
     return f"{text} ({target})" if target else text
 
 
+def format_target(numerator: Result | None, denominator: Result | None, limit: float) -> str:
+    """The ratio of two medians against an upper `limit`, saying whether it is met."""
+    if not isinstance(numerator, Timing) or not isinstance(denominator, Timing):
+        return "–"
+    ratio = numerator.median / denominator.median
+    verdict = "met" if ratio <= limit else "**missed**"
+    return f"{ratio:.2f} (≤ {limit:g}: {verdict})"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def poisson_2d(grid: int) -> sp.csc_matrix:
+    """5-point Laplacian on a `grid` x `grid` interior grid of the unit square, scaled by 1/h^2."""
+    h = 1.0 / (grid + 1)
+    second_difference = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(grid, grid))
+    identity = sp.identity(grid)
+    laplacian = sp.kron(identity, second_difference) + sp.kron(second_difference, identity)
+    return sp.csc_matrix(laplacian / h**2)
 
 
 def environment() -> str:
@@ -220,6 +257,29 @@ def environment() -> str:
         f"lineax-sparse {lineax_sparse.__version__}, numpy {numpy.__version__}, "
         f"scipy {scipy.__version__}"
     )
+
+
+def source_version() -> str:
+    """The git commit of the working tree, with `+dirty` if it has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if status else "")
 
 
 def write_result(name: str, text: str) -> Path:
