@@ -13,6 +13,7 @@ so no handle can produce a wrong answer, whether evicted, stale, forged or forei
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
@@ -73,10 +74,45 @@ def _analysis(spec: BackendSpec, pattern: Pattern) -> Any:
     return analysis
 
 
+#: Factorizations of one pattern and solver kept from earlier host calls. An optimization
+#: loop factorizes a new matrix of the same pattern every step and never returns to the old
+#: ones; retiring them frees their native objects for reuse (CHOLMOD refactorizes a freed
+#: factor object in place, skipping its symbolic analysis). Batches are never split.
+FACTORS_PER_PATTERN = 4
+
+_recent: dict[tuple, collections.deque] = {}
+_this_call: set[int] = set()
+
+
+_RECENT_PATTERNS = 256  # bounds the bookkeeping: older patterns are simply forgotten
+
+
+def _retire_old_factors(spec: BackendSpec, pattern: Pattern) -> None:
+    recent = _recent.get((spec, pattern.key))
+    while recent and len(recent) >= FACTORS_PER_PATTERN and recent[0] not in _this_call:
+        registry.evict(recent.popleft())
+
+
+def _remember(spec: BackendSpec, pattern: Pattern, key: int) -> None:
+    recent = _recent.pop((spec, pattern.key), None) or collections.deque()
+    recent.append(key)
+    _recent[(spec, pattern.key)] = recent  # most recently used pattern last
+    while len(_recent) > _RECENT_PATTERNS:
+        del _recent[next(iter(_recent))]
+    _this_call.add(key)
+
+
 def _build_entry(
-    spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray, index_print: tuple
+    spec: BackendSpec,
+    n: int,
+    indices: np.ndarray,
+    values: np.ndarray,
+    index_print: tuple,
+    retire: bool = False,
 ):
     pattern = _pattern(n, indices, index_print)
+    if retire:  # only when a new matrix is factorized, never while a batch is being solved
+        _retire_old_factors(spec, pattern)
     values = np.array(values, copy=True)  # the caller's buffer is not ours to keep
     if not pattern.valid:
         return _FactorEntry(spec, pattern, values, None, Status.INVALID_INDEX), 0
@@ -112,7 +148,7 @@ def _factor_one(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarr
             registry.count("hits")
             return key
     key = registry.new_key()
-    _store(key, content_key, *_build_entry(spec, n, indices, values, index_print))
+    _store(key, content_key, *_build_entry(spec, n, indices, values, index_print, retire=True))
     return key
 
 
@@ -123,6 +159,8 @@ def _resize(key: int, entry: _FactorEntry, backend: Backend) -> None:
 
 
 def _store(key: int, content_key: tuple, entry: _FactorEntry, nbytes: int) -> None:
+    if entry.status == Status.OK:
+        _remember(entry.spec, entry.pattern, key)
     entry_bytes = nbytes + entry.values.nbytes
     registry.put(key, entry, entry_bytes)
     registry.put(content_key, key, 64)
@@ -180,6 +218,7 @@ def factor_batch(spec: BackendSpec, n: int, values: np.ndarray, indices: np.ndar
     value_of = _batch_map(values_batch, batch)
     index_of = _batch_map(indices_batch, batch)
     handles = np.empty((math.prod(batch), 2), dtype=np.int32)
+    _this_call.clear()
     for i in range(handles.shape[0]):
         key = _factor_one(spec, n, flat_indices[index_of[i]], flat_values[value_of[i]])
         handles[i] = _from_key(key)
@@ -224,6 +263,7 @@ def solve_batch(
     residual = np.full(size, np.nan, dtype=np.float64)
     backend = _backend(spec)
     host_dtype = _host_dtype(np.result_type(values.dtype, rhs.dtype))
+    _this_call.clear()
     for m in np.unique(matrix_of):
         columns = np.flatnonzero(matrix_of == m)
         entry = _lookup(

@@ -114,6 +114,14 @@ class Registry:
             self._nbytes += nbytes
             self._evict()
 
+    def evict(self, key: Hashable) -> None:
+        """Drop `key` if present (counted as an eviction)."""
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is not None:
+                self._nbytes -= entry.nbytes
+                self._counts["evictions"] += 1
+
     def _evict(self) -> None:
         while self._nbytes > self._limit and len(self._entries) > 1:
             _, entry = self._entries.popitem(last=False)

@@ -60,10 +60,25 @@ class FactorError(Exception):
         self.status = status
 
 
+#: Arrays longer than this are fingerprinted from an evenly strided sample of this many rows.
+FINGERPRINT_SAMPLE = 4096
+
+
 def fingerprint(array: np.ndarray) -> tuple[int, int, str]:
-    """A cheap bucket key for an array's contents; equal keys must still be compared."""
-    array = np.ascontiguousarray(array)
-    return zlib.crc32(array.view(np.uint8)), array.size, array.dtype.str
+    """A cheap bucket key for an array's contents; equal keys must still be compared.
+
+    Every use compares the candidate exactly before trusting it, so the key only needs to
+    separate arrays that differ in practice: a strided sample keeps it O(1) in the size
+    (hashing 11 MB of FEM indices and values cost 3 ms per factorization at n = 22k).
+    """
+    if array.shape[0] > FINGERPRINT_SAMPLE:
+        step = array.shape[0] // FINGERPRINT_SAMPLE
+        sample = np.ascontiguousarray(array[::step])
+        tail = np.ascontiguousarray(array[-1:])
+        digest = zlib.crc32(tail.view(np.uint8), zlib.crc32(sample.view(np.uint8)))
+    else:
+        digest = zlib.crc32(np.ascontiguousarray(array).view(np.uint8))
+    return digest, array.size, array.dtype.str
 
 
 class Pattern:
