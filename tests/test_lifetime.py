@@ -281,3 +281,13 @@ def test_an_optimization_loop_keeps_few_factors_of_its_pattern(solver, getkey):
     for i, x in enumerate(xs):
         assert_close(x, np.linalg.solve(dense * (1.0 + 0.1 * i), b), jnp.float64)
     assert lxs.cache_info().misses == 0
+
+
+def test_a_factorization_larger_than_the_budget_is_kept_for_its_solves(solver, getkey):
+    lxs.set_cache_limit(100_000)  # smaller than one factorization
+    op = operator(poisson2d(40), PSD)
+    b = random_vector(getkey(), op.size, jnp.float64)
+    g = jax.jit(jax.grad(lambda d: jnp.sum(solve(with_data(op, d), b, solver) ** 2)))
+    jax.block_until_ready(g(op.data))
+    info = lxs.cache_info()
+    assert (info.factorizations, info.misses) == (1, 0)

@@ -161,9 +161,10 @@ def _resize(key: int, entry: _FactorEntry, backend: Backend) -> None:
 def _store(key: int, content_key: tuple, entry: _FactorEntry, nbytes: int) -> None:
     if entry.status == Status.OK:
         _remember(entry.spec, entry.pattern, key)
-    entry_bytes = nbytes + entry.values.nbytes
-    registry.put(key, entry, entry_bytes)
+    # The factor goes in last: the newest entry is kept even when it alone exceeds the
+    # budget, so that the solves of this call find it.
     registry.put(content_key, key, 64)
+    registry.put(key, entry, nbytes + entry.values.nbytes)
 
 
 def _lookup(
