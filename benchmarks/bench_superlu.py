@@ -48,6 +48,7 @@ from common import (
     format_result,
     isolated_result,
     markdown_table,
+    poisson_2d,
     Result,
     Step,
     time_interleaved,
@@ -68,15 +69,6 @@ class Problem:
     name: str
     matrix: sp.csc_matrix
     repeats: int
-
-
-def poisson_2d(grid: int) -> sp.csc_matrix:
-    """5-point Laplacian on a `grid` x `grid` interior grid of the unit square, scaled by 1/h^2."""
-    h = 1.0 / (grid + 1)
-    second_difference = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(grid, grid))
-    identity = sp.identity(grid)
-    laplacian = sp.kron(identity, second_difference) + sp.kron(second_difference, identity)
-    return sp.csc_matrix(laplacian / h**2)
 
 
 def read_matrix(name: str) -> sp.csc_matrix:
