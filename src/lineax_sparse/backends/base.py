@@ -329,8 +329,12 @@ def operator_apply(
 
 
 def matrix_norm(matrix: sp.csc_matrix) -> float:
-    """max(inf-norm, 1-norm): one scale valid for `A` and its transpose."""
-    absolute = abs(matrix)
-    row_sums = np.asarray(absolute.sum(axis=1)).ravel()
-    col_sums = np.asarray(absolute.sum(axis=0)).ravel()
+    """max(inf-norm, 1-norm): one scale valid for `A` and its transpose (CSC input)."""
+    absolute = np.abs(matrix.data)
+    if absolute.size == 0:
+        return 0.0
+    row_sums = np.bincount(matrix.indices, weights=absolute, minlength=matrix.shape[0])
+    starts = matrix.indptr[:-1]
+    nonempty = starts < matrix.indptr[1:]
+    col_sums = np.add.reduceat(absolute, starts[nonempty])
     return float(max(row_sums.max(initial=0.0), col_sums.max(initial=0.0)))
