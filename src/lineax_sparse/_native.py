@@ -29,7 +29,7 @@ from .backends.base import Backend, FactorError, fingerprint, is_hermitian, Patt
 BackendSpec = tuple[str, tuple[tuple[str, Any], ...]]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class _FactorEntry:
     spec: BackendSpec
     pattern: Pattern

@@ -12,13 +12,11 @@ from jaxtyping import Array
 
 from .._native import BackendSpec
 from .._operator import SparseOperator
+from ..backends.options import AMG_CYCLES, AMG_KRYLOV, AMG_METHODS, AMG_SMOOTHERS
 from .base import AbstractHostSolver, HostSolverState
 
 
-METHODS = ("smoothed_aggregation", "ruge_stuben", "air", "nonsymmetric_sa")
-KRYLOV = ("cg", "gmres", "bicgstab", "none")
-CYCLES = ("V", "W", "F")
-SMOOTHERS = ("default", "gauss_seidel", "jacobi", "sor", "chebyshev")
+METHODS, KRYLOV, CYCLES, SMOOTHERS = AMG_METHODS, AMG_KRYLOV, AMG_CYCLES, AMG_SMOOTHERS
 _SYMMETRIC_METHODS = ("smoothed_aggregation", "ruge_stuben")
 
 

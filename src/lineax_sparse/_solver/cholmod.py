@@ -6,12 +6,11 @@ import lineax as lx
 
 from .._native import BackendSpec
 from .._operator import SparseOperator
+from ..backends.options import CHOLMOD_FACTORIZATIONS, CHOLMOD_MODES, CHOLMOD_ORDERINGS
 from .base import AbstractHostSolver
 
 
-MODES = ("auto", "supernodal", "simplicial")
-FACTORIZATIONS = ("LL", "LDL")
-ORDERINGS = ("amd", "natural")
+MODES, FACTORIZATIONS, ORDERINGS = CHOLMOD_MODES, CHOLMOD_FACTORIZATIONS, CHOLMOD_ORDERINGS
 
 
 def cholmod_spec(mode: str, factorization: str, ordering: str) -> BackendSpec:

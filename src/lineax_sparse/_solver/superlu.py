@@ -4,7 +4,7 @@ from typing import Literal
 
 from .._native import BackendSpec
 from .._operator import SparseOperator
-from ..backends.superlu import ORDERINGS
+from ..backends.options import SUPERLU_ORDERINGS as ORDERINGS
 from .base import AbstractHostSolver
 
 

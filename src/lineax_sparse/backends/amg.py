@@ -140,12 +140,10 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .base import FactorError, is_hermitian, Pattern, single_threaded_blas, SolveResult, Status
+from .options import AMG_CYCLES, AMG_KRYLOV, AMG_METHODS, AMG_SMOOTHERS
 
 
-METHODS = ("smoothed_aggregation", "ruge_stuben", "air", "nonsymmetric_sa")
-KRYLOV = ("cg", "gmres", "bicgstab", "none")
-CYCLES = ("V", "W", "F")
-SMOOTHERS = ("default", "gauss_seidel", "jacobi", "sor", "chebyshev")
+METHODS, KRYLOV, CYCLES, SMOOTHERS = AMG_METHODS, AMG_KRYLOV, AMG_CYCLES, AMG_SMOOTHERS
 #: Methods pyamg implements for real matrices only (classical interpolation / AIR).
 REAL_ONLY = ("ruge_stuben", "air")
 #: Methods that take near-nullspace candidates (classical AMG and AIR have no `B`).

@@ -111,6 +111,7 @@ import scipy.sparse as sp
 from cvxopt import amd, cholmod
 
 from .base import checked_solve, FactorError, matrix_norm, Pattern, SolveResult, Status
+from .options import CHOLMOD_FACTORIZATIONS, CHOLMOD_ORDERINGS
 
 
 #: A pivot `D_j` with `|D_j| <= max(n, PIVOT_FLOOR) * eps * max_i |A_ij|` counts as zero.
@@ -121,8 +122,7 @@ POOL_SIZE = 1
 FILL_GUESS = 20
 
 SUPERNODAL = {"auto": 1, "supernodal": 2, "simplicial": 0}
-FACTORIZATIONS = ("LL", "LDL")
-ORDERINGS = ("amd", "natural")
+FACTORIZATIONS, ORDERINGS = CHOLMOD_FACTORIZATIONS, CHOLMOD_ORDERINGS
 
 # AMD's defaults, set around each call because `amd.options` is global.
 _AMD_OPTIONS = {"AMD_DENSE": 10.0, "AMD_AGGRESSIVE": 1}

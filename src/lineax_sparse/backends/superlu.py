@@ -29,9 +29,10 @@ from .base import (
     SolveResult,
     Status,
 )
+from .options import SUPERLU_ORDERINGS
 
 
-ORDERINGS = ("COLAMD", "MMD_AT_PLUS_A", "MMD_ATA", "NATURAL")
+ORDERINGS = SUPERLU_ORDERINGS
 
 
 @dataclasses.dataclass
