@@ -141,9 +141,17 @@ class Pattern:
             self.slot[where] = np.arange(keys.size)
             col_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(transposed.indptr))
             return col_of * n + transposed.indices
-        unique, inverse = np.unique(keys, return_inverse=True)
-        self.slot[kept] = inverse.reshape(-1)
-        return unique
+        # A stable sort is faster here than `np.unique(..., return_inverse=True)` (12 vs 39 ms
+        # for the 690k entries of the 180 x 60 MBB beam): FEM keys come in sorted runs.
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        first = np.empty(ordered.size, dtype=bool)
+        first[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+        slots = np.empty(keys.size, dtype=np.int64)
+        slots[order] = np.cumsum(first) - 1
+        self.slot[kept] = slots
+        return ordered[first]
 
     def symmetry_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSC positions `(lower, upper, unpaired)`, computed once per pattern.
@@ -153,22 +161,36 @@ class Pattern:
         """
         pairs = getattr(self, "_pairs", None)
         if pairs is None:
-            n = self.n
-            cols = np.repeat(np.arange(n, dtype=np.int64), np.diff(self.indptr))
-            rows = self.row_indices.astype(np.int64)
-            keys = cols * n + rows  # ascending: CSC order with sorted rows
-            off = np.flatnonzero(rows != cols)
-            mirror = rows[off] * n + cols[off]
-            where = np.minimum(np.searchsorted(keys, mirror), max(keys.size - 1, 0))
-            found = keys[where] == mirror if keys.size else np.zeros(0, dtype=bool)
-            below = rows[off] > cols[off]
-            lower = off[found & below]
-            upper = where[found & below]
-            unpaired = off[~found]
-            pairs = (lower, upper, unpaired)
+            pairs = self._mirror_pairs()
             self._pairs = pairs
-            self.nbytes += lower.nbytes + upper.nbytes + unpaired.nbytes
+            self.nbytes += sum(part.nbytes for part in pairs)
         return pairs
+
+    def _mirror_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = self.n
+        cols = np.repeat(np.arange(n, dtype=np.int64), np.diff(self.indptr))
+        rows = self.row_indices.astype(np.int64)
+        below = rows > cols
+        # The transpose by scipy's O(nnz + n) counting sort, carrying CSC positions: when the
+        # pattern is structurally symmetric (FEM, graph Laplacians) its CSC order is that of
+        # A, and position p's mirror is simply `mirror[p]`.
+        positions = np.arange(self.nnz, dtype=np.int64)
+        transposed = sp.csr_matrix(
+            (positions, self.row_indices, self.indptr), shape=(n, n), copy=False
+        ).tocsc()
+        if np.array_equal(transposed.indptr, self.indptr) and np.array_equal(
+            transposed.indices, self.row_indices
+        ):
+            lower = np.flatnonzero(below)
+            return lower, transposed.data[lower], np.zeros(0, dtype=np.int64)
+        keys = cols * n + rows  # ascending: CSC order with sorted rows
+        off = np.flatnonzero(rows != cols)
+        mirror = rows[off] * n + cols[off]
+        where = np.minimum(np.searchsorted(keys, mirror), max(keys.size - 1, 0))
+        found = keys[where] == mirror if keys.size else np.zeros(0, dtype=bool)
+        lower = off[found & below[off]]
+        upper = where[found & below[off]]
+        return lower, upper, off[~found]
 
     def diagonal_positions(self) -> np.ndarray:
         """CSC positions of the stored diagonal entries."""
@@ -239,14 +261,18 @@ def is_hermitian(pattern: Pattern, csc_values: np.ndarray) -> bool:
     entry (assembly rounding); an entry without a stored mirror must be that small too.
     """
     lower, upper, unpaired = pattern.symmetry_pairs()
+    mine = csc_values[lower]
+    theirs = csc_values[upper]
+    complex_values = np.iscomplexobj(csc_values)
+    if complex_values:
+        theirs = theirs.conj()
+    elif unpaired.size == 0 and np.array_equal(mine, theirs):
+        return True  # exactly symmetric, as FEM assembly usually is: no scale needed
     scale = np.max(np.abs(csc_values), initial=0.0)
     floor = 1e-14 * scale
     if unpaired.size and np.max(np.abs(csc_values[unpaired])) > floor:
         return False
-    mine = csc_values[lower]
-    theirs = csc_values[upper]
-    if np.iscomplexobj(csc_values):
-        theirs = theirs.conj()
+    if complex_values:
         diagonal = csc_values[pattern.diagonal_positions()]
         if diagonal.size and np.max(np.abs(diagonal.imag)) > 1e-10 * scale + floor:
             return False

@@ -110,7 +110,7 @@ import numpy as np
 import scipy.sparse as sp
 from cvxopt import amd, cholmod
 
-from .base import checked_solve, FactorError, matrix_norm, Pattern, SolveResult, Status
+from .base import checked_solve, FactorError, Pattern, SolveResult, Status
 from .options import CHOLMOD_FACTORIZATIONS, CHOLMOD_ORDERINGS
 
 
@@ -156,6 +156,9 @@ class _Analysis:
         self.templates = {"d": template}  # typecode -> spmatrix with the lower structure
         self.ordering = ordering  # 'i' permutation passed to every `cholmod.symbolic`
         self.pools = {tc: collections.deque(maxlen=POOL_SIZE) for tc in ("d", "z")}
+        # typecode -> the factor's fill-reducing permutation (`P b`), the same for every
+        # factor made from `ordering` with the same options; read once from the first.
+        self.permutations: dict[str, np.ndarray] = {}
 
     def template(self, typecode: str, values: np.ndarray) -> Any:
         """The template of `typecode` holding `values` (the lower triangle, CSC order)."""
@@ -272,7 +275,18 @@ class CholmodBackend:
             ) from None
         except ValueError as error:  # any other CHOLMOD failure ("factorization failed")
             raise FactorError(Status.SINGULAR, f"CHOLMOD: {error}") from None
-        failure = self._check_pivots(capsule, typecode, matrix, n)
+        # One pass of |A| gives the column maxima (the pivots' scales) and, A being
+        # symmetric, its 1-norm = inf-norm (the backward error's scale).
+        absolute, starts, nonempty = np.abs(matrix.data), matrix.indptr[:-1], _nonempty(matrix)
+        column_max = np.zeros(n)
+        norm = 0.0
+        if absolute.size:
+            column_max[nonempty] = np.maximum.reduceat(absolute, starts[nonempty])
+            norm = float(np.add.reduceat(absolute, starts[nonempty]).max())
+        permutation = analysis.permutations.get(typecode)
+        if permutation is None:
+            permutation = analysis.permutations[typecode] = self._permutation(capsule, typecode, n)
+        failure = self._check_pivots(capsule, typecode, column_max, permutation)
         if failure is not None:
             pool.append(capsule)
             status, message = failure
@@ -281,20 +295,24 @@ class CholmodBackend:
         size = _factor_bytes(capsule, n, typecode)
         if size is None:
             size = FILL_GUESS * analysis.lower.size * (itemsize + 8)
-        return _Factor(
-            capsule, pool, typecode, matrix, matrix_norm(matrix), size + matrix.data.nbytes
-        )
+        return _Factor(capsule, pool, typecode, matrix, norm, size + matrix.data.nbytes)
 
-    def _check_pivots(self, capsule, typecode: str, matrix: sp.csc_matrix, n: int):
-        """`(status, message)` if a pivot is negative ("LL") or zero to working precision."""
-        if n == 0:
-            return None
-        pivots = self._pivots(capsule, typecode, n)
+    def _permutation(self, capsule, typecode: str, n: int) -> np.ndarray:
+        """The factor's row permutation `P` (CHOLMOD's ordering, postordered)."""
         order = cvxopt.matrix(np.arange(n, dtype=np.float64), tc=typecode)
         with self._options():
             cholmod.solve(capsule, order, sys=7)  # x = P b: the permutation itself
-        permutation = np.asarray(order).real.ravel().astype(np.int64)
-        scale = _column_max(matrix)[permutation]
+        return np.asarray(order).real.ravel().astype(np.int64)
+
+    def _check_pivots(
+        self, capsule, typecode: str, column_max: np.ndarray, permutation: np.ndarray
+    ):
+        """`(status, message)` if a pivot is negative ("LL") or zero to working precision."""
+        n = permutation.size
+        if n == 0:
+            return None
+        pivots = self._pivots(capsule, typecode, n)
+        scale = column_max[permutation]
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = pivots / scale
         tolerance = max(n, PIVOT_FLOOR) * _EPS
@@ -371,15 +389,9 @@ class CholmodBackend:
         return int(factor.nbytes)
 
 
-def _column_max(matrix: sp.csc_matrix) -> np.ndarray:
-    """`max_i |A_ij|` per column (0 for an empty column)."""
-    n = matrix.shape[1]
-    scale = np.zeros(n)
-    starts = matrix.indptr[:-1]
-    nonempty = np.diff(matrix.indptr) > 0
-    if matrix.data.size:
-        scale[nonempty] = np.maximum.reduceat(np.abs(matrix.data), starts[nonempty])
-    return scale
+def _nonempty(matrix: sp.csc_matrix) -> np.ndarray:
+    """Which columns store at least one entry."""
+    return matrix.indptr[1:] > matrix.indptr[:-1]
 
 
 class _FactorHead(ctypes.Structure):
