@@ -215,6 +215,28 @@ def test_hierarchy_reuse_in_a_loop_of_changing_matrices(getkey):
         assert setups == 6 if reuse == 0 else setups < 6
 
 
+def test_a_degraded_reused_hierarchy_is_replaced_within_its_budget(getkey):
+    # A hierarchy built for the isotropic Laplacian preconditions a strongly anisotropic
+    # matrix of the same pattern poorly: after `reuse` times its baseline the solve must
+    # rebuild and finish with a fresh hierarchy, not crawl on to `max_steps`.
+    op = operator(poisson2d(48), PSD)
+    rows, cols = np.asarray(op.indices).T
+    anisotropic = np.asarray(anisotropic2d(48, 1e-4)[rows, cols]).ravel()
+    b = random_vector(getkey(), op.size, jnp.float64)
+    step = jax.jit(lambda d, s: lx.linear_solve(with_data(op, d), b, solver=s), static_argnums=1)
+    fresh = step(jnp.asarray(anisotropic), lxs.AMG(rtol=1e-10))
+    lxs.clear_cache()
+    solver = lxs.AMG(rtol=1e-10, reuse=2)
+    first = step(op.data, solver)
+    baseline = int(first.stats["num_steps"])
+    reused = step(jnp.asarray(anisotropic), solver)
+    _check_solution(reused.value, anisotropic2d(48, 1e-4), b, 1e-10)
+    assert lxs.cache_info().factorizations == 2  # the first hierarchy, then the rebuilt one
+    steps = int(reused.stats["num_steps"])
+    assert steps <= 2 * baseline + int(fresh.stats["num_steps"])
+    assert steps > 2 * baseline  # it did use the old hierarchy first
+
+
 def test_trace_time_errors():
     nonsymmetric = operator(convection_diffusion2d(8))
     with pytest.raises(ValueError, match="krylov='cg'"):

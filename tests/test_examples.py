@@ -35,3 +35,155 @@ def test_poisson_small():
     assert float(fields["algebraic_error"]) < 1e-10
     # Second order: the error against sin(pi x) sin(pi y) is about 0.82 h^2 (h = 1/33).
     assert 5e-4 < float(fields["discretization_error"]) < 1e-3
+
+
+# --- Topology optimization: the example against an independent NumPy + cvxopt implementation
+# (benchmarks/top88_cvxopt.py: scipy assembly, CHOLMOD called directly, hand-derived
+# sensitivities) run to convergence here.
+
+sys.path.insert(0, str(EXAMPLES.parent / "benchmarks"))
+sys.path.insert(0, str(EXAMPLES))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def _final(stdout: str) -> tuple[float, int]:
+    last = stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r"final compliance (\S+) after (\d+) iterations", last)
+    assert match, last
+    return float(match.group(1)), int(match.group(2))
+
+
+def _baseline(nelx, nely, volfrac, rmin, density_filter) -> tuple[float, int]:
+    from top88_cvxopt import Top88
+
+    run = Top88(nelx, nely, volfrac, 3.0, rmin, density_filter, "tuned")
+    for iteration in range(1, 1001):
+        c, change = run.step()
+        if change <= 0.01:
+            return c, iteration
+    raise AssertionError("the baseline did not converge")
+
+
+@pytest.mark.parametrize(
+    "solver, filter_name",
+    [
+        ("cholmod", "sensitivity"),
+        ("cholmod", "density"),
+        ("amg", "sensitivity"),
+        ("superlu", "density"),
+    ],
+)
+def test_topology_optimization_small_matches_numpy_cvxopt(solver, filter_name):
+    stdout = _run(
+        "topology_optimization.py",
+        "--small",
+        "--no-plot",
+        "--solver",
+        solver,
+        "--filter",
+        filter_name,
+    )
+    compliance, iterations = _final(stdout)
+    expected, expected_iterations = _baseline(30, 10, 0.5, 1.2, filter_name == "density")
+    assert iterations == expected_iterations
+    assert abs(compliance - expected) <= 1e-4 * expected  # printed with 4 decimals
+    fields = _fields(stdout.strip().splitlines()[-2 if "wrote" not in stdout else -3])
+    assert abs(float(fields["compliance"]) - expected) <= 1e-6 * expected
+    assert abs(float(fields["volume"]) - 0.5) < 1e-3
+
+
+def test_topology_optimization_writes_its_pictures(tmp_path):
+    prefix = tmp_path / "mbb"
+    stdout = _run(
+        "topology_optimization.py", "--small", "--max-iterations", "3", "--output", str(prefix)
+    )
+    assert (tmp_path / "mbb.png").stat().st_size > 1000
+    assert (tmp_path / "mbb_convergence.png").stat().st_size > 1000
+    assert _final(stdout)[1] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("filter_name, expected", [("sensitivity", 216.81), ("density", 233.71)])
+def test_topology_optimization_reproduces_the_88_line_code(filter_name, expected):
+    stdout = _run("topology_optimization.py", "--no-plot", "--filter", filter_name)
+    compliance, _ = _final(stdout)
+    assert abs(compliance - expected) <= 1e-3 * expected
+
+
+def test_hexahedron_stiffness_is_exact_for_linear_fields():
+    from topology_optimization_3d import CORNERS, element_stiffness, NU
+
+    ke = element_stiffness()
+    assert np.allclose(ke, ke.T, atol=1e-14)
+    # A linear displacement u = G x: trilinear elements represent it exactly, so the element
+    # energy is the continuum energy 1/2 eps : C : eps of the unit cube.
+    rng = np.random.default_rng(0)
+    lam, mu = NU / ((1 + NU) * (1 - 2 * NU)), 1 / (2 * (1 + NU))
+    for _ in range(5):
+        g = rng.standard_normal((3, 3))
+        u = (CORNERS @ g.T).reshape(-1)
+        strain = 0.5 * (g + g.T)
+        energy = 0.5 * (lam * np.trace(strain) ** 2 + 2 * mu * np.sum(strain * strain))
+        assert np.isclose(0.5 * u @ ke @ u, energy, rtol=1e-12)
+    # Exactly six zero-energy modes: the rigid body motions.
+    eigenvalues = np.linalg.eigvalsh(ke)
+    assert np.sum(eigenvalues < 1e-12) == 6 and eigenvalues[6] > 1e-3
+
+
+@pytest.mark.parametrize("solver", ["amg", "cholmod"])
+def test_topology_optimization_3d_small(solver):
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    from topology_optimization_3d import cantilever_problem
+
+    stdout = _run(
+        "topology_optimization_3d.py",
+        "--small",
+        "--no-progress",
+        "--max-iterations",
+        "1",
+        "--solver",
+        solver,
+        "--rtol",
+        "1e-10",
+        "--no-plot",
+    )
+    compliance, iterations = _final(stdout)
+    assert iterations == 1
+    # The first iteration's compliance, at the uniform density 0.3, by scipy's direct solver.
+    problem, _ = cantilever_problem(12, 6, 6, 1.5)
+    young = 1e-9 + 0.3**3 * (1 - 1e-9)
+    nel = 12 * 6 * 6
+    values = np.tile(np.asarray(problem.ke) * young, nel)[np.asarray(problem.keep)]
+    rows, cols = np.asarray(problem.indices).T
+    k = sp.csc_matrix((values, (rows, cols)), shape=(problem.size, problem.size))
+    load = np.asarray(problem.load)
+    expected = load @ spla.spsolve(k, load)
+    assert abs(compliance - expected) <= 1e-4 * expected
+
+
+def test_batched_solves_small():
+    stdout = _run("batched_solves.py", "--small")
+    fields = _fields(stdout.strip().splitlines()[-1])
+    assert int(fields["sweep_host_calls"]) == 2  # one factorization call, one solve call
+    assert int(fields["sweep_factorizations"]) == 8 and int(fields["sweep_analyses"]) == 1
+    assert float(fields["sweep_vs_loop"]) < 1e-12
+    assert float(fields["E_times_c_spread"]) < 1e-12
+    assert int(fields["grad_host_calls"]) == 3  # factorize, solve, adjoint solve
+    assert int(fields["grad_factorizations"]) == 4
+    assert float(fields["grad_vs_formula"]) < 1e-10
+    assert float(fields["grad_vs_fd"]) < 1e-5
+
+
+@pytest.mark.parametrize("matrix", ["--small", "young1c"])
+def test_real_matrix(matrix):
+    args = ["--small"] if matrix == "--small" else ["--matrix", matrix]
+    stdout = _run("real_matrix.py", *args)
+    fields = _fields(stdout.strip().splitlines()[-1])
+    assert float(fields["relative_residual"]) < 1e-9
+    assert float(fields["vs_spsolve"]) < 1e-8
+    assert float(fields["gradient_values_fd"]) < 1e-5
+    assert float(fields["gradient_rhs_fd"]) < 1e-5

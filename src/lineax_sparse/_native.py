@@ -219,6 +219,7 @@ def factor_batch(spec: BackendSpec, n: int, values: np.ndarray, indices: np.ndar
     value_of = _batch_map(values_batch, batch)
     index_of = _batch_map(indices_batch, batch)
     handles = np.empty((math.prod(batch), 2), dtype=np.int32)
+    registry.count("host_calls")
     _this_call.clear()
     for i in range(handles.shape[0]):
         key = _factor_one(spec, n, flat_indices[index_of[i]], flat_values[value_of[i]])
@@ -264,6 +265,7 @@ def solve_batch(
     residual = np.full(size, np.nan, dtype=np.float64)
     backend = _backend(spec)
     host_dtype = _host_dtype(np.result_type(values.dtype, rhs.dtype))
+    registry.count("host_calls")
     _this_call.clear()
     for m in np.unique(matrix_of):
         columns = np.flatnonzero(matrix_of == m)

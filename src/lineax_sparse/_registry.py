@@ -43,6 +43,8 @@ class CacheInfo(NamedTuple):
     - `factorizations`: numeric factorizations or hierarchy setups, misses included.
     - `analyses`: symbolic analyses (one per sparsity pattern and solver configuration).
     - `evictions`: objects dropped to stay within the budget.
+    - `host_calls`: callbacks into the host (one per factorization or solve request, however
+      many systems a vmapped batch holds).
     """
 
     entries: int
@@ -53,6 +55,7 @@ class CacheInfo(NamedTuple):
     factorizations: int
     analyses: int
     evictions: int
+    host_calls: int
 
 
 def _limit_from_environment() -> int:
@@ -82,7 +85,7 @@ class Registry:
         self._salt = secrets.randbits(64)
         self._counter = itertools.count(1)
         self._counts = dict.fromkeys(
-            ("hits", "misses", "factorizations", "analyses", "evictions"), 0
+            ("hits", "misses", "factorizations", "analyses", "evictions", "host_calls"), 0
         )
 
     def new_key(self) -> int:

@@ -74,15 +74,15 @@ Hierarchy reuse (`reuse > 0`, needs a Krylov method). The per-pattern analysis r
 weakly, the hierarchy set made most recently for the pattern. `factor` then builds no
 hierarchy: the factor's operator is the new matrix and its preconditioner the remembered
 hierarchy (`reused_setup = True`). The first converged solve with a hierarchy (per
-direction: forward, transposed) sets its baseline iteration count. A reused solve needing
-more than `reuse` times the baseline marks the hierarchy stale: it still returns its
-(converged) result, and the next `factor` of the pattern builds a new hierarchy. A reused
-solve that fails (`MAX_STEPS_REACHED`, `BREAKDOWN`) rebuilds the hierarchy from the
-factor's own matrix at once and solves the failed columns again from the caller's guess
-(steps add up; `late_setups` counts the rebuild), so reuse never turns a system a fresh
-hierarchy solves into a failure. Weakly: a hierarchy lives exactly as long as a factor in
-the cache uses it, and every factor counts the full hierarchy in `nbytes` (an upper bound
-when several share one), so no hierarchy is held outside the cache's byte budget.
+direction: forward, transposed) sets its baseline iteration count. A reused solve may take
+at most `reuse` times the baseline; a column that has not converged by then (or that fails:
+`MAX_STEPS_REACHED`, `BREAKDOWN`) marks the hierarchy stale, rebuilds it from the factor's
+own matrix at once and continues from its current iterate (steps add up; `late_setups`
+counts the rebuild). So a degraded hierarchy costs at most `reuse` times a fresh solve
+before it is replaced, and reuse never turns a system a fresh hierarchy solves into a
+failure. Weakly: a hierarchy lives exactly as long as a factor in the cache uses it, and
+every factor counts the full hierarchy in `nbytes` (an upper bound when several share one),
+so no hierarchy is held outside the cache's byte budget.
 
 Memory. `nbytes` counts the factor's own matrix (CSC values and a CSR copy) and every array
 reachable from its hierarchies (per level `A`, `P`, `R`, near-nullspace `B`, smoother data;
@@ -592,10 +592,12 @@ class AMGBackend:
         x, status, steps, residual = result
         operator = factor.operator(transpose)
 
-        def run(precondition, which) -> None:
+        def run(precondition, which, origin, budget) -> None:
+            # `budget`: the total steps a column may reach; None: `max_steps` more.
             for j in which:
+                remaining = self.max_steps if budget is None else budget - int(steps[j])
                 x[:, j], used, status[j], residual[j] = self._iterate(
-                    operator, precondition, work[:, j], start[:, j], rtol
+                    operator, precondition, work[:, j], origin[:, j], rtol, remaining
                 )
                 steps[j] += used
 
@@ -605,20 +607,22 @@ class AMGBackend:
         except FactorError:
             status[columns], residual[columns] = Status.BREAKDOWN, np.nan
             return
-        run(precondition, columns)
         baseline = hierarchies.baseline.get(direction)
+        reused = hierarchies.source is not factor.matrix
+        # A reused hierarchy gets `reuse` times its baseline; past that it has degraded, and
+        # a rebuilt one finishes the solve (cheaper than letting the old one crawl on).
+        budget = self.max_steps
+        if reused and baseline is not None:
+            budget = min(self.max_steps, max(self.reuse * baseline, 1))
+        run(precondition, columns, start, budget)
         if baseline is None:
             _record_baseline(hierarchies, direction, steps[columns], status[columns])
-        elif hierarchies.source is not factor.matrix and np.any(
-            steps[columns] > self.reuse * baseline
-        ):
-            hierarchies.stale = True  # reused and degraded: the next factor rebuilds
         failed = columns[status[columns] != Status.OK]
-        if hierarchies.source is factor.matrix or failed.size == 0:
+        if not reused or failed.size == 0:
             return
-        # A reused hierarchy must never turn a solvable system into a failure: rebuild it
-        # from this factor's own matrix (it becomes the pattern's remembered hierarchy) and
-        # solve the failed columns again, from the caller's guess.
+        # A reused hierarchy must never turn a solvable system into a failure, nor make it
+        # much slower: rebuild it from this factor's own matrix (it becomes the pattern's
+        # remembered hierarchy) and continue the unfinished columns from where they stopped.
         hierarchies.stale = True
         try:
             factor.hierarchies = self._new_hierarchies(factor)
@@ -629,18 +633,22 @@ class AMGBackend:
         except FactorError:
             return
         before = steps[failed].copy()
-        run(precondition, failed)
+        continued = np.where(np.isfinite(x), x, start)
+        run(precondition, failed, continued, None)
         _record_baseline(factor.hierarchies, direction, steps[failed] - before, status[failed])
 
-    def _iterate(self, operator, precondition, b, x0, rtol):
+    def _iterate(self, operator, precondition, b, x0, rtol, budget=None):
         """Solve `operator x = b` from `x0`: `(x, steps, status, relative residual)`.
 
         Converged means the true residual `|b - A x|_2 <= max(rtol |b|_2, atol)`, recomputed
         after every cycle (stand-alone) or every Krylov round. A Krylov method that stops
         early without meeting it (its recursively updated residual drifts from the true one,
         or it breaks down) is restarted from its iterate while the true residual decreases
-        and steps remain; a round that makes no progress ends in `BREAKDOWN`.
+        and steps remain; a round that makes no progress ends in `BREAKDOWN`. At most
+        `budget` steps (default `max_steps`) are taken.
         """
+        max_steps = self.max_steps if budget is None else int(budget)
+
         norm_b = float(np.linalg.norm(b))
         target = max(rtol * norm_b, self.atol)
         x = np.array(x0)
@@ -649,7 +657,7 @@ class AMGBackend:
         steps = 0
         if self.krylov == "none":
             ceiling = DIVERGENCE * max(norm_r, norm_b)
-            while norm_r > target and steps < self.max_steps:
+            while norm_r > target and steps < max_steps:
                 x += precondition(r)
                 steps += 1
                 r = b - operator @ x
@@ -663,15 +671,13 @@ class AMGBackend:
                 return x, steps, Status.BREAKDOWN, norm_r / norm_b
             if norm_r <= target:
                 return x, steps, Status.OK, norm_r / norm_b
-            if steps >= self.max_steps:
+            if steps >= max_steps:
                 return x, steps, Status.MAX_STEPS_REACHED, norm_r / norm_b
-            x, used = self._krylov_round(
-                operator, precondition, b, x, target, self.max_steps - steps
-            )
+            x, used = self._krylov_round(operator, precondition, b, x, target, max_steps - steps)
             steps += used
             r = b - operator @ x
             previous, norm_r = norm_r, float(np.linalg.norm(r))
-            if norm_r > target and steps < self.max_steps and not norm_r < previous:
+            if norm_r > target and steps < max_steps and not norm_r < previous:
                 return x, steps, Status.BREAKDOWN, norm_r / norm_b
 
     def _krylov_round(self, operator, precondition, b, x, target, budget):
