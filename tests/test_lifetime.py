@@ -264,6 +264,7 @@ def test_an_optimization_loop_keeps_few_factors_of_its_pattern(solver, getkey):
     """Old factors of a pattern are retired (their native objects reused), never needed ones."""
     from lineax_sparse._native import FACTORS_PER_PATTERN
 
+    limit = 2 if isinstance(solver, lxs.AMG) else FACTORS_PER_PATTERN
     op = operator(poisson2d(12), PSD)
     b = random_vector(getkey(), op.size, jnp.float64)
     step = jax.jit(lambda d: solve(with_data(op, d), b, solver))
@@ -273,7 +274,7 @@ def test_an_optimization_loop_keeps_few_factors_of_its_pattern(solver, getkey):
         assert_close(x, np.linalg.solve(dense * (1.0 + 0.1 * i), b), jnp.float64)
     info = lxs.cache_info()
     assert info.factorizations == 10 and info.misses == 0
-    assert info.evictions >= 10 - FACTORS_PER_PATTERN
+    assert info.evictions >= 10 - limit
     # A vmapped batch larger than the cap is never split: no solve of it misses.
     lxs.clear_cache()
     datas = jnp.stack([op.data * (1.0 + 0.1 * i) for i in range(3 * FACTORS_PER_PATTERN)])

@@ -370,6 +370,8 @@ class _Factor:
 
 class AMGBackend:
     requires_symmetric = False
+    #: Factors of one pattern kept from earlier calls (see `_native.FACTORS_PER_PATTERN`).
+    factors_per_pattern = 2
 
     def __init__(
         self,
