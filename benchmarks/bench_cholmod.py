@@ -64,6 +64,7 @@ from common import (
     Timing,
     write_result,
 )
+from top88_cvxopt import element_stiffness
 
 
 jax.config.update("jax_enable_x64", True)
@@ -77,17 +78,6 @@ E_MIN, PENALTY = 1e-9, 3.0  # SIMP: E = E_MIN + rho^PENALTY (1 - E_MIN)
 # --- The MBB beam, assembled as `elasticity2d` in tests/helpers.py (benchmarks do not import
 # the tests). `mbb_parts` is the same code split in two, so that the optimisation loop can
 # reassemble the values for new densities.
-
-
-def _q4_stiffness(nu: float = 0.3) -> np.ndarray:
-    """Element stiffness of a unit square Q4 plane-stress element (E = 1), top88 layout."""
-    a11 = np.array([[12, 3, -6, -3], [3, 12, 3, 0], [-6, 3, 12, -3], [-3, 0, -3, 12]])
-    a12 = np.array([[-6, -3, 0, 3], [-3, -6, -3, -6], [0, -3, -6, 3], [3, -6, 3, -6]])
-    b11 = np.array([[-4, 3, -2, 9], [3, -4, -9, 4], [-2, -9, -4, -3], [9, 4, -3, -4]])
-    b12 = np.array([[2, -3, 4, -9], [-3, 2, 9, -2], [4, 9, 2, 3], [-9, -2, 3, 2]])
-    a = np.block([[a11, a12], [a12.T, a11]])
-    b = np.block([[b11, b12], [b12.T, b11]])
-    return (a + nu * b) / (24 * (1 - nu**2))
 
 
 def mbb_parts(nelx: int, nely: int):
@@ -116,7 +106,7 @@ def elasticity2d(nelx: int, nely: int, density=None) -> sp.coo_matrix:
     duplicates of FEM assembly (as `tests/helpers.py`)."""
     rows, cols, keep, size = mbb_parts(nelx, nely)
     scale = np.ones(nelx * nely) if density is None else np.asarray(density)
-    values = (scale[:, None] * _q4_stiffness().reshape(1, -1)).reshape(-1)
+    values = (scale[:, None] * element_stiffness().reshape(1, -1)).reshape(-1)
     return sp.coo_matrix((values[keep], (rows, cols)), shape=(size, size))
 
 
@@ -175,7 +165,7 @@ def mbb_problem(nelx: int, nely: int, repeats: int, loop_repeats: int) -> Proble
         rows,
         cols,
         simp_values,
-        (_q4_stiffness().reshape(-1), keep),
+        (element_stiffness().reshape(-1), keep),
         lambda rng, step: rng.uniform(0.1, 1.0, nelx * nely),
     )
     matrix = sp.csc_matrix(elasticity2d(nelx, nely))  # duplicates summed

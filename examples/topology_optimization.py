@@ -15,6 +15,10 @@ differences that are the point of this example:
   solve reuses the forward factorization, and no sensitivity formula is written by hand;
 - a whole iteration (assembly, solve, gradient, filter, OC bisection) is one jitted call.
 
+The filter is a sparse matrix H stored row by row (`RowSparse`), and the bisection uses
+that the filtered volume sum(H x / Hs) is the linear functional (H (1 / Hs)) . x, so that
+no bisection step applies the filter; the iterates are those of the 88-line code.
+
 With the defaults (60 x 20, volfrac 0.5, penal 3, rmin 2.4, sensitivity filter) the final
 compliance is 216.81; with `--filter density` it is 233.71, the values the 88-line code gives.
 
