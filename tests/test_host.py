@@ -64,3 +64,39 @@ def test_handle_keys_round_trip_through_two_int32():
         high, low = _native._from_key(key)
         assert -(2**31) <= high < 2**31 and -(2**31) <= low < 2**31
         assert _native._to_key(np.array([high, low], dtype=np.int32)) == key
+
+
+@pytest.mark.parametrize("structure", ["symmetric", "general"])
+def test_mirror_pairs_match_a_brute_force_search(structure):
+    matrix = sp.random(60, 60, density=0.08, random_state=5, format="csc") + sp.eye(60)
+    if structure == "symmetric":
+        matrix = matrix + matrix.T
+    indices, _ = _coo_indices(matrix)
+    pattern = Pattern(60, indices)
+    lower, upper, unpaired = pattern.symmetry_pairs()
+    cols = np.repeat(np.arange(60), np.diff(pattern.indptr))
+    rows = pattern.row_indices
+    where = {(int(r), int(c)): p for p, (r, c) in enumerate(zip(rows, cols, strict=True))}
+    expected_lower = [
+        p for p, (r, c) in enumerate(zip(rows, cols, strict=True)) if r > c and (c, r) in where
+    ]
+    expected_unpaired = [
+        p for p, (r, c) in enumerate(zip(rows, cols, strict=True)) if r != c and (c, r) not in where
+    ]
+    assert lower.tolist() == expected_lower
+    assert upper.tolist() == [where[(int(cols[p]), int(rows[p]))] for p in expected_lower]
+    assert unpaired.tolist() == expected_unpaired
+    assert (unpaired.size == 0) == (structure == "symmetric")
+
+
+def test_hermitian_check_tolerates_rounding_and_tiny_unpaired_entries():
+    laplacian = poisson2d(6).tocoo()
+    indices, data = _coo_indices(laplacian)
+    pattern = Pattern(36, indices)
+    rounded = data * (1 + 1e-13 * np.random.default_rng(0).standard_normal(data.size))
+    assert is_hermitian(pattern, pattern.assemble(rounded))  # not exact: the tolerance path
+    # One stored entry without a mirror: fine when it is rounding-sized, not otherwise.
+    extra = np.concatenate([indices, [[0, 7]]]).astype(np.int32)
+    pattern = Pattern(36, extra)
+    assert is_hermitian(pattern, pattern.assemble(np.concatenate([data, [1e-20]])))
+    assert not is_hermitian(pattern, pattern.assemble(np.concatenate([data, [1e-3]])))

@@ -650,7 +650,6 @@ class AMGBackend:
         `budget` steps (default `max_steps`) are taken.
         """
         max_steps = self.max_steps if budget is None else int(budget)
-
         norm_b = float(np.linalg.norm(b))
         target = max(rtol * norm_b, self.atol)
         x = np.array(x0)
