@@ -89,18 +89,22 @@ _this_call: set[int] = set()
 
 
 _RECENT_PATTERNS = 256  # bounds the bookkeeping: older patterns are simply forgotten
+_CONTENT_KEY_BYTES = 512  # a content key's tuple, fingerprints and int, roughly
 
 
 def _retire_old_factors(spec: BackendSpec, pattern: Pattern) -> None:
     recent = _recent.get((spec, pattern.key))
     limit = getattr(_backend(spec), "factors_per_pattern", FACTORS_PER_PATTERN)
-    while recent and len(recent) >= limit and recent[0] not in _this_call:
-        registry.evict(recent.popleft())
+    while recent and len(recent) >= limit and recent[0][0] not in _this_call:
+        key, content_key = recent.popleft()
+        registry.evict(key)
+        if registry.get(content_key) == key:  # not since re-filed for another entry
+            registry.evict(content_key)
 
 
-def _remember(spec: BackendSpec, pattern: Pattern, key: int) -> None:
+def _remember(spec: BackendSpec, pattern: Pattern, key: int, content_key: tuple) -> None:
     recent = _recent.pop((spec, pattern.key), None) or collections.deque()
-    recent.append(key)
+    recent.append((key, content_key))
     _recent[(spec, pattern.key)] = recent  # most recently used pattern last
     while len(_recent) > _RECENT_PATTERNS:
         del _recent[next(iter(_recent))]
@@ -165,10 +169,10 @@ def _resize(key: int, entry: _FactorEntry, backend: Backend) -> None:
 
 def _store(key: int, content_key: tuple, entry: _FactorEntry, nbytes: int) -> None:
     if entry.status == Status.OK:
-        _remember(entry.spec, entry.pattern, key)
+        _remember(entry.spec, entry.pattern, key, content_key)
     # The factor goes in last: the newest entry is kept even when it alone exceeds the
     # budget, so that the solves of this call find it.
-    registry.put(content_key, key, 64)
+    registry.put(content_key, key, _CONTENT_KEY_BYTES)
     registry.put(key, entry, nbytes + entry.values.nbytes)
 
 
