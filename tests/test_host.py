@@ -100,3 +100,34 @@ def test_hermitian_check_tolerates_rounding_and_tiny_unpaired_entries():
     pattern = Pattern(36, extra)
     assert is_hermitian(pattern, pattern.assemble(np.concatenate([data, [1e-20]])))
     assert not is_hermitian(pattern, pattern.assemble(np.concatenate([data, [1e-3]])))
+
+
+@pytest.mark.parametrize(
+    "environment, expected",
+    [
+        ({}, "True"),
+        ({"LINEAX_SPARSE_MALLOC_TUNING": "0"}, "False"),
+        ({"MALLOC_ARENA_MAX": "2"}, "False"),
+    ],
+)
+def test_malloc_is_tuned_at_the_first_native_call_unless_told_not_to(environment, expected):
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        expected = "False"
+    code = (
+        "import numpy as np, lineax_sparse as lxs, scipy.sparse as sp, lineax as lx\n"
+        "from lineax_sparse import _host\n"
+        "before = _host.malloc_tuned\n"
+        "op = lxs.SparseOperator.from_scipy(sp.eye(4, format='csc'))\n"
+        "lx.linear_solve(op, np.ones(4, np.float32), solver=lxs.SuperLU())\n"
+        "print(before, _host.malloc_tuned)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.pop("GLIBC_TUNABLES", None)
+    env.update(environment)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["None", expected], out.stderr[-2000:]
