@@ -78,10 +78,10 @@ def _analysis(spec: BackendSpec, pattern: Pattern) -> Any:
 #: loop factorizes a new matrix of the same pattern every step and never returns to the old
 #: ones; retiring them frees their native objects for reuse (CHOLMOD refactorizes a freed
 #: factor object in place, skipping its symbolic analysis). Batches are never split. A
-#: backend may keep fewer (`Backend.factors_per_pattern`): AMG keeps 2, so that an old
-#: hierarchy's memory (hundreds of MB at n = 1M) is freed before the next setup allocates
-#: its own, instead of that setup paying page faults for fresh memory (measured: 6-15% of
-#: a solve with new values at n = 1M), while the previous one stays for hierarchy reuse.
+#: backend may keep fewer (`Backend.factors_per_pattern`): AMG keeps 1 (2 with `reuse`),
+#: so that an old hierarchy's memory (hundreds of MB at n = 1M) is freed before the next
+#: setup allocates its own, instead of that setup paying page faults for fresh memory
+#: (measured: 6-15% of a solve with new values at n = 1M).
 FACTORS_PER_PATTERN = 4
 
 _recent: dict[tuple, collections.deque] = {}

@@ -370,8 +370,6 @@ class _Factor:
 
 class AMGBackend:
     requires_symmetric = False
-    #: Factors of one pattern kept from earlier calls (see `_native.FACTORS_PER_PATTERN`).
-    factors_per_pattern = 2
 
     def __init__(
         self,
@@ -409,6 +407,11 @@ class AMGBackend:
         self.smoother = smoother
         self.near_nullspace = near_nullspace
         self.reuse = int(reuse)
+        # Factors of one pattern kept from earlier calls (`_native.FACTORS_PER_PATTERN`): a
+        # hierarchy is large, and freeing the old one before the next setup lets that setup
+        # reuse its memory instead of page-faulting fresh memory in. With `reuse` the
+        # previous one must stay: it is the hierarchy to reuse.
+        self.factors_per_pattern = 2 if self.reuse else 1
         self._B: dict[tuple[int, bool], np.ndarray] = {}
 
     # ------------------------------------------------------------------ setup
