@@ -225,6 +225,10 @@ class Backend(Protocol):
     #: Whether `factor` needs a matrix whose values are symmetric (Hermitian).
     requires_symmetric: bool
 
+    # Optional: `factors_per_pattern`, how many factors of one pattern made by earlier host
+    # calls stay cached when a new one is made (default `_native.FACTORS_PER_PATTERN`, 4).
+    # A backend with large factors keeps fewer, so that their memory is reused.
+
     def analyse(self, pattern: Pattern) -> Any:
         """Symbolic work that depends on the sparsity pattern only. Cached by pattern."""
         ...
