@@ -1,10 +1,12 @@
-"""Host-side units: pattern coalescing, the Hermitian check, handle keys (no JAX)."""
+"""Host-side units: pattern coalescing, the Hermitian check, handles and their keys."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lineax_sparse import _native
+from lineax_sparse import _bridge, _native
 from lineax_sparse.backends.base import is_hermitian, Pattern
 
 from .helpers import poisson2d, random_sparse
@@ -60,10 +62,40 @@ def test_hermitian_check():
 
 
 def test_handle_keys_round_trip_through_two_int32():
-    for key in (0, 1, 2**31, 2**32 - 1, 2**63, 2**64 - 1, 0x9E3779B97F4A7C15):
-        high, low = _native._from_key(key)
-        assert -(2**31) <= high < 2**31 and -(2**31) <= low < 2**31
-        assert _native._to_key(np.array([high, low], dtype=np.int32)) == key
+    for high, low in ((0, 0), (-1, -1), (2**31 - 1, -(2**31)), (-(2**31), 2**31 - 1)):
+        key = _native._to_key(np.array([high, low], dtype=np.int32))
+        assert 0 <= key < 2**64
+        assert key == ((high & 0xFFFFFFFF) << 32) | (low & 0xFFFFFFFF)
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.float32, np.float64, np.complex64, np.complex128], ids=lambda d: d.__name__
+)
+@pytest.mark.parametrize("size", [5, 10_000])  # digested whole / sampled
+def test_handles_are_deterministic_digests_of_values_and_indices(dtype, size):
+    rng = np.random.default_rng(0)
+    values = jnp.asarray(rng.standard_normal(size).astype(dtype))
+    indices = jnp.asarray(rng.integers(0, 50, (size, 2)), dtype=jnp.int32)
+    handle = jax.jit(_bridge.make_handle)
+    h = np.asarray(handle(values, indices))
+    assert h.shape == (2,) and h.dtype == np.int32
+    np.testing.assert_array_equal(np.asarray(_bridge.make_handle(values, indices)), h)
+    # A change in a sampled value (the first and last always are), or in an index, or a
+    # uniform rescaling (as an optimization loop makes), changes the handle.
+    for other_values, other_indices in (
+        (values.at[0].add(1), indices),
+        (values.at[-1].add(1), indices),
+        (values * (1 + 1e-6), indices),
+        (values, indices.at[0, 0].add(1)),
+        (values[:-1], indices[:-1]),
+    ):
+        assert not np.array_equal(np.asarray(handle(other_values, other_indices)), h)
+    batched = jax.vmap(_bridge.make_handle, in_axes=(0, None))(jnp.stack([values, values]), indices)
+    np.testing.assert_array_equal(np.asarray(batched), np.stack([h, h]))
+    # Differentiating through a solve differentiates through the handle: no tangent.
+    grad = jax.grad(lambda v: jnp.sum(_bridge.make_handle(v, indices)).astype(float))
+    if not np.issubdtype(dtype, np.complexfloating):
+        assert np.all(np.asarray(grad(values)) == 0)
 
 
 @pytest.mark.parametrize("structure", ["symmetric", "general"])

@@ -1,4 +1,4 @@
-"""Host procedures behind the callbacks: batched factorization and batched solves.
+"""Host procedures behind the solve callback: find or make factorizations, solve batches.
 
 Everything here is numpy and runs on the owner thread (`_host.run`). Arguments arrive as the
 `expand_dims` vmap method delivers them: each array may carry leading batch dimensions, of
@@ -6,9 +6,12 @@ size 1 where that argument is not batched, broadcastable against each other. One
 handles the whole batch, so a vmap over right-hand sides is one multi-RHS solve and a vmap
 over same-pattern matrices analyses the pattern once.
 
-A handle is only a hint. A solve verifies that the entry under its key was made from exactly
-the state's pattern and values; otherwise it refactorizes from the state's arrays (a miss),
-so no handle can produce a wrong answer, whether evicted, stale, forged or foreign.
+A handle is only a hint: a digest of the matrix made in the computation (`_bridge`). The
+registry files factorizations under `(solver, n, handle, probe)`; a solve takes the entry
+under its handle that was made from exactly the state's pattern and values, and otherwise
+factorizes the state's arrays and files the result under the handle. So no handle can produce
+a wrong answer, whether new, evicted, stale, forged or foreign, and matrices whose handles
+collide (the digest samples the arrays) only cost a comparison.
 """
 
 from __future__ import annotations
@@ -84,44 +87,42 @@ def _analysis(spec: BackendSpec, pattern: Pattern) -> Any:
 #: (measured: 6-15% of a solve with new values at n = 1M).
 FACTORS_PER_PATTERN = 4
 
+#: Registry slots per handle: matrices whose handles collide take the next free one.
+PROBES = 4
+
 _recent: dict[tuple, collections.deque] = {}
-_this_call: set[int] = set()
-
-
+_this_call: set[tuple] = set()
 _RECENT_PATTERNS = 256  # bounds the bookkeeping: older patterns are simply forgotten
-_CONTENT_KEY_BYTES = 512  # a content key's tuple, fingerprints and int, roughly
+
+#: Keys under which a factorization was made since the last `clear_cache`, most recent
+#: last: making one again under such a key is a miss (it had been made, and was evicted or
+#: replaced). Like the counters, this starts afresh at `clear_cache`.
+_made: collections.OrderedDict[tuple, None] = collections.OrderedDict()
+_MADE_KEYS = 4096
+registry.on_clear(lambda keys: _made.clear())
 
 
 def _retire_old_factors(spec: BackendSpec, pattern: Pattern) -> None:
     recent = _recent.get((spec, pattern.key))
     limit = getattr(_backend(spec), "factors_per_pattern", FACTORS_PER_PATTERN)
-    while recent and len(recent) >= limit and recent[0][0] not in _this_call:
-        key, content_key = recent.popleft()
-        registry.evict(key)
-        if registry.get(content_key) == key:  # not since re-filed for another entry
-            registry.evict(content_key)
+    while recent and len(recent) >= limit and recent[0] not in _this_call:
+        key = recent.popleft()
+        entry = registry.get(key)
+        if isinstance(entry, _FactorEntry) and entry.pattern is pattern:  # not re-filed since
+            registry.evict(key)
 
 
-def _remember(spec: BackendSpec, pattern: Pattern, key: int, content_key: tuple) -> None:
+def _remember(spec: BackendSpec, pattern: Pattern, key: tuple) -> None:
     recent = _recent.pop((spec, pattern.key), None) or collections.deque()
-    recent.append((key, content_key))
+    recent.append(key)
     _recent[(spec, pattern.key)] = recent  # most recently used pattern last
     while len(_recent) > _RECENT_PATTERNS:
         del _recent[next(iter(_recent))]
-    _this_call.add(key)
 
 
-def _build_entry(
-    spec: BackendSpec,
-    n: int,
-    indices: np.ndarray,
-    values: np.ndarray,
-    index_print: tuple,
-    retire: bool = False,
-):
-    pattern = _pattern(n, indices, index_print)
-    if retire:  # only when a new matrix is factorized, never while a batch is being solved
-        _retire_old_factors(spec, pattern)
+def _build_entry(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray):
+    pattern = _pattern(n, indices, fingerprint(indices))
+    _retire_old_factors(spec, pattern)
     values = np.array(values, copy=True)  # the caller's buffer is not ours to keep
     if not pattern.valid:
         return _FactorEntry(spec, pattern, values, None, Status.INVALID_INDEX), 0
@@ -143,70 +144,53 @@ def _build_entry(
     return _FactorEntry(spec, pattern, values, factor, Status.OK), backend.nbytes(factor)
 
 
-def _content_key(spec: BackendSpec, n: int, index_print: tuple, values: np.ndarray):
-    return ("content", spec) + index_print + fingerprint(values) + (n,)
+def _factor_key(spec: BackendSpec, n: int, handle: int, probe: int) -> tuple:
+    return ("factor", spec, n, handle, probe)
 
 
-def _factor_one(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray) -> int:
-    index_print = fingerprint(indices)
-    content_key = _content_key(spec, n, index_print, values)
-    key = registry.get(content_key)
-    if key is not None:
+def _entry(
+    spec: BackendSpec, n: int, handle: int, indices: np.ndarray, values: np.ndarray
+) -> tuple[tuple, _FactorEntry]:
+    """The registry key and entry of this matrix under `handle`, factorized if absent."""
+    free = None
+    for probe in range(PROBES):
+        key = _factor_key(spec, n, handle, probe)
         entry = registry.get(key)
-        if entry is not None and entry.matches(spec, n, indices, values):
+        if entry is None:
+            free = key if free is None else free
+        elif isinstance(entry, _FactorEntry) and entry.matches(spec, n, indices, values):
             registry.count("hits")
-            return key
-    key = registry.new_key()
-    _store(key, content_key, *_build_entry(spec, n, indices, values, index_print, retire=True))
-    return key
+            _this_call.add(key)
+            return key, entry
+    if free is None:  # every slot holds another matrix: replace the last
+        free = _factor_key(spec, n, handle, PROBES - 1)
+        registry.evict(free)
+    if free in _made:
+        registry.count("misses")
+        _made.move_to_end(free)
+    else:
+        _made[free] = None
+        while len(_made) > _MADE_KEYS:
+            _made.popitem(last=False)
+    entry, nbytes = _build_entry(spec, n, indices, values)
+    _this_call.add(free)
+    if entry.status == Status.OK:
+        _remember(spec, entry.pattern, free)
+    # The newest entry is kept even when it alone exceeds the budget, so that the solves of
+    # this call find it.
+    registry.put(free, entry, nbytes + entry.values.nbytes)
+    return free, entry
 
 
-def _resize(key: int, entry: _FactorEntry, backend: Backend) -> None:
+def _resize(key: tuple, entry: _FactorEntry, backend: Backend) -> None:
     """Re-file an entry whose factor grew, so that the byte budget sees its new size."""
     if registry.get(key) is entry:
         registry.put(key, entry, backend.nbytes(entry.factor) + entry.values.nbytes)
 
 
-def _store(key: int, content_key: tuple, entry: _FactorEntry, nbytes: int) -> None:
-    if entry.status == Status.OK:
-        _remember(entry.spec, entry.pattern, key, content_key)
-    # The factor goes in last: the newest entry is kept even when it alone exceeds the
-    # budget, so that the solves of this call find it.
-    registry.put(content_key, key, _CONTENT_KEY_BYTES)
-    registry.put(key, entry, nbytes + entry.values.nbytes)
-
-
-def _lookup(
-    spec: BackendSpec, n: int, key: int, indices: np.ndarray, values: np.ndarray
-) -> _FactorEntry:
-    entry = registry.get(key)
-    if isinstance(entry, _FactorEntry) and entry.matches(spec, n, indices, values):
-        registry.count("hits")
-        return entry
-    registry.count("misses")
-    index_print = fingerprint(indices)
-    content_key = _content_key(spec, n, index_print, values)
-    found = registry.get(content_key)
-    if found is not None:
-        other = registry.get(found)
-        if isinstance(other, _FactorEntry) and other.matches(spec, n, indices, values):
-            return other
-    new_entry, nbytes = _build_entry(spec, n, indices, values, index_print)
-    # Re-file under the same key when it is free, so later solves with this handle hit.
-    if entry is not None:
-        key = registry.new_key()
-    _store(key, content_key, new_entry, nbytes)
-    return new_entry
-
-
 def _to_key(handle: np.ndarray) -> int:
     high, low = (int(v) & 0xFFFFFFFF for v in handle)
     return (high << 32) | low
-
-
-def _from_key(key: int) -> tuple[int, int]:
-    high, low = key >> 32, key & 0xFFFFFFFF
-    return tuple(int(np.array(v, dtype=np.uint32).view(np.int32)) for v in (high, low))
 
 
 def _batch_map(shape: tuple[int, ...], batch: tuple[int, ...]) -> np.ndarray:
@@ -216,24 +200,6 @@ def _batch_map(shape: tuple[int, ...], batch: tuple[int, ...]) -> np.ndarray:
 
 def _host_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.complex128 if np.issubdtype(dtype, np.complexfloating) else np.float64)
-
-
-def factor_batch(spec: BackendSpec, n: int, values: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Factorize every matrix of a batch; returns handles of shape `batch + (2,)`."""
-    values_batch = values.shape[:-1]
-    indices_batch = indices.shape[:-2]
-    batch = np.broadcast_shapes(values_batch, indices_batch)
-    flat_values = values.reshape(-1, values.shape[-1])
-    flat_indices = indices.reshape(-1, *indices.shape[-2:])
-    value_of = _batch_map(values_batch, batch)
-    index_of = _batch_map(indices_batch, batch)
-    handles = np.empty((math.prod(batch), 2), dtype=np.int32)
-    registry.count("host_calls")
-    _this_call.clear()
-    for i in range(handles.shape[0]):
-        key = _factor_one(spec, n, flat_indices[index_of[i]], flat_values[value_of[i]])
-        handles[i] = _from_key(key)
-    return handles.reshape(*batch, 2)
 
 
 def solve_batch(
@@ -278,7 +244,7 @@ def solve_batch(
     _this_call.clear()
     for m in np.unique(matrix_of):
         columns = np.flatnonzero(matrix_of == m)
-        entry = _lookup(
+        key, entry = _entry(
             spec,
             n,
             _to_key(flat_handles[handle_of[m]]),
@@ -300,7 +266,7 @@ def solve_batch(
         late = getattr(entry.factor, "late_setups", 0) - setups
         if late:  # an AMG hierarchy of A^T, or a rebuilt one, was set up during the solve
             registry.count("factorizations", late)
-            _resize(_to_key(flat_handles[handle_of[m]]), entry, backend)
+            _resize(key, entry, backend)
         column_status = np.where(finite, result.status, Status.NONFINITE_INPUT)
         x = result.solution
         x[:, column_status != Status.OK] = np.nan

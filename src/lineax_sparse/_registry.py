@@ -1,9 +1,12 @@
-"""The handle table: integer keys -> host objects, in one byte-bounded LRU.
+"""The handle table: keys -> host objects, in one byte-bounded LRU.
 
-A handle is a 64-bit key, salted per process, passed through JAX as two int32 so that it works
-with `jax_enable_x64` off. Keys are never pointers: a forged or stale key can only miss. The
-same table also holds the per-pattern symbolic analyses, under tuple keys, so that one budget
-bounds all the memory lineax-sparse keeps alive.
+A handle is a 64-bit digest of a matrix, made in the computation and passed through JAX as
+two int32 so that it works with `jax_enable_x64` off (see `_bridge.make_handle`).
+Factorizations are filed under keys made of the solver configuration, the handle and a probe
+number (`_native`). Keys are never pointers, and every entry is verified against the matrix
+before use: a forged or stale handle can only cost a factorization. The same table also holds
+the per-pattern symbolic analyses, so that one budget bounds all the memory lineax-sparse
+keeps alive.
 
 Every mutation happens on the owner thread (see `_host`), so that native objects are freed
 there; the lock additionally makes `cache_info()` safe from any thread.
@@ -12,11 +15,9 @@ there; the lock additionally makes `cache_info()` safe from any thread.
 from __future__ import annotations
 
 import collections
-import itertools
 import os
-import secrets
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 from . import _host
@@ -26,10 +27,6 @@ from . import _host
 DEFAULT_CACHE_LIMIT = 1 << 30
 CACHE_LIMIT_VARIABLE = "LINEAX_SPARSE_CACHE_BYTES"
 
-_MASK64 = (1 << 64) - 1
-# An odd multiplier makes `salt + counter * _SPREAD` a bijection on 64-bit integers.
-_SPREAD = 0x9E3779B97F4A7C15
-
 
 class CacheInfo(NamedTuple):
     """A snapshot of the cache's contents and counters (all since the last `clear_cache`).
@@ -37,14 +34,15 @@ class CacheInfo(NamedTuple):
     - `entries`: objects held (factorizations, hierarchies and symbolic analyses).
     - `nbytes`: their estimated size in bytes.
     - `limit`: the byte budget.
-    - `hits`: look-ups served from the cache (a solve finding its factorization, or a
-      factorization request for values already factorized).
-    - `misses`: solves whose handle was gone or stale, and so refactorized.
-    - `factorizations`: numeric factorizations or hierarchy setups, misses included.
+    - `hits`: solves served by a cached factorization (of each distinct matrix of a batch).
+    - `misses`: solves that refactorized a matrix whose factorization had been made before
+      but was evicted (or replaced): a sign that the budget is too small for the workload.
+    - `factorizations`: numeric factorizations or hierarchy setups, misses included. The
+      first solve of a matrix factorizes it.
     - `analyses`: symbolic analyses (one per sparsity pattern and solver configuration).
     - `evictions`: objects dropped to stay within the budget.
-    - `host_calls`: callbacks into the host (one per factorization or solve request, however
-      many systems a vmapped batch holds).
+    - `host_calls`: callbacks into the host (one per solve, however many systems a vmapped
+      batch holds: a forward solve is one, a `value_and_grad` two).
     """
 
     entries: int
@@ -82,18 +80,10 @@ class Registry:
         self._entries: collections.OrderedDict[Hashable, _Entry] = collections.OrderedDict()
         self._nbytes = 0
         self._limit = limit
-        self._salt = secrets.randbits(64)
-        self._counter = itertools.count(1)
         self._counts = dict.fromkeys(
             ("hits", "misses", "factorizations", "analyses", "evictions", "host_calls"), 0
         )
-
-    def new_key(self) -> int:
-        with self._lock:
-            while True:
-                key = (self._salt + next(self._counter) * _SPREAD) & _MASK64
-                if key not in self._entries:
-                    return key
+        self._clear_hooks: list[Callable[[list[Hashable]], None]] = []
 
     def get(self, key: Hashable) -> Any | None:
         with self._lock:
@@ -140,8 +130,14 @@ class Registry:
             self._limit = limit
             self._evict()
 
+    def on_clear(self, hook: Callable[[list[Hashable]], None]) -> None:
+        """Call `hook(keys)` with the keys dropped by every later `clear`."""
+        self._clear_hooks.append(hook)
+
     def clear(self) -> None:
         with self._lock:
+            for hook in self._clear_hooks:
+                hook(list(self._entries))
             self._entries.clear()
             self._nbytes = 0
             self._counts = dict.fromkeys(self._counts, 0)

@@ -3,11 +3,17 @@
 Concrete solvers are thin and declarative: they name a backend, list its static options,
 and say which operators they accept. This class turns that into lineax's solver protocol:
 
-- `init` factorizes through one callback and returns a state holding the handle *and* the
-  matrix arrays (the arrays are what make the handle safe to lose);
-- `compute` solves through one callback, mapping host statuses onto `lineax.RESULTS`;
+- `init` makes the matrix's handle (a digest of its arrays, computed without a host call) and
+  returns a state holding the handle *and* the matrix arrays (the arrays are what make the
+  handle safe to lose);
+- `compute` solves through one callback, which factorizes the matrix under its handle the
+  first time and finds that factorization every later time; host statuses are mapped onto
+  `lineax.RESULTS`;
 - `transpose` and `conj` flip static flags on the same handle: the backward pass reuses
   the forward factorization.
+
+The factorization is thus made by the first solve, not by `init`: a forward solve is one
+host call, a `value_and_grad` two (see `_bridge` for the measured reason).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from .._operator import SparseOperator
 
 
 class HostSolverState(eqx.Module):
-    """Solver state: a handle to a host factorization, plus the matrix it was made from."""
+    """Solver state: the handle of a host factorization, plus the matrix it is made from."""
 
     handle: Int[Array, "2"]
     data: Inexact[Array, " nse"]
@@ -69,7 +75,7 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
         del options
         operator = self._check_operator(operator)
         spec = self._backend_spec(operator)
-        handle = _bridge.factor(spec, operator.size, operator.data, operator.indices)
+        handle = _bridge.make_handle(operator.data, operator.indices)
         return HostSolverState(
             handle, operator.data, operator.indices, operator.size, spec, False, False
         )
