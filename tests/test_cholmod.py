@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from cvxopt import cholmod
 
 import lineax_sparse as lxs
+from lineax_sparse.backends.base import NormBound, Status
 
 from .helpers import (
     assert_close,
@@ -203,3 +204,105 @@ def test_auto_sparse_fallback(getkey):
     assert_close(x, np.linalg.solve(dense.toarray(), np.ones(30)), jnp.float64)
     with pytest.raises(ValueError, match="fallback"):
         lxs.AutoSparse(fallback="yes")  # type: ignore[arg-type]
+
+
+def _neumann_laplacian(m: int) -> sp.csc_matrix:
+    path = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(m, m)).tolil()
+    path[0, 0] = path[m - 1, m - 1] = 1.0
+    return sp.csc_matrix(sp.kron(sp.eye_array(m), path) + sp.kron(path, sp.eye_array(m)))
+
+
+def _pivot_checks(a: sp.csc_matrix):
+    """`(quick, exact, quick norm, exact norm)` of the pivot check, or None if CHOLMOD's
+    own factorization fails."""
+    from lineax_sparse._native import _backend
+    from lineax_sparse.backends.base import Pattern
+    from lineax_sparse.backends.cholmod import _column_maxima
+
+    a = sp.csc_matrix(a)
+    a.sum_duplicates()
+    a.sort_indices()
+    coo = a.tocoo()
+    order = np.lexsort((coo.row, coo.col))
+    indices = np.stack([coo.row, coo.col], axis=1).astype(np.int32)[order]
+    options = (("factorization", "LL"), ("mode", "auto"), ("ordering", "amd"))
+    backend = _backend(("cholmod", options))
+    pattern = Pattern(a.shape[0], indices)
+    analysis = backend.analyse(pattern)
+    csc = pattern.csc(pattern.assemble(coo.data[order]))
+    typecode = "z" if np.iscomplexobj(csc.data) else "d"
+    values = csc.data[analysis.lower]
+    if typecode == "z":
+        values[analysis.diagonal] = values[analysis.diagonal].real
+    template = analysis.template(typecode, values)
+    capsule = cholmod.symbolic(template, p=analysis.ordering)
+    try:
+        cholmod.numeric(template, capsule)
+    except ArithmeticError:
+        return None
+    n = a.shape[0]
+    permutation = backend._permutation(capsule, typecode, n)
+    pivots = backend._pivots(capsule, typecode, n)
+    tolerance = max(n, 100) * np.finfo(np.float64).eps
+    column_max, norm = _column_maxima(csc)
+    exact = backend._check_pivots(pivots, column_max[permutation], permutation, tolerance)
+    quick, quick_norm = backend._pivot_failure(capsule, typecode, csc, analysis, permutation)
+    return quick, exact, quick_norm, norm
+
+
+@pytest.mark.parametrize(
+    "name", ["poisson", "elasticity", "random-spd", "494_bus", "islands", "hpd"]
+)
+def test_quick_pivot_bound_never_accepts_what_the_exact_check_rejects(name):
+    """The pivot check's cheap bound (diagonal-based) against the full column maxima."""
+    if name == "islands":  # a random 0/1 SIMP design: floating islands held by E_min
+        rng = np.random.default_rng(3)
+        a = elasticity2d(30, 10, density=rng.integers(0, 2, 300) + 1e-9)
+    else:
+        a = matrix("random-hpd" if name == "hpd" else name)
+    quick, exact, quick_norm, norm = _pivot_checks(a)
+    assert quick is None and exact is None
+    assert isinstance(quick_norm, NormBound)  # decided by the bound: no pass over |A|
+    assert quick_norm.lower <= norm and quick_norm.exact() == pytest.approx(norm, rel=1e-12)
+
+
+def test_quick_pivot_bound_defers_to_the_exact_check_near_singularity():
+    """Neumann Laplacians shifted by rounding-sized multiples of I: positive definite on
+    paper, singular to working precision. Where CHOLMOD's L L' succeeds, both checks must
+    reject them, the quick one by falling back to the exact one."""
+    checked = 0
+    for shift in (3e-16, 5e-16, 7e-16, 1e-15):
+        outcome = _pivot_checks(_neumann_laplacian(30) + shift * sp.eye_array(900))
+        if outcome is None:
+            continue
+        quick, exact, quick_norm, norm = outcome
+        assert exact is not None and exact[0] == Status.SINGULAR
+        assert quick == exact and quick_norm == norm
+        checked += 1
+    assert checked >= 1
+
+
+def test_backward_error_needs_the_exact_norm_only_when_the_bound_fails():
+    from lineax_sparse.backends.base import checked_solve
+
+    a = sp.csc_matrix(matrix("poisson"))
+    dense = a.toarray()
+    rhs = np.random.default_rng(0).standard_normal((a.shape[0], 2))
+    exact_calls = []
+
+    def exact():
+        exact_calls.append(1)
+        return float(np.abs(dense).sum(axis=0).max())
+
+    good = lambda b: np.linalg.solve(dense, b)  # noqa: E731
+    bound = NormBound(float(np.abs(a.diagonal()).max()), exact)
+    result = checked_solve(good, a, bound, rhs, False, False)
+    assert np.all(result.status == 0) and not exact_calls
+    # A solution off by 1e-7 relative: its backward error is above the limit when measured
+    # with a (much too) small bound, and below it with the exact norm, which must decide.
+    noisy = lambda b: np.linalg.solve(dense, b) * (1 + 1e-7)  # noqa: E731
+    tiny = NormBound(1e-30, exact)
+    result = checked_solve(noisy, a, tiny, rhs, False, False)
+    assert exact_calls == [1]
+    assert np.all(result.status == 0)
+    assert tiny.exact() == exact() and exact_calls == [1, 1]  # cached: one more for `==`

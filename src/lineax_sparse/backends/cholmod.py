@@ -72,22 +72,28 @@ for both matrices):
 numeric 1,490 / 96 ms, so `auto` matters. cvxopt's `solve` loops over the columns, so k
 right-hand sides cost k solves (still one call).
 
-Failures. cvxopt raises `ArithmeticError` when CHOLMOD meets a pivot `<= 0` (supernodal `L L'`)
-or `== 0` (simplicial `L D L'`): `NOT_POSITIVE_DEFINITE` for "LL", `SINGULAR` for "LDL".
-CHOLMOD does not flag a negative or tiny `D_j` in `L D L'`, and a singular positive
+Failures. cvxopt raises `ArithmeticError` when CHOLMOD meets a pivot `<= 0` (supernodal `L
+L'`) or `== 0` (simplicial `L D L'`): `NOT_POSITIVE_DEFINITE` for "LL", `SINGULAR` for
+"LDL". CHOLMOD does not flag a negative or tiny `D_j` in `L D L'`, and a singular positive
 semidefinite matrix often factors with a rounding-sized pivot (a Neumann Laplacian: `D_j`
-about -2e-13 .. +5e-13 times its column), after which solves have a tiny backward error and a
-solution of size 1e14. So after every factorization the pivots `D_j` (`cholmod.diag` for a
+about -2e-13 .. +5e-13 times its column), after which solves have a tiny backward error and
+a solution of size 1e14. So after every factorization the pivots `D_j` (`cholmod.diag` for a
 supernodal factor, squared; `solve(sys=6)` on ones for a simplicial one) are compared to the
 largest entry of their column of `A` (`solve(sys=7)` gives the permutation): a pivot within
-`max(n, 100) * eps` of zero (Cholesky's backward error bound) is `SINGULAR`. Observed: noise
-pivots of singular matrices at 0.06-0.1 n eps; the smallest ratio of a legitimate matrix seen
-(a random 0/1 SIMP density with E_min = 1e-9, floating islands) at 6e-10. Every solve is then
-checked by its backward error, with iterative refinement as in `superlu.py`; a non-finite
-solution fails it. hangGlider_2 (indefinite) and zenios (singular) both raise in `numeric`,
-in every mode. CHOLMOD also refuses a complex diagonal entry with a nonzero imaginary part,
-so the rounding-sized imaginary parts of the diagonal of a Hermitian matrix (which the caller
-has checked to a tolerance) are dropped before the factorization.
+`max(n, 100) * eps` of zero (Cholesky's backward error bound) is `SINGULAR`. For `L L'` a
+bound decides first without reading `|A|`: a positive definite matrix has `|A_ij| <=
+sqrt(A_ii A_jj)`, so when every pivot passes against `2 sqrt(A_jj max_i A_ii)` it passes
+against its column's largest entry; only otherwise are the column maxima computed. Likewise
+the backward-error check starts from `max_j A_jj` (a lower bound of the norm) and computes
+the norm only if a column fails with it. Together: 1.4 ms less per factorization at n = 22k.
+Observed: noise pivots of singular matrices at 0.06-0.1 n eps; the smallest ratio of a
+legitimate matrix seen (a random 0/1 SIMP density with E_min = 1e-9, floating islands) at
+6e-10. Every solve is then checked by its backward error, with iterative refinement as in
+`superlu.py`; a non-finite solution fails it. hangGlider_2 (indefinite) and zenios
+(singular) both raise in `numeric`, in every mode. CHOLMOD also refuses a complex diagonal
+entry with a nonzero imaginary part, so the rounding-sized imaginary parts of the diagonal
+of a Hermitian matrix (which the caller has checked to a tolerance) are dropped before the
+factorization.
 
 `nbytes`. cvxopt offers no size of a factor (`getfactor` converts the factor to a symbolic one:
 it cannot be used on a live factor), so the size is read from the `cholmod_factor` struct
@@ -110,7 +116,7 @@ import numpy as np
 import scipy.sparse as sp
 from cvxopt import amd, cholmod
 
-from .base import checked_solve, FactorError, Pattern, SolveResult, Status
+from .base import checked_solve, FactorError, NormBound, Pattern, SolveResult, Status
 from .options import CHOLMOD_FACTORIZATIONS, CHOLMOD_ORDERINGS
 
 
@@ -153,6 +159,9 @@ class _Analysis:
         self.n = n
         self.lower = lower  # positions of the lower triangle in the pattern's CSC values
         self.diagonal = diagonal  # positions of the diagonal within the lower triangle
+        # Positions of the diagonal in the pattern's CSC values, column j at j; None when a
+        # diagonal entry is not stored (no quick bounds then, see `_pivot_failure`).
+        self.full_diagonal = lower[diagonal] if diagonal.size == n else None
         self.templates = {"d": template}  # typecode -> spmatrix with the lower structure
         self.ordering = ordering  # 'i' permutation passed to every `cholmod.symbolic`
         self.pools = {tc: collections.deque(maxlen=POOL_SIZE) for tc in ("d", "z")}
@@ -275,18 +284,10 @@ class CholmodBackend:
             ) from None
         except ValueError as error:  # any other CHOLMOD failure ("factorization failed")
             raise FactorError(Status.SINGULAR, f"CHOLMOD: {error}") from None
-        # One pass of |A| gives the column maxima (the pivots' scales) and, A being
-        # symmetric, its 1-norm = inf-norm (the backward error's scale).
-        absolute, starts, nonempty = np.abs(matrix.data), matrix.indptr[:-1], _nonempty(matrix)
-        column_max = np.zeros(n)
-        norm = 0.0
-        if absolute.size:
-            column_max[nonempty] = np.maximum.reduceat(absolute, starts[nonempty])
-            norm = float(np.add.reduceat(absolute, starts[nonempty]).max())
         permutation = analysis.permutations.get(typecode)
         if permutation is None:
             permutation = analysis.permutations[typecode] = self._permutation(capsule, typecode, n)
-        failure = self._check_pivots(capsule, typecode, column_max, permutation)
+        failure, norm = self._pivot_failure(capsule, typecode, matrix, analysis, permutation)
         if failure is not None:
             pool.append(capsule)
             status, message = failure
@@ -304,18 +305,37 @@ class CholmodBackend:
             cholmod.solve(capsule, order, sys=7)  # x = P b: the permutation itself
         return np.asarray(order).real.ravel().astype(np.int64)
 
-    def _check_pivots(
-        self, capsule, typecode: str, column_max: np.ndarray, permutation: np.ndarray
-    ):
-        """`(status, message)` if a pivot is negative ("LL") or zero to working precision."""
+    def _pivot_failure(self, capsule, typecode, matrix, analysis, permutation):
+        """`((status, message) or None, norm)` after checking the pivots.
+
+        A pivot `D_j` fails if it is not positive ("LL") or within `max(n, PIVOT_FLOOR) eps`
+        of zero relative to the largest entry of its column of `A`. For "LL" a cheap bound
+        decides first: a positive definite `A` has `|A_ij| <= sqrt(A_ii A_jj)`, so column
+        maxima are at most `sqrt(A_jj max_i A_ii)` (doubled here, for rounding); when every
+        pivot passes against that, it passes against the exact maxima. Only otherwise is
+        `|A|` read in full (measured at n = 22k: 1.4 ms of a 39 ms step saved). `norm` is
+        the backward error's scale, a `NormBound` when the full pass was not needed.
+        """
         n = permutation.size
-        if n == 0:
+        pivots = self._pivots(capsule, typecode, n) if n else np.zeros(0)
+        tolerance = max(n, PIVOT_FLOOR) * _EPS
+        if self.factorization == "LL" and analysis.full_diagonal is not None:
+            diagonal = matrix.data[analysis.full_diagonal].real
+            top = float(diagonal.max(initial=0.0))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = pivots / (2.0 * np.sqrt(diagonal[permutation] * top))
+            if top > 0 and np.all(ratio > tolerance):  # NaN fails
+                # |A|_1 >= max_j |A_jj|: a lower bound of the norm.
+                return None, NormBound(top, lambda: _symmetric_norm(matrix))
+        column_max, norm = _column_maxima(matrix)
+        return self._check_pivots(pivots, column_max[permutation], permutation, tolerance), norm
+
+    def _check_pivots(self, pivots, scale, permutation, tolerance):
+        """`(status, message)` if a pivot is negative ("LL") or zero to working precision."""
+        if pivots.size == 0:
             return None
-        pivots = self._pivots(capsule, typecode, n)
-        scale = column_max[permutation]
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = pivots / scale
-        tolerance = max(n, PIVOT_FLOOR) * _EPS
         finite = np.isfinite(ratio)
         if self.factorization == "LL":
             bad = ~finite | (ratio <= 0)
@@ -392,6 +412,22 @@ class CholmodBackend:
 def _nonempty(matrix: sp.csc_matrix) -> np.ndarray:
     """Which columns store at least one entry."""
     return matrix.indptr[1:] > matrix.indptr[:-1]
+
+
+def _column_maxima(matrix: sp.csc_matrix) -> tuple[np.ndarray, float]:
+    """`max_i |A_ij|` per column and, `A` being symmetric, `|A|_1 = |A|_inf`: one pass."""
+    absolute, starts, nonempty = np.abs(matrix.data), matrix.indptr[:-1], _nonempty(matrix)
+    column_max = np.zeros(matrix.shape[1])
+    if not absolute.size:
+        return column_max, 0.0
+    column_max[nonempty] = np.maximum.reduceat(absolute, starts[nonempty])
+    return column_max, float(np.add.reduceat(absolute, starts[nonempty]).max())
+
+
+def _symmetric_norm(matrix: sp.csc_matrix) -> float:
+    """`|A|_1 = |A|_inf` of a symmetric (Hermitian) matrix."""
+    absolute, starts, nonempty = np.abs(matrix.data), matrix.indptr[:-1], _nonempty(matrix)
+    return float(np.add.reduceat(absolute, starts[nonempty]).max()) if absolute.size else 0.0
 
 
 class _FactorHead(ctypes.Structure):
