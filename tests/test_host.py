@@ -31,9 +31,25 @@ def test_pattern_assembles_like_scipy(order):
         data = np.concatenate([data, data[:10], [5.0, 6.0, 7.0]])
     pattern = Pattern(70, indices.astype(np.int32))
     assert pattern.valid
-    assembled = pattern.csc(pattern.assemble(data))
+    assert pattern.in_order == (order == "csc")  # CSC input is copied, not summed
+    given = data.copy()
+    values = pattern.assemble(data)
+    assert values.dtype == np.float64 and not np.shares_memory(values, data)
+    assembled = pattern.csc(values)
     assert abs(assembled - matrix.tocsc()).max() == 0
     assert assembled.has_sorted_indices
+    values[:] = -1  # the caller may modify the result; the input is untouched
+    np.testing.assert_array_equal(data, given)
+    np.testing.assert_array_equal(pattern.diagonal(pattern.assemble(data)), matrix.diagonal())
+    # float32 input is assembled in float64 on both paths
+    assert pattern.assemble(data.astype(np.float32)).dtype == np.float64
+
+
+def test_pattern_diagonal_with_missing_entries():
+    matrix = sp.csc_matrix(np.array([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0], [0.0, 4.0, 5.0]]))
+    indices, data = _coo_indices(matrix)
+    pattern = Pattern(3, indices)
+    np.testing.assert_array_equal(pattern.diagonal(pattern.assemble(data)), [1.0, 0.0, 5.0])
 
 
 @pytest.mark.parametrize("bad", [-1, 71, 2**30])

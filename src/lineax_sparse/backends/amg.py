@@ -496,7 +496,7 @@ class AMGBackend:
         if self.method in REAL_ONLY and np.iscomplexobj(matrix.data):
             # Structural: the solver class refuses this combination at trace time.
             raise ValueError(f"pyamg's {self.method!r} AMG supports real matrices only.")
-        _check_matrix(matrix)
+        _check_matrix(pattern, matrix)
         factor = _Factor(pattern, matrix, analysis)
         if pattern.n == 0:
             return factor
@@ -762,12 +762,12 @@ def _hierarchy_arrays(ml: Any) -> Iterator[np.ndarray]:
         yield from _arrays_of(value)
 
 
-def _check_matrix(matrix: sp.csc_matrix) -> None:
+def _check_matrix(pattern: Pattern, matrix: sp.csc_matrix) -> None:
     """AMG smoothers divide by the diagonal: refuse a zero diagonal entry up front."""
     n = matrix.shape[0]
     if n == 0:
         return
-    diagonal = matrix.diagonal()
+    diagonal = pattern.diagonal(matrix.data)
     if np.all(diagonal != 0):
         return
     nonzero = matrix.data != 0

@@ -102,6 +102,7 @@ class Pattern:
         invalid = ((rows < 0) | (rows > n) | (cols < 0) | (cols > n)) & ~padding
         self.valid = not bool(invalid.any())
         keep = ~(padding | invalid)
+        self.in_order = False  # set by `_coalesce`: entries already CSC-ordered and unique
         if keep.all():  # the common case: no padding, nothing to drop
             kept = slice(None)
             self.slot = np.empty(indices.shape[0], dtype=np.int64)
@@ -130,6 +131,7 @@ class Pattern:
         keys = cols * n + rows
         if keys.size == 0 or np.all(keys[1:] > keys[:-1]):
             self.slot[kept] = np.arange(keys.size)
+            self.in_order = isinstance(kept, slice)  # values need no summing nor reordering
             return keys
         if np.all((rows[1:] > rows[:-1]) | ((rows[1:] == rows[:-1]) & (cols[1:] > cols[:-1]))):
             # CSR order without duplicates: transpose by scipy's O(nnz + n) counting sort.
@@ -193,15 +195,34 @@ class Pattern:
         return lower, upper, off[~found]
 
     def diagonal_positions(self) -> np.ndarray:
-        """CSC positions of the stored diagonal entries."""
-        cols = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.indptr))
-        return np.flatnonzero(self.row_indices == cols)
+        """CSC positions of the stored diagonal entries (computed once per pattern)."""
+        positions = getattr(self, "_diagonal", None)
+        if positions is None:
+            cols = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.indptr))
+            positions = self._diagonal = np.flatnonzero(self.row_indices == cols)
+            self.nbytes += positions.nbytes
+        return positions
+
+    def diagonal(self, csc_values: np.ndarray) -> np.ndarray:
+        """The diagonal of the matrix with these values (zero where none is stored)."""
+        positions = self.diagonal_positions()
+        if positions.size == self.n:  # column j's diagonal entry is the j-th found
+            return csc_values[positions]
+        diagonal = np.zeros(self.n, dtype=csc_values.dtype)
+        diagonal[self.row_indices[positions]] = csc_values[positions]
+        return diagonal
 
     def same_as(self, n: int, indices: np.ndarray) -> bool:
         return n == self.n and np.array_equal(indices, self.indices)
 
     def assemble(self, values: np.ndarray) -> np.ndarray:
-        """Sum COO `values` into CSC order: float64 or complex128, length `self.nnz`."""
+        """Sum COO `values` into CSC order: float64 or complex128, length `self.nnz`.
+
+        A new array, which the caller may modify (entries already in CSC order without
+        duplicates, as from scipy, are copied instead of summed).
+        """
+        if self.in_order:
+            return np.array(values, dtype=np.result_type(values.dtype, np.float64))
         if np.iscomplexobj(values):
             real = np.bincount(self.slot, weights=values.real, minlength=self.nnz + 1)
             imag = np.bincount(self.slot, weights=values.imag, minlength=self.nnz + 1)
