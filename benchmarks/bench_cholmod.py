@@ -25,6 +25,7 @@ includes compilation). The Markdown table goes to stdout and to benchmarks/resul
 
     python benchmarks/bench_cholmod.py            # full run, several minutes
     python benchmarks/bench_cholmod.py --quick    # smoke test, under a minute
+    python benchmarks/bench_cholmod.py --problems mbb --repeats 40   # one problem, longer
 """
 
 from __future__ import annotations
@@ -534,7 +535,15 @@ def main() -> None:
     parser.add_argument(
         "--limit", type=float, default=60.0, help="seconds after which spsolve is abandoned"
     )
+    parser.add_argument(
+        "--problems",
+        default="poisson,mbb",
+        help="comma-separated subset of poisson,mbb (default both)",
+    )
     args = parser.parse_args()
+    chosen = args.problems.split(",")
+    if not set(chosen) <= {"poisson", "mbb"} or not chosen:
+        parser.error("--problems must name some of poisson, mbb")
 
     grid = args.grid or (128 if args.quick else 512)
     nelx, nely = (60, 20) if args.quick else (180, 60)
@@ -543,8 +552,8 @@ def main() -> None:
     big_loops = args.loop_repeats or (1 if args.quick else 3)
     small_loops = args.loop_repeats or (2 if args.quick else 5)
     problems = [
-        poisson_problem(grid, big_repeats, big_loops),
-        mbb_problem(nelx, nely, small_repeats, small_loops),
+        *([poisson_problem(grid, big_repeats, big_loops)] if "poisson" in chosen else []),
+        *([mbb_problem(nelx, nely, small_repeats, small_loops)] if "mbb" in chosen else []),
     ]
     started = f"{environment()}, cvxopt {cvxopt.__version__}; source {source_version()}"
     all_results, caches = [], []
