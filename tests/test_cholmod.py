@@ -136,15 +136,25 @@ def test_several_live_factors_of_one_pattern(getkey):
     op = operator(elasticity2d(30, 10), PSD)
     b = random_vector(getkey(), op.size, jnp.float64)
     solver = lxs.Cholmod()
-    scales = [1.0, 2.0, 5.0]
-    states = [solver.init(with_data(op, op.data * s), {}) for s in scales]
     reference = np.linalg.solve(np.asarray(op.as_matrix()), np.asarray(b))
-    for _ in range(2):
-        for s, state in zip(scales, states, strict=True):
-            x = lx.linear_solve(op, b, solver=solver, state=state).value
-            assert_close(x * s, reference, jnp.float64, factor=100)
+
+    def solve_all(scales):
+        states = [solver.init(with_data(op, op.data * s), {}) for s in scales]
+        for _ in range(2):
+            for s, state in zip(scales, states, strict=True):
+                x = lx.linear_solve(op, b, solver=solver, state=state).value
+                assert_close(x * s, reference, jnp.float64, factor=100)
+
+    # Two matrices of a pattern stay alive (`FACTORS_PER_PATTERN`) and are used in turns.
+    solve_all([1.0, 2.0])
     info = lxs.cache_info()
-    assert info.factorizations == 3 and info.analyses == 1 and info.misses == 0
+    assert info.factorizations == 2 and info.analyses == 1 and info.misses == 0
+    # Three in turns: each new one retires the oldest, whose CHOLMOD object is refactorized
+    # for the newcomer; the retired matrix comes back as a miss, never as a wrong answer.
+    lxs.clear_cache()
+    solve_all([1.0, 2.0, 5.0])
+    info = lxs.cache_info()
+    assert info.factorizations == 6 and info.misses == 3 and info.analyses == 1
 
 
 def test_optimization_loop_analyses_the_pattern_once(getkey):

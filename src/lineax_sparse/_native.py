@@ -77,15 +77,17 @@ def _analysis(spec: BackendSpec, pattern: Pattern) -> Any:
     return analysis
 
 
-#: Factorizations of one pattern and solver kept from earlier host calls. An optimization
-#: loop factorizes a new matrix of the same pattern every step and never returns to the old
-#: ones; retiring them frees their native objects for reuse (CHOLMOD refactorizes a freed
-#: factor object in place, skipping its symbolic analysis). Batches are never split. A
-#: backend may keep fewer (`Backend.factors_per_pattern`): AMG keeps 1 (2 with `reuse`),
-#: so that an old hierarchy's memory (hundreds of MB at n = 1M) is freed before the next
-#: setup allocates its own, instead of that setup paying page faults for fresh memory
+#: Factorizations of one pattern and solver kept alive when a new one is made: the new one
+#: and the previous one. An optimization loop factorizes a new matrix of the same pattern
+#: every step and never returns to the old ones; retiring them frees their native objects
+#: for reuse (CHOLMOD refactorizes a freed factor object in place, skipping its symbolic
+#: analysis and the page faults of fresh memory). Each factor kept beyond the steady state
+#: cost a fresh-loop step 15-23 ms at n = 22k (MBB beam, CHOLMOD, steady step 38 ms), which
+#: is why 2 and not more. Batches are never split. A backend may keep fewer
+#: (`Backend.factors_per_pattern`): AMG keeps 1 (2 with `reuse`), so that an old hierarchy's
+#: memory (hundreds of MB at n = 1M) is freed before the next setup allocates its own
 #: (measured: 6-15% of a solve with new values at n = 1M).
-FACTORS_PER_PATTERN = 4
+FACTORS_PER_PATTERN = 2
 
 #: Registry slots per handle: matrices whose handles collide take the next free one.
 PROBES = 4

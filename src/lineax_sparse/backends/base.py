@@ -247,7 +247,7 @@ class Backend(Protocol):
     requires_symmetric: bool
 
     # Optional: `factors_per_pattern`, how many factors of one pattern made by earlier host
-    # calls stay cached when a new one is made (default `_native.FACTORS_PER_PATTERN`, 4).
+    # calls stay cached when a new one is made (default `_native.FACTORS_PER_PATTERN`, 2).
     # A backend with large factors keeps fewer, so that their memory is reused.
 
     def analyse(self, pattern: Pattern) -> Any:
