@@ -334,14 +334,14 @@ def forward_steps(problem: Problem, b_host: np.ndarray, results: dict[str, Resul
     for _ in range(2):
         block(ours_solve(next(steady), b))
     holder["phases"] = steady_phases = Phases()
-    timings = time_interleaved(
+    steady_timings = time_interleaved(
         {
             "native": Step(native_forward, native_setup),
             "ours forward steady": Step(lambda: ours_solve(next(steady), b)),
         },
         repeats,
     )
-    results["ours forward steady"] = timings["ours forward steady"]
+    results["ours forward steady"] = steady_timings["ours forward steady"]
     results["native total steady"] = steady_phases.timings()["native total"]
     first = timings["ours forward cold"].first
     results["ours first call"] = Timing(first, (first,))
