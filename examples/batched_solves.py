@@ -105,7 +105,7 @@ def material_sweep(problem: Problem, batch: int) -> dict[str, float]:
     spread = np.max(np.abs(scaled[:, None] - scaled[None, :])[pairs]) / np.max(scaled)
     print(
         f"material sweep: {batch} (E, nu) pairs in one vmapped call: {batched_seconds:.3f} s "
-        f"({info.host_calls} host calls, {info.analyses} analysis, {info.factorizations} "
+        f"({_count(info.host_calls, 'host call')}, {info.analyses} analysis, {info.factorizations} "
         f"factorizations); a Python loop of {batch} jitted solves: {loop_seconds:.3f} s"
     )
     for i in range(min(batch, 4)):
@@ -121,6 +121,10 @@ def material_sweep(problem: Problem, batch: int) -> dict[str, float]:
         "E_times_c_spread": float(spread),
         "sweep_speedup": loop_seconds / batched_seconds,
     }
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def sensitivity_study(problem: Problem, batch: int) -> dict[str, float]:
@@ -147,7 +151,8 @@ def sensitivity_study(problem: Problem, batch: int) -> dict[str, float]:
     fd_error = abs(directional - finite_difference) / abs(finite_difference)
     print(
         f"design sensitivities: vmap(grad) over {batch} designs of {nel} elements: "
-        f"{seconds:.3f} s ({info.host_calls} host calls, {info.factorizations} factorizations)"
+        f"{seconds:.3f} s ({_count(info.host_calls, 'host call')}, "
+        f"{info.factorizations} factorizations)"
     )
     print(
         f"  vs the hand-derived SIMP sensitivities: max relative difference {formula_error:.2e}; "
