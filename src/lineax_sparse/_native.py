@@ -101,7 +101,7 @@ _RECENT_PATTERNS = 256  # bounds the bookkeeping: older patterns are simply forg
 #: replaced). Like the counters, this starts afresh at `clear_cache`.
 _made: collections.OrderedDict[tuple, None] = collections.OrderedDict()
 _MADE_KEYS = 4096
-registry.on_clear(lambda keys: _made.clear())
+registry.on_clear(_made.clear)
 
 
 def _retire_old_factors(spec: BackendSpec, pattern: Pattern) -> None:

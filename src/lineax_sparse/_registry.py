@@ -83,7 +83,7 @@ class Registry:
         self._counts = dict.fromkeys(
             ("hits", "misses", "factorizations", "analyses", "evictions", "host_calls"), 0
         )
-        self._clear_hooks: list[Callable[[list[Hashable]], None]] = []
+        self._clear_hooks: list[Callable[[], None]] = []
 
     def get(self, key: Hashable) -> Any | None:
         with self._lock:
@@ -130,14 +130,14 @@ class Registry:
             self._limit = limit
             self._evict()
 
-    def on_clear(self, hook: Callable[[list[Hashable]], None]) -> None:
-        """Call `hook(keys)` with the keys dropped by every later `clear`."""
+    def on_clear(self, hook: Callable[[], None]) -> None:
+        """Call `hook()` at every later `clear` (for bookkeeping kept beside the table)."""
         self._clear_hooks.append(hook)
 
     def clear(self) -> None:
         with self._lock:
             for hook in self._clear_hooks:
-                hook(list(self._entries))
+                hook()
             self._entries.clear()
             self._nbytes = 0
             self._counts = dict.fromkeys(self._counts, 0)
