@@ -256,7 +256,7 @@ def _pivot_checks(a: sp.csc_matrix):
     tolerance = max(n, 100) * np.finfo(np.float64).eps
     column_max, norm = _column_maxima(csc)
     exact = backend._check_pivots(pivots, column_max[permutation], permutation, tolerance)
-    quick, quick_norm = backend._pivot_failure(capsule, typecode, csc, analysis, permutation)
+    quick, quick_norm = backend._pivot_failure(capsule, typecode, pattern, csc, permutation)
     return quick, exact, quick_norm, norm
 
 

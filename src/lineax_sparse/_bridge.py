@@ -68,7 +68,7 @@ def _solve_host(spec: BackendSpec, n: int, transpose: bool, conjugate: bool, *ar
     return x, status, steps, residual.astype(_residual_dtype(arrays[3].dtype))
 
 
-#: Entries of each array sampled by `handle`; arrays up to this long are digested whole.
+#: Entries of each array sampled by `make_handle`; arrays up to this long are digested whole.
 HANDLE_SAMPLE = 4096
 _GOLDEN = 0x9E3779B9  # 2^32 / golden ratio: spreads positions over 32 bits
 _SEEDS = (0x3C6EF372, 0xA54FF53A)  # one per half of the handle

@@ -159,9 +159,6 @@ class _Analysis:
         self.n = n
         self.lower = lower  # positions of the lower triangle in the pattern's CSC values
         self.diagonal = diagonal  # positions of the diagonal within the lower triangle
-        # Positions of the diagonal in the pattern's CSC values, column j at j; None when a
-        # diagonal entry is not stored (no quick bounds then, see `_pivot_failure`).
-        self.full_diagonal = lower[diagonal] if diagonal.size == n else None
         self.templates = {"d": template}  # typecode -> spmatrix with the lower structure
         self.ordering = ordering  # 'i' permutation passed to every `cholmod.symbolic`
         self.pools = {tc: collections.deque(maxlen=POOL_SIZE) for tc in ("d", "z")}
@@ -253,7 +250,6 @@ class CholmodBackend:
         return _Analysis(n, lower, diagonal, template, ordering)
 
     def factor(self, pattern: Pattern, analysis: _Analysis, matrix: sp.csc_matrix) -> _Factor:
-        del pattern
         n = analysis.n
         typecode = "z" if np.iscomplexobj(matrix.data) else "d"
         values = matrix.data[analysis.lower]
@@ -287,7 +283,7 @@ class CholmodBackend:
         permutation = analysis.permutations.get(typecode)
         if permutation is None:
             permutation = analysis.permutations[typecode] = self._permutation(capsule, typecode, n)
-        failure, norm = self._pivot_failure(capsule, typecode, matrix, analysis, permutation)
+        failure, norm = self._pivot_failure(capsule, typecode, pattern, matrix, permutation)
         if failure is not None:
             pool.append(capsule)
             status, message = failure
@@ -305,7 +301,7 @@ class CholmodBackend:
             cholmod.solve(capsule, order, sys=7)  # x = P b: the permutation itself
         return np.asarray(order).real.ravel().astype(np.int64)
 
-    def _pivot_failure(self, capsule, typecode, matrix, analysis, permutation):
+    def _pivot_failure(self, capsule, typecode, pattern, matrix, permutation):
         """`((status, message) or None, norm)` after checking the pivots.
 
         A pivot `D_j` fails if it is not positive ("LL") or within `max(n, PIVOT_FLOOR) eps`
@@ -319,8 +315,10 @@ class CholmodBackend:
         n = permutation.size
         pivots = self._pivots(capsule, typecode, n) if n else np.zeros(0)
         tolerance = max(n, PIVOT_FLOOR) * _EPS
-        if self.factorization == "LL" and analysis.full_diagonal is not None:
-            diagonal = matrix.data[analysis.full_diagonal].real
+        # With every diagonal entry stored (else no quick bound), column j's is the j-th.
+        positions = pattern.diagonal_positions()
+        if self.factorization == "LL" and positions.size == n:
+            diagonal = matrix.data[positions].real
             top = float(diagonal.max(initial=0.0))
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = pivots / (2.0 * np.sqrt(diagonal[permutation] * top))
