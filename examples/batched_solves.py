@@ -167,12 +167,15 @@ def sensitivity_study(problem: Problem, batch: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nelx", type=int, default=120)
-    parser.add_argument("--nely", type=int, default=40)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--nelx", type=int, default=120, help="elements along the beam")
+    parser.add_argument("--nely", type=int, default=40, help="elements across the beam")
     parser.add_argument("--materials", type=int, default=32, help="batch of the sweep")
     parser.add_argument("--designs", type=int, default=8, help="batch of the sensitivities")
-    parser.add_argument("--small", action="store_true")
+    parser.add_argument("--small", action="store_true", help="30 x 10, batches of 8 and 4")
     args = parser.parse_args(argv)
     if args.small:
         args.nelx, args.nely, args.materials, args.designs = 30, 10, 8, 4

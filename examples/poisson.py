@@ -92,7 +92,10 @@ def directional_check(loss_fn, gradients, point, direction, eps: float):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--n", type=int, default=256, help="interior grid points per side")
     parser.add_argument("--small", action="store_true", help="N = 32")
     parser.add_argument("--repeats", type=int, default=5, help="warm calls to time")

@@ -50,8 +50,13 @@ def load(name: str) -> sp.coo_matrix:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--matrix", default="rajat19")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--matrix", default="rajat19", help="a .mtx path, or the name of one in tests/data"
+    )
     parser.add_argument("--small", action="store_true", help="west0479")
     args = parser.parse_args(argv)
     name = "west0479" if args.small else args.matrix

@@ -28,8 +28,11 @@ compliance is 216.81; with `--filter density` it is 233.71, the values the 88-li
         --rmin 5.4 --filter density
     python examples/topology_optimization.py --small          # 30 x 10, for a quick check
 
-Unless `--no-plot`, it writes `<output>.png` (the final design) and `<output>_convergence.png`.
-The last line printed is `final compliance C after N iterations`.
+Unless `--no-plot`, it writes `<output>.png` (the final design) and `<output>_convergence.png`
+into the working directory. The prefix is `topology_optimization`, or, so that a quick check
+does not overwrite the full run's pictures, `topology_optimization_small` with `--small`, unless
+`--output` is given. The progress bar shows only when stderr is a terminal. The last line
+printed is `final compliance C after N iterations`.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ E0, E_MIN, NU = 1.0, 1e-9, 0.3
 MOVE = 0.2  # OC move limit
 BISECTION_TOLERANCE = 1e-3  # (l2 - l1) / (l1 + l2)
 CHANGE_TOLERANCE = 0.01  # stop when max |x_new - x| <= this
+OUTPUT = "topology_optimization"  # default prefix of the PNGs
 
 
 def element_stiffness(nu: float = NU) -> np.ndarray:
@@ -303,7 +307,8 @@ def _progress_bar(total: int, enabled: bool):
         from tqdm import tqdm
     except ImportError:  # the `examples` extra brings tqdm; without it, no bar
         enabled = False
-    if not enabled:
+    # In a log file or a pipe, every update of the bar would be one more carriage return.
+    if not enabled or not sys.stderr.isatty():
         return _NoBar()
     return tqdm(total=total, desc="iterations", unit="it", file=sys.stderr, leave=False)
 
@@ -351,19 +356,39 @@ def plot(physical: np.ndarray, history: History, nelx: int, nely: int, output: s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nelx", type=int, default=60)
-    parser.add_argument("--nely", type=int, default=20)
-    parser.add_argument("--volfrac", type=float, default=0.5)
-    parser.add_argument("--penal", type=float, default=3.0)
-    parser.add_argument("--rmin", type=float, default=2.4)
-    parser.add_argument("--filter", choices=("sensitivity", "density"), default="sensitivity")
-    parser.add_argument("--solver", choices=("cholmod", "amg", "superlu"), default="cholmod")
-    parser.add_argument("--max-iterations", type=int, default=1000)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--nelx", type=int, default=60, help="elements along the beam")
+    parser.add_argument("--nely", type=int, default=20, help="elements across the beam")
+    parser.add_argument("--volfrac", type=float, default=0.5, help="volume fraction")
+    parser.add_argument("--penal", type=float, default=3.0, help="SIMP penalization power")
+    parser.add_argument("--rmin", type=float, default=2.4, help="filter radius, in elements")
+    parser.add_argument(
+        "--filter",
+        choices=("sensitivity", "density"),
+        default="sensitivity",
+        help="filter the sensitivities or the densities",
+    )
+    parser.add_argument(
+        "--solver", choices=("cholmod", "amg", "superlu"), default="cholmod", help="linear solver"
+    )
+    parser.add_argument(
+        "--max-iterations", type=int, default=1000, help="at most this many iterations"
+    )
     parser.add_argument("--small", action="store_true", help="30 x 10 with rmin 1.2")
-    parser.add_argument("--no-plot", action="store_true")
-    parser.add_argument("--output", default="topology_optimization", help="prefix of the PNGs")
-    args = parser.parse_args(argv)
+    parser.add_argument("--no-plot", action="store_true", help="write no PNGs")
+    parser.add_argument(
+        "--output",
+        default=OUTPUT,
+        help="prefix of the PNGs; --small appends _small to the default",
+    )
+    # The namespace's None survives parsing unless --output is given: only then is the
+    # prefix the user's, and the default (shown by --help) is filled in below.
+    args = parser.parse_args(argv, namespace=argparse.Namespace(output=None))
+    if args.output is None:
+        args.output = f"{OUTPUT}_small" if args.small else OUTPUT
     if args.small:
         args.nelx, args.nely, args.rmin = 30, 10, 1.2
     for name in ("nelx", "nely", "max_iterations"):

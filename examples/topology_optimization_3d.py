@@ -16,7 +16,9 @@ Two solvers are offered:
 
 The gradient of the compliance is `jax.grad` through the solve; one iteration is one jitted
 call. The script prints the compliance and the time per iteration; the last line reads
-`final compliance C after N iterations`.
+`final compliance C after N iterations`. Unless `--no-plot`, it writes the design as
+`<output>.png`: `topology_optimization_3d.png`, or `topology_optimization_3d_small.png` with
+`--small`, unless `--output` is given.
 
     python examples/topology_optimization_3d.py                    # 48 x 24 x 24, AMG
     python examples/topology_optimization_3d.py --solver cholmod
@@ -40,6 +42,7 @@ from topology_optimization import filter_fields, optimize, Problem, RowSparse, S
 jax.config.update("jax_enable_x64", True)
 
 NU = 0.3
+OUTPUT = "topology_optimization_3d"  # default prefix of the PNG
 # Local node order of a hexahedron: corners (x, y, z) of the unit cube.
 CORNERS = np.array(
     [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]]
@@ -161,21 +164,37 @@ def _filter(shape: np.ndarray, rmin: float) -> RowSparse:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nelx", type=int, default=48)
-    parser.add_argument("--nely", type=int, default=24)
-    parser.add_argument("--nelz", type=int, default=24)
-    parser.add_argument("--volfrac", type=float, default=0.3)
-    parser.add_argument("--penal", type=float, default=3.0)
-    parser.add_argument("--rmin", type=float, default=1.5)
-    parser.add_argument("--solver", choices=("amg", "cholmod"), default="amg")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--nelx", type=int, default=48, help="elements along the beam")
+    parser.add_argument("--nely", type=int, default=24, help="elements in the load direction")
+    parser.add_argument("--nelz", type=int, default=24, help="elements across the beam")
+    parser.add_argument("--volfrac", type=float, default=0.3, help="volume fraction")
+    parser.add_argument("--penal", type=float, default=3.0, help="SIMP penalization power")
+    parser.add_argument("--rmin", type=float, default=1.5, help="filter radius, in elements")
+    parser.add_argument("--solver", choices=("amg", "cholmod"), default="amg", help="linear solver")
     parser.add_argument("--rtol", type=float, default=1e-8, help="AMG's relative tolerance")
-    parser.add_argument("--max-iterations", type=int, default=20)
+    parser.add_argument(
+        "--max-iterations", type=int, default=20, help="at most this many iterations"
+    )
     parser.add_argument("--small", action="store_true", help="12 x 6 x 6")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--no-plot", action="store_true")
-    parser.add_argument("--output", default="topology_optimization_3d", help="PNG prefix")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (there is none when stderr is not a terminal)",
+    )
+    parser.add_argument("--no-plot", action="store_true", help="write no PNG")
+    parser.add_argument(
+        "--output",
+        default=OUTPUT,
+        help="PNG prefix; --small appends _small to the default",
+    )
+    # As in topology_optimization.py: None survives parsing unless --output is given.
+    args = parser.parse_args(argv, namespace=argparse.Namespace(output=None))
+    if args.output is None:
+        args.output = f"{OUTPUT}_small" if args.small else OUTPUT
     if args.small:
         args.nelx, args.nely, args.nelz = 12, 6, 6
     for name in ("nelx", "nely", "nelz", "max_iterations"):

@@ -9,15 +9,20 @@ import sys
 EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
 
 
-def _run(script: str, *args: str) -> str:
+def _process(script: str, *args: str, cwd=None) -> subprocess.CompletedProcess[bytes]:
+    """Run an example; its output stays bytes, in which carriage returns survive."""
     out = subprocess.run(
         [sys.executable, str(EXAMPLES / script), *args],
         capture_output=True,
-        text=True,
         timeout=600,
+        cwd=cwd,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
+    assert out.returncode == 0, out.stderr[-3000:].decode(errors="replace")
+    return out
+
+
+def _run(script: str, *args: str, cwd=None) -> str:
+    return _process(script, *args, cwd=cwd).stdout.decode()
 
 
 def _fields(line: str) -> dict[str, str]:
@@ -104,6 +109,55 @@ def test_topology_optimization_writes_its_pictures(tmp_path):
     assert _final(stdout)[1] == 3
 
 
+@pytest.mark.parametrize(
+    "script, args, pictures",
+    [
+        (
+            "topology_optimization.py",
+            ["--max-iterations", "3"],
+            ["topology_optimization_small.png", "topology_optimization_small_convergence.png"],
+        ),
+        (
+            "topology_optimization_3d.py",
+            ["--max-iterations", "1", "--solver", "cholmod"],
+            ["topology_optimization_3d_small.png"],
+        ),
+    ],
+)
+def test_small_runs_keep_the_full_runs_pictures_and_pipes_free_of_progress_bars(
+    tmp_path, script, args, pictures
+):
+    full_size = [name.replace("_small", "") for name in pictures]
+    for name in full_size:
+        (tmp_path / name).write_bytes(b"the full run's picture")
+    out = _process(script, "--small", *args, cwd=tmp_path)
+    for name in full_size:
+        assert (tmp_path / name).read_bytes() == b"the full run's picture"
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(full_size + pictures)
+    assert all((tmp_path / name).stat().st_size > 1000 for name in pictures)
+    assert f"wrote {' and '.join(pictures)}\n" in out.stdout.decode()
+    # stderr is a pipe here: no progress bar, whose every update is a carriage return.
+    assert b"\r" not in out.stderr
+
+
+def test_progress_bar_only_in_a_terminal(monkeypatch):
+    import io
+
+    import topology_optimization
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert isinstance(topology_optimization._progress_bar(3, True), topology_optimization._NoBar)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    bar = topology_optimization._progress_bar(3, True)
+    bar.update(1)
+    bar.close()
+    assert "\r" in sys.stderr.getvalue()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("filter_name, expected", [("sensitivity", 216.81), ("density", 233.71)])
 def test_topology_optimization_reproduces_the_88_line_code(filter_name, expected):
@@ -187,3 +241,14 @@ def test_real_matrix(matrix):
     assert float(fields["vs_spsolve"]) < 1e-8
     assert float(fields["gradient_values_fd"]) < 1e-5
     assert float(fields["gradient_rhs_fd"]) < 1e-5
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_help_shows_every_default(script):
+    help_text = _run(script, "--help")
+    # An option's entry: its line "  --name ..." and the more indented lines continuing it.
+    entries = re.findall(r"^  (-.*(?:\n   +\S.*)*)", help_text, flags=re.MULTILINE)
+    options = [" ".join(entry.split()) for entry in entries if not entry.startswith("-h")]
+    assert "--small" in " ".join(options)
+    for option in options:
+        assert "(default: " in option, option
