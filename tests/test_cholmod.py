@@ -10,7 +10,8 @@ import scipy.sparse as sp
 from cvxopt import cholmod
 
 import lineax_sparse as lxs
-from lineax_sparse.backends.base import NormBound, Status
+from lineax_sparse.backends.base import Status
+from lineax_sparse.backends.checks import NormBound
 
 from .helpers import (
     assert_close,
@@ -293,7 +294,7 @@ def test_quick_pivot_bound_defers_to_the_exact_check_near_singularity():
 
 
 def test_backward_error_needs_the_exact_norm_only_when_the_bound_fails():
-    from lineax_sparse.backends.base import checked_solve
+    from lineax_sparse.backends.checks import checked_solve
 
     a = sp.csc_matrix(matrix("poisson"))
     dense = a.toarray()

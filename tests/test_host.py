@@ -7,7 +7,8 @@ import pytest
 import scipy.sparse as sp
 
 from lineax_sparse import _bridge, _native
-from lineax_sparse.backends.base import is_hermitian, Pattern
+from lineax_sparse.backends.base import Pattern
+from lineax_sparse.backends.checks import is_hermitian
 
 from .helpers import poisson2d, random_sparse
 

@@ -144,7 +144,8 @@ def test_memory_stays_bounded_over_many_distinct_jitted_solves(solver, getkey):
     info = lxs.cache_info()
     assert info.factorizations == 400
     assert info.nbytes <= 64 * 2**20
-    assert info.evictions > 0
+    # Factors of this loop's pattern are retired on purpose, never evicted for the budget.
+    assert info.retirements >= 400 - 2 and info.evictions == 0 and info.misses == 0
     assert_close(x, np.linalg.solve(np.asarray(op.as_matrix()) * (1.0 + 0.399), b), jnp.float64)
 
 
@@ -213,6 +214,8 @@ def test_cache_info_is_a_read_only_record():
         "factorizations",
         "analyses",
         "evictions",
+        "retirements",
+        "host_calls",
     }
     with pytest.raises(AttributeError):
         info.hits = 3  # type: ignore[misc]
@@ -306,7 +309,7 @@ def test_an_optimization_loop_keeps_few_factors_of_its_pattern(solver, getkey):
         assert_close(x, np.linalg.solve(dense * (1.0 + 0.1 * i), b), jnp.float64)
     info = lxs.cache_info()
     assert info.factorizations == 10 and info.misses == 0
-    assert info.evictions >= 10 - limit
+    assert info.retirements >= 10 - limit and info.evictions == 0
     # Kept: `limit` factors, the pattern and its analysis; nothing piles up in a long loop.
     assert info.entries <= limit + 2
     # A vmapped batch larger than the cap is never split: no solve of it misses.

@@ -60,10 +60,25 @@ def status_to_result(status: Int[Array, ""]) -> lx.RESULTS:
     return result
 
 
-def _solve_host(spec: BackendSpec, n: int, transpose: bool, conjugate: bool, *arrays):
-    arrays = [np.asarray(a) for a in arrays]
+def _solve_host(
+    spec: BackendSpec,
+    n: int,
+    transpose: bool,
+    conjugate: bool,
+    has_guess: bool,
+    has_aux: bool,
+    handle,
+    values,
+    indices,
+    rhs,
+    *optional,
+):
+    arrays = [np.asarray(a) for a in (handle, values, indices, rhs)]
+    rest = [np.asarray(a) for a in optional]
+    guess = rest.pop(0) if has_guess else None
+    aux = rest.pop(0) if has_aux else None
     x, status, steps, residual = _host.run(
-        _native.solve_batch, spec, n, transpose, conjugate, *arrays
+        _native.solve_batch, spec, n, transpose, conjugate, *arrays, guess, aux
     )
     return x, status, steps, residual.astype(_residual_dtype(arrays[3].dtype))
 
@@ -74,11 +89,18 @@ _GOLDEN = 0x9E3779B9  # 2^32 / golden ratio: spreads positions over 32 bits
 _SEEDS = (0x3C6EF372, 0xA54FF53A)  # one per half of the handle
 
 
+_UNSIGNED = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}
+
+
 def _words(array: Array) -> Array:
     """The bits of `array` as a flat uint32 vector (complex: real and imaginary parts)."""
     if jnp.iscomplexobj(array):
         array = jnp.stack([array.real, array.imag], axis=-1)
-    return jax.lax.bitcast_convert_type(array, jnp.uint32).reshape(-1)  # 64-bit: 2 words
+    itemsize = array.dtype.itemsize
+    if itemsize >= 4:  # 64-bit: 2 words per entry
+        return jax.lax.bitcast_convert_type(array, jnp.uint32).reshape(-1)
+    # 8- and 16-bit types (float16, bfloat16, int8, ...): one word per entry.
+    return jax.lax.bitcast_convert_type(array, _UNSIGNED[itemsize]).astype(jnp.uint32).reshape(-1)
 
 
 def _mix(x: Array) -> Array:
@@ -99,16 +121,22 @@ def _sample(array: Array) -> Array:
     return array[positions]
 
 
-def make_handle(values: Inexact[Array, " nse"], indices: Int[Array, "nse 2"]) -> Int[Array, "2"]:
-    """The handle of a matrix: a digest of its values and indices, as two int32.
+def make_handle(
+    values: Inexact[Array, " nse"], indices: Int[Array, "nse 2"], aux: Array | None = None
+) -> Int[Array, "2"]:
+    """The handle of a matrix: a digest of its values and indices (and of the solver's
+    auxiliary arrays `aux`, if any), as two int32.
 
     Made in the computation (a gather of a few thousand entries and a few integer operations,
     no host call), so that it costs nothing next to a factorization. It only routes: two
     matrices with equal handles are told apart on the host by an exact comparison, so a
     collision costs a comparison, never a wrong answer.
     """
-    values, indices = jax.lax.stop_gradient((values, indices))
-    words = jnp.concatenate([_words(_sample(values)), _words(_sample(indices))])
+    values, indices, aux = jax.lax.stop_gradient((values, indices, aux))
+    parts = [_words(_sample(values)), _words(_sample(indices))]
+    if aux is not None:
+        parts.append(_words(_sample(aux.reshape(-1))))
+    words = jnp.concatenate(parts)
     position = jax.lax.iota(jnp.uint32, words.shape[0]) * jnp.uint32(_GOLDEN)
     sizes = jnp.uint32((values.shape[0] * 0x01000193 + indices.shape[0]) & 0xFFFFFFFF)
     halves = [
@@ -128,19 +156,26 @@ def solve(
     indices: Int[Array, "nse 2"],
     rhs: Inexact[Array, " n"],
     guess: Inexact[Array, " n"] | None = None,
+    aux: Array | None = None,
 ) -> tuple[Inexact[Array, " n"], lx.RESULTS, dict[str, Array]]:
     """Solve `op(A) x = rhs` on the host with the factorization under `handle`.
 
     The matrix arrays travel with the handle: the host verifies the entry under `handle`
     against them, and factorizes them (under `handle`) when it holds none of this matrix, so
     a first, evicted, stale or forged handle costs a factorization, never a wrong answer.
-    `guess` is an initial guess for iterative backends. Returns the solution, the result,
+    `guess` is an initial guess for iterative backends, `aux` the solver's arrays the
+    factorization depends on (AMG's near-nullspace vectors), verified like the matrix.
+    Returns the solution, the result,
     and the statistics `num_steps` (iterations, or refinement steps of a direct solve) and
     `relative_residual` (`|b - Ax| / |b|`).
     """
-    arrays = (handle, values, indices, rhs) + (() if guess is None else (guess,))
+    optional = tuple(a for a in (guess, aux) if a is not None)
+    arrays = (handle, values, indices, rhs) + optional
+    host = functools.partial(
+        _solve_host, spec, n, transpose, conjugate, guess is not None, aux is not None
+    )
     solution, status, steps, residual = jax.pure_callback(
-        functools.partial(_solve_host, spec, n, transpose, conjugate),
+        host,
         (
             jax.ShapeDtypeStruct((n,), rhs.dtype),
             jax.ShapeDtypeStruct((), jnp.int32),
@@ -155,5 +190,7 @@ def solve(
 
 
 def _residual_dtype(dtype) -> np.dtype:
-    # The real precision of the right-hand side (numpy only: also used inside the callback).
-    return np.finfo(np.dtype(dtype)).dtype
+    """The dtype of `relative_residual`: float64 for double precision, float32 otherwise
+    (float16 and bfloat16 included). numpy only: also used inside the callback."""
+    double = np.dtype(dtype) in (np.dtype(np.float64), np.dtype(np.complex128))
+    return np.dtype(np.float64 if double else np.float32)

@@ -11,6 +11,14 @@ computations still in flight, whose callbacks need this thread, so that no callb
 Python while the interpreter finalizes (that aborts the process); then the hooks given to
 `at_exit` release native objects, here, before module teardown would free them elsewhere.
 
+Fork. A process forked after a solve inherits no running owner thread (only the forking
+thread survives a fork) and may inherit locks held at the moment of the fork. So the thread
+is started lazily, and `os.register_at_fork` gives the child fresh locks and a fresh queue,
+and tells the registry to start afresh (`after_fork_in_child` hooks); the native objects the
+child inherited are released on its own owner thread when it first starts. Host-only calls
+(`clear_cache`, `set_cache_limit`, `cache_info`) therefore work in the child. JAX itself is
+not fork-safe: use the "spawn" start method to solve in other processes.
+
 Memory allocator. The owner thread allocates from its own glibc arena, and glibc trims a
 thread arena's free memory back to the system eagerly: every factorization then page-faults
 its workspace (numpy temporaries, CHOLMOD's own buffers) in again. Measured at n = 22k
@@ -52,11 +60,40 @@ class _Job:
 
 _jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
 _exit_hooks: list[Callable[[], None]] = []
+_fork_hooks: list[Callable[[], None]] = []
 _in_flight = 0
 _in_flight_lock = threading.Lock()
+_start_lock = threading.Lock()
+_owner: threading.Thread | None = None
+#: Work to run on a new owner thread before any other (the release of inherited objects).
+_first_jobs: list[tuple[Callable[..., Any], tuple]] = []
+
+
+def _subnormals_work() -> bool:
+    tiny = float.fromhex("0x0.0000000000001p-1022")  # the smallest subnormal double
+    return tiny * 2.0 > 0.0
+
+
+def _default_floating_point_environment() -> None:
+    """Clear flush-to-zero / denormals-are-zero on this thread.
+
+    A thread inherits its creator's floating-point environment, and the owner thread is
+    started from whichever thread first needs it, often one of XLA's, which run with
+    subnormals flushed to zero. Native work must see subnormal values as they are (an
+    equilibrated matrix may hold them for a moment; a subnormal matrix must solve).
+    """
+    if _subnormals_work() or sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return
+    try:
+        fesetenv = ctypes.CDLL(None).fesetenv
+    except (OSError, AttributeError):
+        return
+    fesetenv.argtypes, fesetenv.restype = [ctypes.c_void_p], ctypes.c_int
+    fesetenv(ctypes.c_void_p(-1))  # glibc's FE_DFL_ENV
 
 
 def _serve() -> None:
+    _default_floating_point_environment()
     while True:
         job = _jobs.get()
         try:
@@ -72,8 +109,17 @@ def _serve() -> None:
             job.done.set()
 
 
-_owner = threading.Thread(target=_serve, name="lineax-sparse-host", daemon=True)
-_owner.start()
+def _start_owner() -> threading.Thread:
+    """The running owner thread, started on first use (in this process)."""
+    global _owner
+    with _start_lock:
+        if _owner is None or not _owner.is_alive():
+            _owner = threading.Thread(target=_serve, name="lineax-sparse-host", daemon=True)
+            _owner.start()
+            while _first_jobs:
+                fn, args = _first_jobs.pop(0)
+                _jobs.put(_Job(fn, args))  # runs first; nobody waits for it
+        return _owner
 
 #: None until the first native call; then whether `mallopt` was applied (module docstring).
 malloc_tuned: bool | None = None
@@ -106,12 +152,16 @@ def run(fn: Callable[..., _T], *args) -> _T:
         malloc_tuned = _tune_malloc()
     if threading.current_thread() is _owner:
         return fn(*args)
+    owner = _start_owner()
     with _in_flight_lock:
         _in_flight += 1
     try:
         job = _Job(fn, args)
         _jobs.put(job)
-        job.done.wait()
+        # Never wait forever: a dead owner thread cannot finish the job.
+        while not job.done.wait(1.0):
+            if not owner.is_alive():
+                raise RuntimeError("lineax-sparse: the host thread is not running")
         if job.error is not None:
             raise job.error
         result, job.result = job.result, None
@@ -152,8 +202,37 @@ def at_exit(hook: Callable[[], None]) -> None:
     _exit_hooks.append(hook)
 
 
+def at_fork(hook: Callable[[], None]) -> None:
+    """Call `hook()` in the child after a fork (it must not block; no thread is running)."""
+    _fork_hooks.append(hook)
+
+
+def release_in_child(fn: Callable[..., Any], *args) -> None:
+    """Run `fn(*args)` on the child's owner thread as soon as it starts (from a fork hook)."""
+    _first_jobs.append((fn, args))
+
+
+def _after_fork_in_child() -> None:
+    global _jobs, _in_flight, _in_flight_lock, _start_lock, _owner, _forked
+    _jobs = queue.SimpleQueue()
+    _in_flight = 0
+    _in_flight_lock = threading.Lock()
+    _start_lock = threading.Lock()
+    _owner = None
+    _forked = True
+    for hook in _fork_hooks:
+        hook()
+
+
+_forked = False
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _shutdown() -> None:
-    _drain()
+    if not _forked:  # JAX does not work in a forked child: nothing of it to wait for
+        _drain()
     for hook in _exit_hooks:
         run(hook)
 

@@ -8,28 +8,39 @@ over same-pattern matrices analyses the pattern once.
 
 A handle is only a hint: a digest of the matrix made in the computation (`_bridge`). The
 registry files factorizations under `(solver, n, handle, probe)`; a solve takes the entry
-under its handle that was made from exactly the state's pattern and values, and otherwise
-factorizes the state's arrays and files the result under the handle. So no handle can produce
-a wrong answer, whether new, evicted, stale, forged or foreign, and matrices whose handles
-collide (the digest samples the arrays) only cost a comparison.
+under its handle that was made from exactly the state's pattern, values and auxiliary arrays
+(AMG's near-nullspace vectors), and otherwise factorizes the state's arrays and files the
+result under the handle. So no handle can produce a wrong answer, whether new, evicted,
+stale, forged or foreign, and matrices whose handles collide (the digest samples the arrays)
+only cost a comparison.
+
+No exception leaves this module for anything the data can do: every failure is a `Status`
+per system. An unexpected exception (a bug) in the work for one matrix is reported as
+`BREAKDOWN` for its systems, with a `HostFailureWarning` that carries the traceback.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import math
+import traceback
+import warnings
 from typing import Any
 
 import numpy as np
 
 from ._registry import registry
 from .backends import make_backend
-from .backends.base import Backend, FactorError, fingerprint, is_hermitian, Pattern, Status
+from .backends.base import Backend, FactorError, fingerprint, Pattern, Status
+from .backends.checks import is_hermitian
 
 
 BackendSpec = tuple[str, tuple[tuple[str, Any], ...]]
+
+
+class HostFailureWarning(RuntimeWarning):
+    """An unexpected error on the host, reported as `RESULTS.breakdown` (please report it)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -37,22 +48,44 @@ class _FactorEntry:
     spec: BackendSpec
     pattern: Pattern
     values: np.ndarray  # the COO values it was made from, for verification
+    aux: np.ndarray | None  # the solver's auxiliary arrays it was made from, or None
     factor: Any  # None when `status` is not OK
     status: Status
 
-    def matches(self, spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray):
+    def matches(self, spec, n: int, indices: np.ndarray, values: np.ndarray, aux) -> bool:
+        if aux is None or self.aux is None:
+            same_aux = aux is None and self.aux is None
+        else:
+            same_aux = self.aux.dtype == aux.dtype and np.array_equal(self.aux, aux)
         return (
             self.spec == spec
             and self.values.dtype == values.dtype
             and np.array_equal(self.values, values)
+            and same_aux
             and self.pattern.same_as(n, indices)
         )
 
+    @property
+    def nbytes(self) -> int:
+        return self.values.nbytes + (0 if self.aux is None else self.aux.nbytes)
 
-@functools.cache
+
+#: Backends are made once per solver configuration; at most this many are kept (a spec is a
+#: few strings and numbers, so only a program sweeping solver options reaches the bound).
+_BACKENDS_KEPT = 64
+_backends: collections.OrderedDict[BackendSpec, Backend] = collections.OrderedDict()
+
+
 def _backend(spec: BackendSpec) -> Backend:
-    name, options = spec
-    return make_backend(name, options)
+    backend = _backends.get(spec)
+    if backend is None:
+        name, options = spec
+        backend = _backends[spec] = make_backend(name, options)
+        while len(_backends) > _BACKENDS_KEPT:
+            _backends.popitem(last=False)
+    else:
+        _backends.move_to_end(spec)
+    return backend
 
 
 def _pattern(n: int, indices: np.ndarray, index_print: tuple) -> Pattern:
@@ -96,22 +129,39 @@ _recent: dict[tuple, collections.deque] = {}
 _this_call: set[tuple] = set()
 _RECENT_PATTERNS = 256  # bounds the bookkeeping: older patterns are simply forgotten
 
-#: Keys under which a factorization was made since the last `clear_cache`, most recent
-#: last: making one again under such a key is a miss (it had been made, and was evicted or
-#: replaced). Like the counters, this starts afresh at `clear_cache`.
+#: Content tokens (handle, spec, bit sum of the values) of the matrices factorized since the
+#: last `clear_cache`, most recent last: factorizing such a matrix again is a miss (its
+#: factorization was made, then evicted or retired). A matrix never seen before is a
+#: factorization, not a miss, even when its handle collides with another's.
 _made: collections.OrderedDict[tuple, None] = collections.OrderedDict()
-_MADE_KEYS = 4096
-registry.on_clear(_made.clear)
+_MADE_TOKENS = 4096
+
+
+def _reset_bookkeeping() -> None:
+    _made.clear()
+    _recent.clear()
+    _this_call.clear()
+
+
+registry.on_clear(_reset_bookkeeping)
+
+
+def _content_token(spec: BackendSpec, handle: int, values: np.ndarray) -> tuple:
+    """Identifies a matrix's values well enough for statistics (never for correctness)."""
+    raw = values.view(np.uint8)
+    width = next(w for w in (8, 4, 2, 1) if raw.size % w == 0)
+    words = raw.view(f"u{width}")
+    return (spec, handle, values.size, int(np.add.reduce(words, dtype=np.uint64)))
 
 
 def _retire_old_factors(spec: BackendSpec, pattern: Pattern) -> None:
     recent = _recent.get((spec, pattern.key))
-    limit = getattr(_backend(spec), "factors_per_pattern", FACTORS_PER_PATTERN)
+    limit = _backend(spec).factors_per_pattern
     while recent and len(recent) >= limit and recent[0] not in _this_call:
         key = recent.popleft()
         entry = registry.get(key)
         if isinstance(entry, _FactorEntry) and entry.pattern is pattern:  # not re-filed since
-            registry.evict(key)
+            registry.evict(key, counter="retirements")
 
 
 def _remember(spec: BackendSpec, pattern: Pattern, key: tuple) -> None:
@@ -122,28 +172,31 @@ def _remember(spec: BackendSpec, pattern: Pattern, key: tuple) -> None:
         del _recent[next(iter(_recent))]
 
 
-def _build_entry(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray):
+def _build_entry(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray, aux):
+    """Factorize (or fail to); returns the entry and the bytes of its factor."""
     pattern = _pattern(n, indices, fingerprint(indices))
     _retire_old_factors(spec, pattern)
     values = np.array(values, copy=True)  # the caller's buffer is not ours to keep
+    aux = None if aux is None else np.array(aux, copy=True)
     if not pattern.valid:
-        return _FactorEntry(spec, pattern, values, None, Status.INVALID_INDEX), 0
-    if not np.all(np.isfinite(values)):
-        return _FactorEntry(spec, pattern, values, None, Status.NONFINITE_INPUT), 0
+        return _FactorEntry(spec, pattern, values, aux, None, Status.INVALID_INDEX), 0
+    # Summing first drops padding entries whatever they hold, and catches finite duplicates
+    # whose sum overflows: both are then judged on the matrix they make.
+    with np.errstate(over="ignore", invalid="ignore"):
+        csc_values = pattern.assemble(values)
+    if not np.all(np.isfinite(csc_values)):
+        return _FactorEntry(spec, pattern, values, aux, None, Status.NONFINITE_INPUT), 0
     backend = _backend(spec)
     analysis = _analysis(spec, pattern)
-    csc_values = pattern.assemble(values)
     if backend.requires_symmetric and not is_hermitian(pattern, csc_values):
-        return _FactorEntry(spec, pattern, values, None, Status.NOT_SYMMETRIC), 0
+        return _FactorEntry(spec, pattern, values, aux, None, Status.NOT_SYMMETRIC), 0
     try:
-        factor = backend.factor(pattern, analysis, pattern.csc(csc_values))
+        factor = backend.factor(pattern, analysis, pattern.csc(csc_values), aux)
     except FactorError as error:
         registry.count("factorizations")
-        return _FactorEntry(spec, pattern, values, None, error.status), 0
-    # An AMG factor that reuses an earlier hierarchy as preconditioner did no setup.
-    if not getattr(factor, "reused_setup", False):
-        registry.count("factorizations")
-    return _FactorEntry(spec, pattern, values, factor, Status.OK), backend.nbytes(factor)
+        return _FactorEntry(spec, pattern, values, aux, None, error.status), 0
+    registry.count("factorizations", backend.setups(factor))
+    return _FactorEntry(spec, pattern, values, aux, factor, Status.OK), backend.nbytes(factor)
 
 
 def _factor_key(spec: BackendSpec, n: int, handle: int, probe: int) -> tuple:
@@ -151,7 +204,7 @@ def _factor_key(spec: BackendSpec, n: int, handle: int, probe: int) -> tuple:
 
 
 def _entry(
-    spec: BackendSpec, n: int, handle: int, indices: np.ndarray, values: np.ndarray
+    spec: BackendSpec, n: int, handle: int, indices: np.ndarray, values: np.ndarray, aux
 ) -> tuple[tuple, _FactorEntry]:
     """The registry key and entry of this matrix under `handle`, factorized if absent."""
     free = None
@@ -160,34 +213,35 @@ def _entry(
         entry = registry.get(key)
         if entry is None:
             free = key if free is None else free
-        elif isinstance(entry, _FactorEntry) and entry.matches(spec, n, indices, values):
+        elif isinstance(entry, _FactorEntry) and entry.matches(spec, n, indices, values, aux):
             registry.count("hits")
             _this_call.add(key)
             return key, entry
     if free is None:  # every slot holds another matrix: replace the last
         free = _factor_key(spec, n, handle, PROBES - 1)
         registry.evict(free)
-    if free in _made:
+    token = _content_token(spec, handle, values)
+    if token in _made:
         registry.count("misses")
-        _made.move_to_end(free)
+        _made.move_to_end(token)
     else:
-        _made[free] = None
-        while len(_made) > _MADE_KEYS:
+        _made[token] = None
+        while len(_made) > _MADE_TOKENS:
             _made.popitem(last=False)
-    entry, nbytes = _build_entry(spec, n, indices, values)
+    entry, nbytes = _build_entry(spec, n, indices, values, aux)
     _this_call.add(free)
     if entry.status == Status.OK:
         _remember(spec, entry.pattern, free)
     # The newest entry is kept even when it alone exceeds the budget, so that the solves of
     # this call find it.
-    registry.put(free, entry, nbytes + entry.values.nbytes)
+    registry.put(free, entry, nbytes + entry.nbytes)
     return free, entry
 
 
 def _resize(key: tuple, entry: _FactorEntry, backend: Backend) -> None:
     """Re-file an entry whose factor grew, so that the byte budget sees its new size."""
     if registry.get(key) is entry:
-        registry.put(key, entry, backend.nbytes(entry.factor) + entry.values.nbytes)
+        registry.put(key, entry, backend.nbytes(entry.factor) + entry.nbytes)
 
 
 def _to_key(handle: np.ndarray) -> int:
@@ -200,8 +254,16 @@ def _batch_map(shape: tuple[int, ...], batch: tuple[int, ...]) -> np.ndarray:
     return np.broadcast_to(np.arange(math.prod(shape)).reshape(shape), batch).reshape(-1)
 
 
-def _host_dtype(dtype: np.dtype) -> np.dtype:
-    return np.dtype(np.complex128 if np.issubdtype(dtype, np.complexfloating) else np.float64)
+def _flat(array: np.ndarray, trailing: int) -> np.ndarray:
+    """`array` with its batch dimensions (all but the last `trailing`) flattened into one."""
+    batch = array.shape[: array.ndim - trailing]
+    return array.reshape((math.prod(batch),) + array.shape[array.ndim - trailing :])
+
+
+def _host_dtype(*dtypes: np.dtype) -> np.dtype:
+    """Double precision, complex if any of `dtypes` is (float16 and bfloat16 included)."""
+    complex_ = any(np.issubdtype(dtype, np.complexfloating) for dtype in dtypes)
+    return np.dtype(np.complex128 if complex_ else np.float64)
 
 
 def solve_batch(
@@ -214,26 +276,29 @@ def solve_batch(
     indices: np.ndarray,
     rhs: np.ndarray,
     guess: np.ndarray | None = None,
+    aux: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Solve every system of a batch; one backend solve per distinct matrix.
 
-    `guess` (optional) is an initial guess broadcastable like `rhs`. Returns solutions of
+    `guess` (optional) is an initial guess broadcastable like `rhs`; `aux` (optional) the
+    solver's auxiliary arrays, `(..., n, k)`, batched like the matrix. Returns solutions of
     shape `batch + (n,)` in `rhs.dtype`, and per system a status (int32), a step count
     (int32) and a relative residual (float64), each of shape `batch`.
     """
-    shapes = (handles.shape[:-1], values.shape[:-1], indices.shape[:-2])
-    matrix_batch = np.broadcast_shapes(*shapes)
-    vector_shapes = (rhs.shape[:-1],) if guess is None else (rhs.shape[:-1], guess.shape[:-1])
+    matrix_shapes = [handles.shape[:-1], values.shape[:-1], indices.shape[:-2]]
+    if aux is not None:
+        matrix_shapes.append(aux.shape[:-2])
+    matrix_batch = np.broadcast_shapes(*matrix_shapes)
+    vector_shapes = [rhs.shape[:-1]] + ([] if guess is None else [guess.shape[:-1]])
     batch = np.broadcast_shapes(matrix_batch, *vector_shapes)
-    flat_handles = handles.reshape(-1, 2)
-    flat_values = values.reshape(-1, values.shape[-1])
-    flat_indices = indices.reshape(-1, *indices.shape[-2:])
-    handle_of, value_of, index_of = (_batch_map(s, matrix_batch) for s in shapes)
+    flat_handles, flat_values, flat_indices = _flat(handles, 1), _flat(values, 1), _flat(indices, 2)
+    flat_aux = None if aux is None else _flat(aux, 2)
+    maps = [_batch_map(shape, matrix_batch) for shape in matrix_shapes]
+    handle_of, value_of, index_of = maps[:3]
+    aux_of = maps[3] if aux is not None else None
     matrix_of = _batch_map(matrix_batch, batch)
-    flat_rhs = rhs.reshape(-1, n)[_batch_map(rhs.shape[:-1], batch)]
-    flat_guess = (
-        None if guess is None else guess.reshape(-1, n)[_batch_map(guess.shape[:-1], batch)]
-    )
+    flat_rhs = _flat(rhs, 1)[_batch_map(rhs.shape[:-1], batch)]
+    flat_guess = None if guess is None else _flat(guess, 1)[_batch_map(guess.shape[:-1], batch)]
 
     size = math.prod(batch)
     solution = np.full((size, n), np.nan, dtype=rhs.dtype)
@@ -241,38 +306,54 @@ def solve_batch(
     steps = np.zeros(size, dtype=np.int32)
     residual = np.full(size, np.nan, dtype=np.float64)
     backend = _backend(spec)
-    host_dtype = _host_dtype(np.result_type(values.dtype, rhs.dtype))
+    host_dtype = _host_dtype(values.dtype, rhs.dtype)
     registry.count("host_calls")
     _this_call.clear()
     for m in np.unique(matrix_of):
         columns = np.flatnonzero(matrix_of == m)
-        key, entry = _entry(
-            spec,
-            n,
-            _to_key(flat_handles[handle_of[m]]),
-            flat_indices[index_of[m]],
-            flat_values[value_of[m]],
-        )
-        if entry.status != Status.OK:
-            status[columns] = entry.status
+        try:
+            key, entry = _entry(
+                spec,
+                n,
+                _to_key(flat_handles[handle_of[m]]),
+                flat_indices[index_of[m]],
+                flat_values[value_of[m]],
+                None if flat_aux is None else flat_aux[aux_of[m]],
+            )
+            if entry.status != Status.OK:
+                status[columns] = entry.status
+                continue
+            block = flat_rhs[columns].T.astype(host_dtype)
+            finite = np.all(np.isfinite(block), axis=0)
+            block[:, ~finite] = 0
+            start = None
+            if flat_guess is not None:
+                start = flat_guess[columns].T.astype(host_dtype)
+                start[:, ~np.all(np.isfinite(start), axis=0)] = 0
+            setups = backend.setups(entry.factor)
+            result = backend.solve(entry.factor, block, transpose, conjugate, start)
+            late = backend.setups(entry.factor) - setups
+            if late:  # an AMG hierarchy of A^T, or a rebuilt one, was set up during the solve
+                registry.count("factorizations", late)
+                _resize(key, entry, backend)
+        except Exception as error:  # noqa: BLE001 - a bug must not crash the user's program
+            warnings.warn(
+                "lineax-sparse: unexpected error on the host, reported as a breakdown "
+                f"(please report it):\n{''.join(traceback.format_exception(error))}",
+                HostFailureWarning,
+                stacklevel=1,
+            )
+            status[columns] = Status.BREAKDOWN
             continue
-        block = flat_rhs[columns].T.astype(host_dtype)
-        finite = np.all(np.isfinite(block), axis=0)
-        block[:, ~finite] = 0
-        start = None
-        if flat_guess is not None:
-            start = flat_guess[columns].T.astype(host_dtype)
-            start[:, ~np.all(np.isfinite(start), axis=0)] = 0
-        setups = getattr(entry.factor, "late_setups", 0)
-        result = backend.solve(entry.factor, block, transpose, conjugate, start)
-        late = getattr(entry.factor, "late_setups", 0) - setups
-        if late:  # an AMG hierarchy of A^T, or a rebuilt one, was set up during the solve
-            registry.count("factorizations", late)
-            _resize(key, entry, backend)
         column_status = np.where(finite, result.status, Status.NONFINITE_INPUT)
         x = result.solution
         x[:, column_status != Status.OK] = np.nan
-        solution[columns] = x.T.astype(rhs.dtype, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            solution[columns] = x.T.astype(rhs.dtype, copy=False)
+        # A solution that overflows the caller's precision (float32) is no success.
+        overflow = ~np.all(np.isfinite(solution[columns]), axis=1) & (column_status == Status.OK)
+        column_status = np.where(overflow, Status.BREAKDOWN, column_status)
+        solution[columns[overflow]] = np.nan
         status[columns] = column_status
         steps[columns] = result.num_steps
         residual[columns] = result.relative_residual

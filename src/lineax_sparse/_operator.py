@@ -13,6 +13,7 @@ questions from its tags as `lineax.MatrixLinearOperator` does.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,11 +58,12 @@ def _validate_matrix(matrix: Any) -> None:
         raise ValueError(f"`SparseOperator(matrix=...)` must be square, got {shape=}.")
     if not jnp.issubdtype(matrix.data.dtype, jnp.inexact):
         raise ValueError(
-            "`SparseOperator(matrix=...)` must have a floating or complex dtype, got "
+            "`SparseOperator(matrix=...)` must have a floating or complex dtype (float16, "
+            "bfloat16, float32, float64, complex64 or complex128), got "
             f"{matrix.data.dtype}. Convert it first, e.g. `matrix.astype(jnp.float64)`."
         )
     indices = matrix.indices
-    if not jnp.issubdtype(indices.dtype, jnp.integer):
+    if not jnp.issubdtype(indices.dtype, jnp.integer) or indices.dtype == jnp.bool_:
         raise ValueError(
             f"`SparseOperator(matrix=...)` indices must be integers, got {indices.dtype}."
         )
@@ -103,6 +105,10 @@ class SparseOperator(lx.AbstractLinearOperator):
     Tags declare structure exactly as for `lineax.MatrixLinearOperator`: they are promises
     about the values, used to pick solvers. lineax-sparse's solvers still check the
     properties they depend on (symmetry for `Cholmod`) on the host.
+
+    Values may be float16, bfloat16, float32, float64, complex64 or complex128 (the
+    solvers factorize in double precision on the host and return the input's precision),
+    indices any integer type.
     """
 
     data: Inexact[Array, " nse"]
@@ -129,6 +135,12 @@ class SparseOperator(lx.AbstractLinearOperator):
     def from_scipy(cls, matrix: Any, tags: object | Iterable[object] = ()) -> SparseOperator:
         """Build from any scipy.sparse matrix or array (copied; the input is unchanged).
 
+        The values keep their dtype, except that with `jax_enable_x64` off JAX has no
+        64-bit types: float64 / complex128 values are then narrowed to float32 /
+        complex64, and a `UserWarning` says so (enable x64 with
+        `jax.config.update("jax_enable_x64", True)` to keep double precision, or convert
+        the matrix to float32 yourself to silence it).
+
         **Arguments:**
 
         - `matrix`: a square scipy.sparse matrix or array (CSR, CSC, COO, ...).
@@ -136,7 +148,7 @@ class SparseOperator(lx.AbstractLinearOperator):
 
         **Returns:**
 
-        A `SparseOperator` with the same values and dtype.
+        A `SparseOperator` with the same values.
         """
         if not hasattr(matrix, "tocoo") or not hasattr(matrix, "nnz"):
             raise ValueError(
@@ -144,8 +156,19 @@ class SparseOperator(lx.AbstractLinearOperator):
                 f"array, got {type(matrix).__name__}."
             )
         coo = matrix.tocoo()
-        indices = np.stack([coo.row, coo.col], axis=1).astype(np.int32)
-        bcoo = jsparse.BCOO((jnp.asarray(coo.data), jnp.asarray(indices)), shape=coo.shape)
+        index_type = np.int32 if max(coo.shape, default=0) < 2**31 else np.int64
+        indices = np.stack([coo.row, coo.col], axis=1).astype(index_type)
+        data = jnp.asarray(coo.data)
+        if data.dtype != coo.data.dtype and np.dtype(coo.data.dtype).itemsize > data.dtype.itemsize:
+            warnings.warn(
+                f"`SparseOperator.from_scipy`: the matrix's {coo.data.dtype} values were "
+                f"narrowed to {data.dtype} because `jax_enable_x64` is off; solutions will "
+                "have single-precision accuracy. Enable it with "
+                "`jax.config.update('jax_enable_x64', True)` for double precision.",
+                UserWarning,
+                stacklevel=2,
+            )
+        bcoo = jsparse.BCOO((data, jnp.asarray(indices)), shape=coo.shape)
         return cls(bcoo, tags)
 
     @property
@@ -154,23 +177,34 @@ class SparseOperator(lx.AbstractLinearOperator):
         return jsparse.BCOO((self.data, self.indices), shape=(self.size, self.size))
 
     def _rows_cols(self):
+        """Row and column indices, with every entry outside the matrix sent to `n`."""
         n = self.size
-        rows, cols = self.indices[:, 0], self.indices[:, 1]
+        indices = self.indices
+        if indices.dtype.itemsize < 4 or jnp.issubdtype(indices.dtype, jnp.unsignedinteger):
+            indices = indices.astype(jnp.int64 if n >= 2**31 else jnp.int32)
+        rows, cols = indices[:, 0], indices[:, 1]
         # Negative indices would wrap around in a JAX scatter; send them to padding instead.
-        valid = (rows >= 0) & (cols >= 0)
+        valid = (rows >= 0) & (cols >= 0) & (rows < n) & (cols < n)
         return jnp.where(valid, rows, n), jnp.where(valid, cols, n)
 
-    def mv(self, vector: Inexact[Array, " n"]) -> Inexact[Array, " n"]:
+    def _entries(self):
+        """`(rows, cols, data)` with padding entries zeroed whatever they hold (a NaN in a
+        padding slot must not reach the matrix)."""
         rows, cols = self._rows_cols()
+        data = jnp.where((rows < self.size) & (cols < self.size), self.data, 0)
+        return rows, cols, data
+
+    def mv(self, vector: Inexact[Array, " n"]) -> Inexact[Array, " n"]:
+        rows, cols, data = self._entries()
         gathered = vector.at[cols].get(mode="fill", fill_value=0)
         dtype = jnp.result_type(self.data, vector)
         out = jnp.zeros(self.size, dtype)
-        return out.at[rows].add(self.data * gathered, mode="drop")
+        return out.at[rows].add(data * gathered, mode="drop")
 
     def as_matrix(self) -> Inexact[Array, "n n"]:
-        rows, cols = self._rows_cols()
+        rows, cols, data = self._entries()
         out = jnp.zeros((self.size, self.size), self.data.dtype)
-        return out.at[rows, cols].add(self.data, mode="drop")
+        return out.at[rows, cols].add(data, mode="drop")
 
     def transpose(self) -> SparseOperator:
         return SparseOperator(
@@ -198,21 +232,21 @@ def _(operator):
 
 @lx.diagonal.register(SparseOperator)
 def _(operator):
-    rows, cols = operator._rows_cols()
+    rows, cols, data = operator._entries()
     on_diagonal = jnp.where(rows == cols, rows, operator.size)
     out = jnp.zeros(operator.size, operator.data.dtype)
-    return out.at[on_diagonal].add(operator.data, mode="drop")
+    return out.at[on_diagonal].add(data, mode="drop")
 
 
 @lx.tridiagonal.register(SparseOperator)
 def _(operator):
     n = operator.size
-    rows, cols = operator._rows_cols()
+    rows, cols, data = operator._entries()
     bands = []
     for offset, length in ((0, n), (-1, n - 1), (1, n - 1)):
         target = jnp.where(cols - rows == offset, jnp.minimum(rows, cols), n)
         band = jnp.zeros(length, operator.data.dtype)
-        bands.append(band.at[target].add(operator.data, mode="drop"))
+        bands.append(band.at[target].add(data, mode="drop"))
     main, lower, upper = bands
     return main, lower, upper
 

@@ -34,13 +34,22 @@ class CacheInfo(NamedTuple):
     - `entries`: objects held (factorizations, hierarchies and symbolic analyses).
     - `nbytes`: their estimated size in bytes.
     - `limit`: the byte budget.
-    - `hits`: solves served by a cached factorization (of each distinct matrix of a batch).
-    - `misses`: solves that refactorized a matrix whose factorization had been made before
-      but was evicted (or replaced): a sign that the budget is too small for the workload.
+    - `hits`: solves (of each distinct matrix of a batch) served by a factorization made
+      earlier: the backward pass of a solve, a tangent solve, a `state=` solve, a later
+      solve of the same values.
+    - `misses`: solves that had to factorize again a matrix (same handle and values) whose
+      factorization had been made earlier and was dropped since, by eviction or
+      retirement. A loop that never repeats a matrix has none; many misses mean the budget
+      is too small for a workload that does.
     - `factorizations`: numeric factorizations or hierarchy setups, misses included. The
       first solve of a matrix factorizes it.
     - `analyses`: symbolic analyses (one per sparsity pattern and solver configuration).
-    - `evictions`: objects dropped to stay within the budget.
+    - `evictions`: objects dropped because the byte budget was exceeded (least recently
+      used first): what `set_cache_limit` controls.
+    - `retirements`: factorizations dropped on purpose when a newer one of the same
+      pattern and solver was made (two are kept per pattern, one for AMG): an optimization
+      or Newton loop retires one per step, which frees its memory for the next one. Not a
+      sign of a small budget.
     - `host_calls`: callbacks into the host (one per solve, however many systems a vmapped
       batch holds: a forward solve is one, a `value_and_grad` two).
     """
@@ -53,6 +62,7 @@ class CacheInfo(NamedTuple):
     factorizations: int
     analyses: int
     evictions: int
+    retirements: int
     host_calls: int
 
 
@@ -80,9 +90,7 @@ class Registry:
         self._entries: collections.OrderedDict[Hashable, _Entry] = collections.OrderedDict()
         self._nbytes = 0
         self._limit = limit
-        self._counts = dict.fromkeys(
-            ("hits", "misses", "factorizations", "analyses", "evictions", "host_calls"), 0
-        )
+        self._counts = dict.fromkeys(CacheInfo._fields[3:], 0)
         self._clear_hooks: list[Callable[[], None]] = []
 
     def get(self, key: Hashable) -> Any | None:
@@ -107,13 +115,13 @@ class Registry:
             self._nbytes += nbytes
             self._evict()
 
-    def evict(self, key: Hashable) -> None:
-        """Drop `key` if present (counted as an eviction)."""
+    def evict(self, key: Hashable, counter: str = "evictions") -> None:
+        """Drop `key` if present, counted under `counter` ("evictions" or "retirements")."""
         with self._lock:
             entry = self._entries.pop(key, None)
             if entry is not None:
                 self._nbytes -= entry.nbytes
-                self._counts["evictions"] += 1
+                self._counts[counter] += 1
 
     def _evict(self) -> None:
         while self._nbytes > self._limit and len(self._entries) > 1:
@@ -129,6 +137,19 @@ class Registry:
         with self._lock:
             self._limit = limit
             self._evict()
+
+    def after_fork_in_child(self) -> None:
+        """Start afresh in a forked child: a new lock (the parent's may have been held at
+        the fork), no entries, zero counters. The inherited entries are released on the
+        child's owner thread when it starts."""
+        self._lock = threading.RLock()
+        inherited = list(self._entries.values())
+        self._entries = collections.OrderedDict()
+        self._nbytes = 0
+        self._counts = dict.fromkeys(self._counts, 0)
+        for hook in self._clear_hooks:
+            hook()
+        _host.release_in_child(inherited.clear)
 
     def on_clear(self, hook: Callable[[], None]) -> None:
         """Call `hook()` at every later `clear` (for bookkeeping kept beside the table)."""
@@ -154,6 +175,7 @@ class Registry:
 
 registry = Registry(_limit_from_environment())
 _host.at_exit(registry.clear)
+_host.at_fork(registry.after_fork_in_child)
 
 
 def set_cache_limit(nbytes: int) -> None:

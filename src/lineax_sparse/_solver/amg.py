@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import zlib
 from typing import Any, Literal
 
 import equinox as eqx
@@ -20,38 +19,26 @@ METHODS, KRYLOV, CYCLES, SMOOTHERS = AMG_METHODS, AMG_KRYLOV, AMG_CYCLES, AMG_SM
 _SYMMETRIC_METHODS = ("smoothed_aggregation", "ruge_stuben")
 
 
-class Vectors:
-    """Read-only vectors held as a static (hashable) solver field, compared by content."""
-
-    def __init__(self, vectors: Any):
-        array = np.array(vectors, dtype=np.float64, copy=True)
-        if array.ndim == 1:
-            array = array[:, None]
-        if array.ndim != 2 or array.shape[1] == 0:
-            raise ValueError(
-                "`AMG(near_nullspace=...)` must be an array of shape (n, k) with k >= 1 "
-                f"vectors, got shape {np.shape(vectors)}."
-            )
-        if not np.all(np.isfinite(array)):
-            raise ValueError("`AMG(near_nullspace=...)` must be finite.")
-        array.setflags(write=False)
-        self.array = array
-        self._hash = hash((array.shape, zlib.crc32(array.tobytes())))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vectors) and np.array_equal(self.array, other.array)
-
-    def __repr__(self) -> str:
-        return f"Vectors(shape={self.array.shape})"
-
-
-def _vectors(value: Any) -> Vectors | None:
-    if value is None or isinstance(value, Vectors):
-        return value
-    return Vectors(value)
+def _near_nullspace(value: Any) -> Array | None:
+    """`AMG(near_nullspace=...)` as an (n, k) array leaf of the solver, without tangents."""
+    if value is None:
+        return None
+    array = jnp.asarray(value)
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[1] == 0 or array.shape[0] == 0:
+        raise ValueError(
+            "`AMG(near_nullspace=...)` must be an array of shape (n, k) with k >= 1 "
+            f"vectors, got shape {np.shape(value)}."
+        )
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        raise ValueError(
+            f"`AMG(near_nullspace=...)` must be real floating point, got {array.dtype}."
+        )
+    if not isinstance(array, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(array))):
+        raise ValueError("`AMG(near_nullspace=...)` must be finite.")
+    # The vectors steer the hierarchy, not the solution: they carry no derivative.
+    return jax.lax.stop_gradient(array)
 
 
 class AMG(AbstractHostSolver):
@@ -86,7 +73,7 @@ class AMG(AbstractHostSolver):
     adjoint_rtol: float | None = None
     cycle: Literal["V", "W", "F"] = "V"
     smoother: Literal["default", "gauss_seidel", "jacobi", "sor", "chebyshev"] = "default"
-    near_nullspace: Vectors | None = eqx.field(default=None, converter=_vectors)
+    near_nullspace: Array | None = eqx.field(default=None, converter=_near_nullspace)
     reuse: int = 0
 
     def __check_init__(self):
@@ -131,11 +118,17 @@ class AMG(AbstractHostSolver):
                 "`krylov='cg'` does not converge: use `krylov='gmres'` or `'bicgstab'`."
             )
 
+    def _aux(self, operator: SparseOperator) -> Array | None:
+        return self.near_nullspace
+
+    def _accepted_specs(self) -> tuple[BackendSpec, ...]:
+        return (self._spec(),)
+
     def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
-        if self.near_nullspace is not None and self.near_nullspace.array.shape[0] != operator.size:
+        if self.near_nullspace is not None and self.near_nullspace.shape[0] != operator.size:
             raise ValueError(
                 f"`AMG(near_nullspace=...)` has vectors of length "
-                f"{self.near_nullspace.array.shape[0]} for an operator of size {operator.size}."
+                f"{self.near_nullspace.shape[0]} for an operator of size {operator.size}."
             )
         if self.krylov == "cg" and not (
             lx.is_symmetric(operator) or lx.is_positive_semidefinite(operator)
@@ -154,6 +147,9 @@ class AMG(AbstractHostSolver):
                 f"`AMG(method={self.method!r})` supports real matrices only; use "
                 "`method='smoothed_aggregation'` for complex ones."
             )
+        return self._spec()
+
+    def _spec(self) -> BackendSpec:
         options = (
             ("method", self.method),
             ("krylov", self.krylov),
@@ -163,7 +159,6 @@ class AMG(AbstractHostSolver):
             ("adjoint_rtol", float(self.rtol if self.adjoint_rtol is None else self.adjoint_rtol)),
             ("cycle", self.cycle),
             ("smoother", self.smoother),
-            ("near_nullspace", self.near_nullspace),
             ("reuse", int(self.reuse)),
         )
         return "amg", options

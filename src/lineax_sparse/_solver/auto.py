@@ -29,13 +29,16 @@ class AutoSparse(AbstractHostSolver):
             raise ValueError(f"`AutoSparse(fallback=...)` must be a bool, got {self.fallback!r}.")
 
     def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
-        lu = SuperLU()._backend_spec(operator)
-        if not lx.is_positive_semidefinite(operator):
-            return lu
+        lu, definite = self._accepted_specs()
+        return definite if lx.is_positive_semidefinite(operator) else lu
+
+    def _accepted_specs(self) -> tuple[BackendSpec, ...]:
+        """(the spec for other operators, the spec for positive semidefinite ones)."""
+        lu = SuperLU()._spec()
         cholesky = cholmod_spec("auto", "LL", "amd")
         if self.fallback:
-            return "fallback", (("primary", cholesky), ("secondary", lu))
-        return cholesky
+            return lu, ("fallback", (("primary", cholesky), ("secondary", lu)))
+        return lu, cholesky
 
 
 AutoSparse.__init__.__doc__ = """**Arguments:**

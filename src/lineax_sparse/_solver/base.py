@@ -33,11 +33,13 @@ from .._operator import SparseOperator
 
 
 class HostSolverState(eqx.Module):
-    """Solver state: the handle of a host factorization, plus the matrix it is made from."""
+    """Solver state: the handle of a host factorization, plus what it is made from: the
+    matrix and the solver's auxiliary arrays (AMG's near-nullspace vectors, or None)."""
 
     handle: Int[Array, "2"]
     data: Inexact[Array, " nse"]
     indices: Int[Array, "nse 2"]
+    aux: Array | None
     size: int = eqx.field(static=True)
     spec: BackendSpec = eqx.field(static=True)
     transpose: bool = eqx.field(static=True)
@@ -54,6 +56,15 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
         Raises `ValueError` at trace time for an operator this solver cannot take.
         """
 
+    @abc.abstractmethod
+    def _accepted_specs(self) -> tuple[BackendSpec, ...]:
+        """Every spec `_backend_spec` can return, whatever the operator (to check states)."""
+
+    def _aux(self, operator: SparseOperator) -> Array | None:
+        """The solver's arrays the factorization depends on (none for direct solvers)."""
+        del operator
+        return None
+
     def _name(self) -> str:
         return type(self).__name__
 
@@ -64,25 +75,76 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
             inner = operator.operator
             operator = SparseOperator(inner.matrix, inner.tags | operator.tags)
         if not isinstance(operator, SparseOperator):
-            raise ValueError(
-                f"`{self._name()}` may only be used with `lineax_sparse.SparseOperator`, "
-                f"got {type(operator).__name__}. Wrap the matrix with "
-                "`lineax_sparse.SparseOperator(bcoo)` or `SparseOperator.from_scipy(A)`."
-            )
+            raise ValueError(_not_sparse_message(self._name(), operator))
         return operator
 
     def init(self, operator: lx.AbstractLinearOperator, options: dict[str, Any]):
         del options
         operator = self._check_operator(operator)
         spec = self._backend_spec(operator)
-        handle = _bridge.make_handle(operator.data, operator.indices)
+        aux = self._aux(operator)
+        handle = _bridge.make_handle(operator.data, operator.indices, aux)
         return HostSolverState(
-            handle, operator.data, operator.indices, operator.size, spec, False, False
+            handle, operator.data, operator.indices, aux, operator.size, spec, False, False
         )
+
+    def _check_state(self, state: Any) -> None:
+        """Trace-time checks of a state passed by the user (`linear_solve(..., state=)`)."""
+        name = self._name()
+        if not isinstance(state, HostSolverState):
+            raise ValueError(
+                f"`{name}` needs a state made by `{name}().init(operator, options)`, got "
+                f"{type(state).__name__}."
+            )
+        if state.spec not in self._accepted_specs():
+            raise ValueError(
+                f"`{name}` was given a state made by another solver or configuration "
+                f"(backend {state.spec[0]!r} with options {dict(state.spec[1])}): make it "
+                f"with this solver's `init`."
+            )
+        problems = []
+        if jnp.shape(state.handle) != (2,) or jnp.result_type(state.handle) != jnp.int32:
+            problems.append(
+                f"`handle` must be int32 of shape (2,), got {jnp.result_type(state.handle)} "
+                f"{jnp.shape(state.handle)}"
+            )
+        if not isinstance(state.size, int) or isinstance(state.size, bool) or state.size < 0:
+            problems.append(f"`size` must be a non-negative int, got {state.size!r}")
+        if jnp.ndim(state.data) != 1 or not jnp.issubdtype(
+            jnp.result_type(state.data), jnp.inexact
+        ):
+            problems.append(
+                f"`data` must be a floating or complex vector, got {jnp.result_type(state.data)} "
+                f"of shape {jnp.shape(state.data)}"
+            )
+        indices_shape = jnp.shape(state.indices)
+        if (
+            len(indices_shape) != 2
+            or indices_shape[1:] != (2,)
+            or not jnp.issubdtype(jnp.result_type(state.indices), jnp.integer)
+        ):
+            problems.append(
+                f"`indices` must be integers of shape (nse, 2), got "
+                f"{jnp.result_type(state.indices)} {indices_shape}"
+            )
+        elif jnp.shape(state.data)[:1] != indices_shape[:1]:
+            problems.append(
+                f"`data` and `indices` must hold as many entries, got {jnp.shape(state.data)} "
+                f"and {indices_shape}"
+            )
+        if state.aux is not None and (
+            jnp.ndim(state.aux) != 2 or jnp.shape(state.aux)[0] != state.size
+        ):
+            problems.append(
+                f"`aux` must have shape ({state.size}, k), got {jnp.shape(state.aux)}"
+            )
+        if problems:
+            raise ValueError(f"`{name}` was given a malformed state: " + "; ".join(problems) + ".")
 
     def compute(
         self, state: HostSolverState, vector: PyTree[Array], options: dict[str, Any]
     ) -> tuple[PyTree[Array], lx.RESULTS, dict[str, Any]]:
+        self._check_state(state)
         if not eqx.is_array(vector) or vector.shape != (state.size,):
             raise ValueError(
                 f"`{self._name()}` solves against a vector of shape ({state.size},), got "
@@ -98,6 +160,7 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
             state.indices,
             vector,
             self._initial_guess(vector, options),
+            state.aux,
         )
         return solution, result, stats
 
@@ -116,3 +179,31 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
 
     def assume_full_rank(self) -> bool:
         return True
+
+
+def _not_sparse_message(solver: str, operator: Any) -> str:
+    """What went wrong and what to do, for an operator that is not a `SparseOperator`."""
+    kind = type(operator).__name__
+    if isinstance(operator, lx.AbstractLinearOperator):
+        matrix_free = isinstance(
+            operator,
+            (lx.FunctionLinearOperator, lx.JacobianLinearOperator, lx.TaggedLinearOperator),
+        ) or kind in ("AddLinearOperator", "ComposedLinearOperator", "MulLinearOperator")
+        if matrix_free:
+            return (
+                f"`{solver}` needs the matrix's sparsity, but was given a matrix-free "
+                f"`lineax.{kind}` (the kind optimistix and diffrax pass to their linear "
+                "solver): it only knows how to multiply by a vector. Build "
+                "`lineax_sparse.SparseOperator(bcoo)` from the assembled matrix and solve "
+                "with that, or use a matrix-free lineax solver (`lineax.GMRES`, "
+                "`lineax.CG`) for this operator."
+            )
+        return (
+            f"`{solver}` may only be used with `lineax_sparse.SparseOperator`, got the dense "
+            f"`lineax.{kind}`. Convert it with `SparseOperator(BCOO.fromdense(matrix))`, or "
+            "use a dense lineax solver (`lineax.LU()`) for dense matrices."
+        )
+    return (
+        f"`{solver}` may only be used with a lineax operator, got {kind}. Wrap the matrix "
+        "with `lineax_sparse.SparseOperator(bcoo)` or `SparseOperator.from_scipy(A)`."
+    )

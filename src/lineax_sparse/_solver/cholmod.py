@@ -77,6 +77,9 @@ class Cholmod(AbstractHostSolver):
         require_positive_semidefinite("Cholmod", operator)
         return cholmod_spec(self.mode, self.factorization, self.ordering)
 
+    def _accepted_specs(self) -> tuple[BackendSpec, ...]:
+        return (cholmod_spec(self.mode, self.factorization, self.ordering),)
+
 
 Cholmod.__init__.__doc__ = """**Arguments:**
 

@@ -46,6 +46,12 @@ class SuperLU(AbstractHostSolver):
 
     def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
         del operator  # any square real or complex matrix
+        return self._spec()
+
+    def _accepted_specs(self) -> tuple[BackendSpec, ...]:
+        return (self._spec(),)
+
+    def _spec(self) -> BackendSpec:
         options = (
             ("ordering", self.ordering),
             ("pivot_threshold", float(self.pivot_threshold)),

@@ -39,9 +39,11 @@ Options (the `AMG` solver's static fields) and how they map onto pyamg / scipy:
   drops omega) and `"chebyshev"` (degree 3). All but AIR's default give a symmetric cycle.
   For AIR, `"gauss_seidel"` needs the same iterations as its default at twice the cycle
   cost (convection-diffusion 128^2), so `"default"` is the better choice there.
-- `near_nullspace`: pyamg's `B` (SA methods only; RS and AIR take none), given either as an
-  object with an `.array` of shape (n, k) or as a tuple of k tuples of length n. Without it
-  SA uses the constant vector.
+- `near_nullspace` is not an option of the backend: the vectors are an array of the solver
+  (they may change every step of a shape optimization, and may be computed under jit), so
+  they travel with the matrix, are kept with each factor, counted in its `nbytes` and
+  compared when the factor is looked up; `factor` receives them as `aux` (n, k) and passes
+  them as pyamg's `B` (SA methods only). Without them SA uses the constant vector.
 - `reuse`: see "Hierarchy reuse" below; 0 disables it.
 
 Transposed and conjugated solves. `conj(A) x = b` is solved as `A conj(x) = conj(b)` and
@@ -139,7 +141,15 @@ import pyamg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .base import FactorError, is_hermitian, Pattern, single_threaded_blas, SolveResult, Status
+from .base import FactorError, Pattern, single_threaded_blas, SolveResult, Status
+from .checks import (
+    column_norms,
+    exponents,
+    is_extreme,
+    is_hermitian,
+    scale,
+    seeded_global_random,
+)
 from .options import AMG_CYCLES, AMG_KRYLOV, AMG_METHODS, AMG_SMOOTHERS
 
 
@@ -186,7 +196,6 @@ def _check_options(
     adjoint_rtol: float,
     cycle: str,
     smoother: str,
-    near_nullspace: Any,
     reuse: int,
 ) -> None:
     if method not in METHODS:
@@ -218,46 +227,24 @@ def _check_options(
             f"AMG method {method!r} gives a non-symmetric preconditioner, which CG cannot "
             "use; choose krylov='gmres' or 'bicgstab'."
         )
-    if near_nullspace is not None:
-        if method not in TAKES_NEAR_NULLSPACE:
-            raise ValueError(
-                f"AMG method {method!r} takes no near-nullspace vectors; use "
-                "'smoothed_aggregation' or 'nonsymmetric_sa'."
-            )
-        vectors = _near_nullspace_columns(near_nullspace)
-        if vectors.ndim != 2 or 0 in vectors.shape:
-            raise ValueError("AMG near_nullspace must hold k >= 1 vectors of length n >= 1.")
-        if not np.all(np.isfinite(vectors)):
-            raise ValueError("AMG near_nullspace vectors must be finite.")
 
 
-def _near_nullspace_columns(near_nullspace: Any) -> np.ndarray:
-    """`near_nullspace` as an (n, k) complex array.
+def _near_nullspace(aux: np.ndarray | None, method: str, n: int, complex_: bool):
+    """The solver's near-nullspace vectors (`aux`, (n, k)) as pyamg's `B`, or None.
 
-    Accepted: an object with an `.array` of shape (n, k) (the solver's hashable `Vectors`
-    wrapper), or a tuple of k tuples of length n (one per vector).
+    Raises `FactorError(NONFINITE_INPUT)` for non-finite vectors: they arrive with the
+    matrix (they may be computed in the program) and are checked on the host like it.
     """
-    array = getattr(near_nullspace, "array", None)
-    if array is not None:
-        columns = np.asarray(array, dtype=np.complex128)
-        return columns[:, None] if columns.ndim == 1 else columns
-    return np.asarray(near_nullspace, dtype=np.complex128).T
-
-
-@contextlib.contextmanager
-def _seeded_global_random():
-    """Seed numpy's global generator for a pyamg setup, then give the user's state back.
-
-    pyamg draws the start vectors of its spectral radius estimates (which set the smoother
-    and prolongator weights) from `np.random`: unseeded, the same matrix gives slightly
-    different hierarchies, and every setup advances the user's own random stream.
-    """
-    state = np.random.get_state()
-    np.random.seed(0x5EED)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
+    if aux is None:
+        return None
+    if method not in TAKES_NEAR_NULLSPACE:  # the solver class refuses this at construction
+        raise ValueError(f"AMG method {method!r} takes no near-nullspace vectors.")
+    B = np.asarray(aux)
+    if B.ndim != 2 or B.shape[0] != n or B.shape[1] == 0:
+        raise ValueError(f"AMG near_nullspace must have shape ({n}, k), got {B.shape}.")
+    if not np.all(np.isfinite(B)):
+        raise FactorError(Status.NONFINITE_INPUT, "the near-nullspace vectors are not finite")
+    return np.ascontiguousarray(B, dtype=np.complex128 if complex_ else np.float64)
 
 
 def _level_solver(ml: Any, cycle: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -347,9 +334,18 @@ class _Factor:
     factor (the lazy `A^T` hierarchy; a rebuild after a reused hierarchy failed).
     """
 
-    def __init__(self, pattern: Pattern, matrix: sp.csc_matrix, state: _PatternState):
+    def __init__(
+        self,
+        pattern: Pattern,
+        matrix: sp.csc_matrix,
+        state: _PatternState,
+        candidates: np.ndarray | None,
+        exponent: int,
+    ):
         self.pattern = pattern
-        self.matrix = matrix
+        self.matrix = matrix  # S = 2^-exponent A (see `AMGBackend._factor`)
+        self.exponent = exponent
+        self.candidates = candidates  # pyamg's B, or None for its default
         self.csr = matrix.tocsr()
         self.hierarchies: _Hierarchies | None = None
         self.reused_setup = False
@@ -382,21 +378,9 @@ class AMGBackend:
         adjoint_rtol: float,
         cycle: str,
         smoother: str,
-        near_nullspace: Any,
         reuse: int,
     ):
-        _check_options(
-            method,
-            krylov,
-            rtol,
-            atol,
-            max_steps,
-            adjoint_rtol,
-            cycle,
-            smoother,
-            near_nullspace,
-            reuse,
-        )
+        _check_options(method, krylov, rtol, atol, max_steps, adjoint_rtol, cycle, smoother, reuse)
         self.method = method
         self.krylov = krylov
         self.rtol = float(rtol)
@@ -405,40 +389,22 @@ class AMGBackend:
         self.adjoint_rtol = float(adjoint_rtol)
         self.cycle = cycle
         self.smoother = smoother
-        self.near_nullspace = near_nullspace
         self.reuse = int(reuse)
         # Factors of one pattern kept from earlier calls (`_native.FACTORS_PER_PATTERN`): a
         # hierarchy is large, and freeing the old one before the next setup lets that setup
         # reuse its memory instead of page-faulting fresh memory in. With `reuse` the
         # previous one must stay: it is the hierarchy to reuse.
         self.factors_per_pattern = 2 if self.reuse else 1
-        self._B: dict[tuple[int, bool], np.ndarray] = {}
 
     # ------------------------------------------------------------------ setup
 
-    def _candidates(self, n: int, complex_: bool) -> np.ndarray | None:
-        """The near-nullspace vectors as pyamg's `B` (n, k), or None for its default."""
-        if self.near_nullspace is None:
-            return None
-        key = (n, complex_)
-        if key not in self._B:
-            B = _near_nullspace_columns(self.near_nullspace)
-            if B.shape[0] != n:
-                raise ValueError(
-                    f"AMG near_nullspace vectors have length {B.shape[0]}, the matrix has "
-                    f"n = {n} rows."
-                )
-            self._B[key] = np.ascontiguousarray(B if complex_ else B.real)
-        return self._B[key]
-
-    def _build(self, matrix: sp.csr_matrix, symmetry: str) -> Any:
+    def _build(self, matrix: sp.csr_matrix, symmetry: str, B: np.ndarray | None) -> Any:
         """A pyamg hierarchy of `matrix` (CSR); raises `FactorError` if it fails."""
         kwargs: dict[str, Any] = {}
         if self.smoother != "default":
             kwargs["presmoother"], kwargs["postsmoother"] = _SMOOTHERS[self.smoother]
-        B = self._candidates(matrix.shape[0], bool(np.iscomplexobj(matrix.data)))
         try:
-            with _seeded_global_random():
+            with seeded_global_random():
                 if self.method == "smoothed_aggregation":
                     ml = pyamg.smoothed_aggregation_solver(matrix, B=B, symmetry=symmetry, **kwargs)
                 elif self.method == "nonsymmetric_sa":
@@ -478,7 +444,8 @@ class AMGBackend:
             symmetric = is_hermitian(pattern, values.real) and is_hermitian(pattern, values.imag)
         else:
             symmetric = hermitian
-        forward = self._build(factor.csr, self._symmetry(symmetric, hermitian, complex_))
+        symmetry = self._symmetry(symmetric, hermitian, complex_)
+        forward = self._build(factor.csr, symmetry, factor.candidates)
         return _Hierarchies(forward, matrix, symmetric, hermitian)
 
     def analyse(self, pattern: Pattern) -> _PatternState:
@@ -487,17 +454,34 @@ class AMGBackend:
         del pattern
         return _PatternState()
 
-    def factor(self, pattern: Pattern, analysis: _PatternState, matrix: sp.csc_matrix) -> _Factor:
+    def factor(
+        self, pattern: Pattern, analysis: _PatternState, matrix: sp.csc_matrix, aux: Any
+    ) -> _Factor:
         # Overflow and NaN are detected by the checks (setup, true residual), not warned.
         with single_threaded_blas(), np.errstate(all="ignore"):
-            return self._factor(pattern, analysis, matrix)
+            return self._factor(pattern, analysis, matrix, aux)
 
-    def _factor(self, pattern: Pattern, analysis: _PatternState, matrix: sp.csc_matrix) -> _Factor:
-        if self.method in REAL_ONLY and np.iscomplexobj(matrix.data):
+    def setups(self, factor: _Factor) -> int:
+        return (0 if factor.reused_setup else 1) + factor.late_setups
+
+    def _factor(self, pattern, analysis: _PatternState, matrix: sp.csc_matrix, aux) -> _Factor:
+        complex_ = bool(np.iscomplexobj(matrix.data))
+        if self.method in REAL_ONLY and complex_:
             # Structural: the solver class refuses this combination at trace time.
             raise ValueError(f"pyamg's {self.method!r} AMG supports real matrices only.")
+        B = _near_nullspace(aux, self.method, pattern.n, complex_)
         _check_matrix(pattern, matrix)
-        factor = _Factor(pattern, matrix, analysis)
+        # Values near the overflow or underflow threshold (a subnormal matrix) are scaled
+        # by a power of two, exactly: S = 2^-e A. Setup, cycles and norms then work in a
+        # safe range, and solves scale back (`_solve`).
+        exponent = 0
+        largest = float(np.max(np.abs(matrix.data), initial=0.0))
+        if is_extreme(largest):
+            exponent = int(exponents(np.array([largest]))[0])
+            matrix = sp.csc_matrix(
+                (scale(matrix.data, -exponent), matrix.indices, matrix.indptr), shape=matrix.shape
+            )
+        factor = _Factor(pattern, matrix, analysis, B, exponent)
         if pattern.n == 0:
             return factor
         if self.reuse:
@@ -538,6 +522,13 @@ class AMGBackend:
         start = np.zeros((n, k), dtype=dtype) if guess is None else np.array(guess, dtype=dtype)
         if conjugate:
             work, start = np.conj(work), np.conj(start)
+        # A x = b with A = 2^e S and b = 2^f b' (|b'| in [0.5, 1) per column): S x' = b',
+        # x = 2^(f - e) x', and |b - A x| <= atol  <=>  |b' - S x'| <= 2^-f atol. Every
+        # norm of the iteration then stays far from overflow and underflow.
+        shift = exponents(np.max(np.abs(work), axis=0, initial=0.0))
+        work = scale(work, -shift[None, :])
+        start = scale(start, factor.exponent - shift[None, :])
+        atol = np.ldexp(self.atol, -shift)
         x = np.zeros((n, k), dtype=dtype)
         status = np.zeros(k, dtype=np.int32)
         steps = np.zeros(k, dtype=np.int32)
@@ -546,7 +537,10 @@ class AMGBackend:
         if n and columns.size:
             rtol = self.adjoint_rtol if transpose else self.rtol
             result = (x, status, steps, residual)
-            self._solve_columns(factor, transpose, rtol, work, start, columns, result)
+            self._solve_columns(factor, transpose, rtol, atol, work, start, columns, result)
+        x = scale(x, shift[None, :] - factor.exponent)
+        # A solution too large to represent is no success.
+        status[(status == Status.OK) & ~np.all(np.isfinite(x), axis=0)] = Status.BREAKDOWN
         if conjugate:
             x = np.conj(x)
         return SolveResult(x, status, steps, residual)
@@ -561,11 +555,15 @@ class AMGBackend:
         first, second = parts.status[:k], parts.status[k:]
         status = np.where(first != Status.OK, first, second).astype(np.int32)
         steps = np.maximum(parts.num_steps[:k], parts.num_steps[k:]).astype(np.int32)
-        absolute = np.hypot(
-            parts.relative_residual[:k] * np.linalg.norm(rhs.real, axis=0),
-            parts.relative_residual[k:] * np.linalg.norm(rhs.imag, axis=0),
-        )
-        norm = np.linalg.norm(rhs, axis=0)
+        # |r| / |b| from the parts' ratios, with every norm taken relative to |b|.
+        norm = column_norms(rhs)
+        with np.errstate(all="ignore"):
+            safe = np.where(norm > 0, norm, 1.0)
+            absolute = np.hypot(
+                parts.relative_residual[:k] * (column_norms(rhs.real) / safe),
+                parts.relative_residual[k:] * (column_norms(rhs.imag) / safe),
+            )
+        norm = np.where(norm > 0, 1.0, 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             residual = np.where(norm > 0, absolute / np.where(norm > 0, norm, 1.0), 0.0)
         return SolveResult(x, status, steps, residual)
@@ -589,11 +587,11 @@ class AMGBackend:
                 (source.data, source.indices, source.indptr), shape=source.shape, copy=False
             )
             symmetry = self._symmetry(False, False, hierarchies.is_complex)
-            hierarchies.transposed = self._build(transposed, symmetry)
+            hierarchies.transposed = self._build(transposed, symmetry, factor.candidates)
             factor.late_setups += 1
         return "transposed", hierarchies.solver("transposed", self.cycle)
 
-    def _solve_columns(self, factor, transpose, rtol, work, start, columns, result) -> None:
+    def _solve_columns(self, factor, transpose, rtol, atol, work, start, columns, result):
         x, status, steps, residual = result
         operator = factor.operator(transpose)
 
@@ -602,7 +600,7 @@ class AMGBackend:
             for j in which:
                 remaining = self.max_steps if budget is None else budget - int(steps[j])
                 x[:, j], used, status[j], residual[j] = self._iterate(
-                    operator, precondition, work[:, j], origin[:, j], rtol, remaining
+                    operator, precondition, work[:, j], origin[:, j], rtol, atol[j], remaining
                 )
                 steps[j] += used
 
@@ -642,7 +640,7 @@ class AMGBackend:
         run(precondition, failed, continued, None)
         _record_baseline(factor.hierarchies, direction, steps[failed] - before, status[failed])
 
-    def _iterate(self, operator, precondition, b, x0, rtol, budget=None):
+    def _iterate(self, operator, precondition, b, x0, rtol, atol, budget=None):
         """Solve `operator x = b` from `x0`: `(x, steps, status, relative residual)`.
 
         Converged means the true residual `|b - A x|_2 <= max(rtol |b|_2, atol)`, recomputed
@@ -653,8 +651,8 @@ class AMGBackend:
         `budget` steps (default `max_steps`) are taken.
         """
         max_steps = self.max_steps if budget is None else int(budget)
-        norm_b = float(np.linalg.norm(b))
-        target = max(rtol * norm_b, self.atol)
+        norm_b = float(np.linalg.norm(b))  # b is scaled to |b|_inf in [0.5, 1) (`_solve`)
+        target = max(rtol * norm_b, atol)
         x = np.array(x0)
         r = b - operator @ x
         norm_r = float(np.linalg.norm(r))
@@ -729,6 +727,8 @@ class AMGBackend:
 
     def nbytes(self, factor: _Factor) -> int:
         arrays = [factor.matrix.data, factor.csr.data, factor.csr.indices, factor.csr.indptr]
+        if factor.candidates is not None:
+            arrays.append(factor.candidates)
         hierarchies = factor.hierarchies
         if hierarchies is not None:
             for ml in (hierarchies.forward, hierarchies.transposed):

@@ -7,16 +7,16 @@ This module never imports jax. It owns:
 - `Pattern`, a validated sparsity pattern: which entries are real, which are padding, which
   are invalid, and how to sum an uncoalesced COO value array into CSC order in O(nnz);
 - `Backend`, the small protocol a native library implements to plug in;
-- `FactorError`, how a backend reports a data-dependent failure of a factorization;
-- `checked_solve`, a direct solve checked by its backward error (used where a native
-  library gives no other signal) and repaired by iterative refinement.
+- `FactorError`, how a backend reports a data-dependent failure of a factorization.
+
+The numerical checks the backends share (scaled norms, checked direct solves, condition
+estimates, symmetry of values) live in `checks.py`.
 """
 
 from __future__ import annotations
 
 import enum
 import zlib
-from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -50,6 +50,15 @@ class Status(enum.IntEnum):
     INVALID_INDEX = 5
     NOT_POSITIVE_DEFINITE = 6
     NOT_SYMMETRIC = 7
+
+
+class SolveResult(NamedTuple):
+    """Per-column outcome of `Backend.solve` for a right-hand side block `(n, k)`."""
+
+    solution: np.ndarray  # (n, k)
+    status: np.ndarray  # (k,) int32 `Status` codes
+    num_steps: np.ndarray  # (k,) int32: iterations, or refinement steps of a direct solve
+    relative_residual: np.ndarray  # (k,) float64: |b - op(A) x|_2 / |b|_2
 
 
 class FactorError(Exception):
@@ -194,12 +203,21 @@ class Pattern:
         upper = where[found & below[off]]
         return lower, upper, off[~found]
 
+    def column_indices(self) -> np.ndarray:
+        """The column of every CSC entry (computed once per pattern)."""
+        columns = getattr(self, "_columns", None)
+        if columns is None:
+            counts = np.diff(self.indptr)
+            columns = self._columns = np.repeat(np.arange(self.n, dtype=np.int32), counts)
+            self.nbytes += columns.nbytes
+        return columns
+
     def diagonal_positions(self) -> np.ndarray:
         """CSC positions of the stored diagonal entries (computed once per pattern)."""
         positions = getattr(self, "_diagonal", None)
         if positions is None:
-            cols = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.indptr))
-            positions = self._diagonal = np.flatnonzero(self.row_indices == cols)
+            positions = np.flatnonzero(self.row_indices == self.column_indices())
+            self._diagonal = positions
             self.nbytes += positions.nbytes
         return positions
 
@@ -219,15 +237,19 @@ class Pattern:
         """Sum COO `values` into CSC order: float64 or complex128, length `self.nnz`.
 
         A new array, which the caller may modify (entries already in CSC order without
-        duplicates, as from scipy, are copied instead of summed).
+        duplicates, as from scipy, are copied instead of summed). Padding entries go to a
+        trash slot, whatever they hold; a sum that overflows is inf.
         """
+        complex_ = np.issubdtype(values.dtype, np.complexfloating)
+        host = np.complex128 if complex_ else np.float64
         if self.in_order:
-            return np.array(values, dtype=np.result_type(values.dtype, np.float64))
-        if np.iscomplexobj(values):
-            real = np.bincount(self.slot, weights=values.real, minlength=self.nnz + 1)
-            imag = np.bincount(self.slot, weights=values.imag, minlength=self.nnz + 1)
+            return np.array(values, dtype=host)
+        if complex_:
+            real = np.bincount(self.slot, weights=values.real.astype(np.float64), minlength=self.nnz + 1)
+            imag = np.bincount(self.slot, weights=values.imag.astype(np.float64), minlength=self.nnz + 1)
             return (real + 1j * imag)[: self.nnz]
-        return np.bincount(self.slot, weights=values, minlength=self.nnz + 1)[: self.nnz]
+        weights = values.astype(np.float64, copy=False)
+        return np.bincount(self.slot, weights=weights, minlength=self.nnz + 1)[: self.nnz]
 
     def csc(self, csc_values: np.ndarray) -> sp.csc_matrix:
         """The matrix as scipy CSC, sharing this pattern's index arrays."""
@@ -240,22 +262,37 @@ class Backend(Protocol):
     """What a native library implements to be used by a lineax-sparse solver.
 
     One instance is made per solver configuration (`options` are the solver's static
-    fields). All methods run on the owner thread; none may call jax.
+    fields). All methods run on the owner thread; none may call jax. Every attribute and
+    method the bridge uses is declared here.
     """
 
     #: Whether `factor` needs a matrix whose values are symmetric (Hermitian).
     requires_symmetric: bool
-
-    # Optional: `factors_per_pattern`, how many factors of one pattern made by earlier host
-    # calls stay cached when a new one is made (default `_native.FACTORS_PER_PATTERN`, 2).
-    # A backend with large factors keeps fewer, so that their memory is reused.
+    #: How many factors of one pattern made by earlier host calls stay cached when a new
+    #: one is made (`_native.FACTORS_PER_PATTERN`, 2, for the direct solvers). A backend
+    #: with large factors keeps fewer, so that their memory is reused.
+    factors_per_pattern: int
 
     def analyse(self, pattern: Pattern) -> Any:
         """Symbolic work that depends on the sparsity pattern only. Cached by pattern."""
         ...
 
-    def factor(self, pattern: Pattern, analysis: Any, matrix: sp.csc_matrix) -> Any:
-        """Numeric work on assembled (float64 / complex128) values; raises `FactorError`."""
+    def factor(
+        self, pattern: Pattern, analysis: Any, matrix: sp.csc_matrix, aux: np.ndarray | None
+    ) -> Any:
+        """Numeric work on assembled (float64 / complex128) values; raises `FactorError`.
+
+        `aux` holds the arrays of the solver the factorization also depends on (AMG's
+        near-nullspace vectors, shape `(n, k)`), or None.
+        """
+        ...
+
+    def setups(self, factor: Any) -> int:
+        """Numeric factorizations (or multigrid setups) made for `factor` so far.
+
+        1 for a direct factorization; an AMG factor that reuses an earlier hierarchy made
+        none at first, and solves may set up more (the lazy hierarchy of `A^T`).
+        """
         ...
 
     def solve(
@@ -276,147 +313,3 @@ class Backend(Protocol):
     def nbytes(self, factor: Any) -> int:
         """Memory held by `factor`, for the cache's byte budget."""
         ...
-
-
-def is_hermitian(pattern: Pattern, csc_values: np.ndarray) -> bool:
-    """Whether assembled values are symmetric (real) or Hermitian (complex), to rounding.
-
-    O(nnz) per call, touching each mirrored pair once; the pairing is computed once per
-    pattern. A pair may differ by 1e-10 of its larger entry plus 1e-14 of the largest
-    entry (assembly rounding); an entry without a stored mirror must be that small too.
-    """
-    lower, upper, unpaired = pattern.symmetry_pairs()
-    mine = csc_values[lower]
-    theirs = csc_values[upper]
-    complex_values = np.iscomplexobj(csc_values)
-    if complex_values:
-        theirs = theirs.conj()
-    elif unpaired.size == 0 and np.array_equal(mine, theirs):
-        return True  # exactly symmetric, as FEM assembly usually is: no scale needed
-    scale = np.max(np.abs(csc_values), initial=0.0)
-    floor = 1e-14 * scale
-    if unpaired.size and np.max(np.abs(csc_values[unpaired])) > floor:
-        return False
-    if complex_values:
-        diagonal = csc_values[pattern.diagonal_positions()]
-        if diagonal.size and np.max(np.abs(diagonal.imag)) > 1e-10 * scale + floor:
-            return False
-    difference = np.abs(mine - theirs)
-    # |a - b| <= 1e-10 max(|a|, |b|) + floor, with max(|a|, |b|) <= |a| + |b| / 2 bounds.
-    return bool(np.all(difference <= 1e-10 * (np.abs(mine) + difference) + floor))
-
-
-#: A direct solve whose normwise backward error exceeds this is reported as singular. Stable
-#: solves sit near 1e-16 even for condition numbers of 1e12; garbage sits near 1.
-BACKWARD_ERROR_LIMIT = 1e-8
-#: Steps of iterative refinement tried before a direct solve is reported as failed.
-REFINEMENT_STEPS = 3
-
-
-class SolveResult(NamedTuple):
-    """Per-column outcome of `Backend.solve` for a right-hand side block `(n, k)`."""
-
-    solution: np.ndarray  # (n, k)
-    status: np.ndarray  # (k,) int32 `Status` codes
-    num_steps: np.ndarray  # (k,) int32: iterations, or refinement steps of a direct solve
-    relative_residual: np.ndarray  # (k,) float64: |b - op(A) x|_2 / |b|_2
-
-
-class NormBound:
-    """A lower bound of `max(|A|_1, |A|_inf)` and a way to compute the norm exactly.
-
-    The backward error decreases as the norm grows, so a column whose error is within the
-    limit with the lower bound is within it with the exact norm: the exact norm (an O(nnz)
-    pass) is only computed when some column fails with the bound, and then once.
-    """
-
-    __slots__ = ("lower", "_exact", "_value")
-
-    def __init__(self, lower: float, exact: Callable[[], float]):
-        self.lower = lower
-        self._exact = exact
-        self._value: float | None = None
-
-    def exact(self) -> float:
-        if self._value is None:
-            self._value = float(self._exact())
-            self._exact = None  # type: ignore[assignment]  # drops what it referred to
-        return self._value
-
-
-def checked_solve(
-    apply_inverse: Callable[[np.ndarray], np.ndarray],
-    matrix: sp.csc_matrix,
-    norm: float | NormBound,
-    rhs: np.ndarray,
-    transpose: bool,
-    conjugate: bool,
-) -> SolveResult:
-    """A direct solve, checked by its backward error and repaired by iterative refinement.
-
-    `apply_inverse(b)` applies the factorization to a block; `norm` is `max(|A|_1,
-    |A|_inf)` or a `NormBound`. Columns whose backward error exceeds
-    `BACKWARD_ERROR_LIMIT` get up to `REFINEMENT_STEPS` steps of refinement (small pivots
-    often leave a solution a few steps repair); those still above are `SINGULAR`.
-    """
-    k = rhs.shape[1]
-    x = apply_inverse(rhs)
-    steps = np.zeros(k, dtype=np.int32)
-    residual = rhs - operator_apply(matrix, x, transpose, conjugate)
-    if isinstance(norm, NormBound):
-        error = _backward_error(residual, x, rhs, norm.lower)
-        if np.any(error > BACKWARD_ERROR_LIMIT):
-            norm = norm.exact()
-            error = _backward_error(residual, x, rhs, norm)
-        else:
-            norm = norm.lower
-    else:
-        error = _backward_error(residual, x, rhs, norm)
-    for _ in range(REFINEMENT_STEPS):
-        bad = np.flatnonzero((error > BACKWARD_ERROR_LIMIT) & np.all(np.isfinite(x), axis=0))
-        if bad.size == 0:
-            break
-        x[:, bad] += apply_inverse(residual[:, bad])
-        steps[bad] += 1
-        residual[:, bad] = rhs[:, bad] - operator_apply(matrix, x[:, bad], transpose, conjugate)
-        error[bad] = _backward_error(residual[:, bad], x[:, bad], rhs[:, bad], norm)
-    status = np.where(error <= BACKWARD_ERROR_LIMIT, Status.OK, Status.SINGULAR)
-    return SolveResult(x, status.astype(np.int32), steps, relative_residual(residual, rhs))
-
-
-def relative_residual(residual: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """`|r|_2 / |b|_2` per column (`|r|_2` where `b = 0`)."""
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        num = np.linalg.norm(residual, axis=0)
-        den = np.linalg.norm(rhs, axis=0)
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), num)
-
-
-def _backward_error(residual, x, rhs, norm) -> np.ndarray:
-    num = np.max(np.abs(residual), axis=0, initial=0.0)
-    den = norm * np.max(np.abs(x), axis=0, initial=0.0) + np.max(np.abs(rhs), axis=0, initial=0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        error = np.where(den > 0, num / np.where(den > 0, den, 1.0), num)
-    return np.where(np.isfinite(error), error, np.inf)
-
-
-def operator_apply(
-    matrix: sp.csc_matrix, x: np.ndarray, transpose: bool, conjugate: bool
-) -> np.ndarray:
-    """`op(A) @ x` with `op` as in `Backend.solve`."""
-    if conjugate:
-        x = x.conj()
-    y = matrix.T @ x if transpose else matrix @ x
-    return y.conj() if conjugate else y
-
-
-def matrix_norm(matrix: sp.csc_matrix) -> float:
-    """max(inf-norm, 1-norm): one scale valid for `A` and its transpose (CSC input)."""
-    absolute = np.abs(matrix.data)
-    if absolute.size == 0:
-        return 0.0
-    row_sums = np.bincount(matrix.indices, weights=absolute, minlength=matrix.shape[0])
-    starts = matrix.indptr[:-1]
-    nonempty = starts < matrix.indptr[1:]
-    col_sums = np.add.reduceat(absolute, starts[nonempty])
-    return float(max(row_sums.max(initial=0.0), col_sums.max(initial=0.0)))

@@ -116,7 +116,14 @@ import numpy as np
 import scipy.sparse as sp
 from cvxopt import amd, cholmod
 
-from .base import checked_solve, FactorError, NormBound, Pattern, SolveResult, Status
+from .base import FactorError, Pattern, SolveResult, Status
+from .checks import (
+    checked_solve,
+    is_extreme,
+    NormBound,
+    scale,
+    symmetric_equilibration,
+)
 from .options import CHOLMOD_FACTORIZATIONS, CHOLMOD_ORDERINGS
 
 
@@ -183,24 +190,27 @@ class _Analysis:
 class _Factor:
     """A numeric factorization; its CHOLMOD object goes back to the pool when it dies."""
 
-    __slots__ = ("capsule", "pool", "typecode", "matrix", "matrix_norm", "nbytes")
+    __slots__ = ("capsule", "pool", "typecode", "matrix", "matrix_norm", "exponents", "nbytes")
 
-    def __init__(self, capsule, pool, typecode, matrix, norm, nbytes):
+    def __init__(self, capsule, pool, typecode, matrix, norm, exponents, nbytes):
         self.capsule = capsule
         self.pool = pool
         self.typecode = typecode
-        self.matrix = matrix
+        self.matrix = matrix  # the matrix factorized: A, or D A D when equilibrated
         self.matrix_norm = norm
+        self.exponents = exponents  # D = diag(2^-exponents), or None
         self.nbytes = nbytes
 
     def __del__(self):
         # A bounded deque: appending to a full pool frees its oldest object. No globals are
         # used here, so this also works during interpreter shutdown.
-        self.pool.append(self.capsule)
+        if self.pool is not None:
+            self.pool.append(self.capsule)
 
 
 class CholmodBackend:
     requires_symmetric = True
+    factors_per_pattern = 2
 
     def __init__(self, mode: str, factorization: str, ordering: str):
         if mode not in SUPERNODAL:
@@ -230,6 +240,9 @@ class CholmodBackend:
 
     def analyse(self, pattern: Pattern) -> _Analysis:
         n = pattern.n
+        if n == 0:  # nothing to factorize (cvxopt has no 0 x 0 matrices)
+            empty = np.zeros(0, dtype=np.int64)
+            return _Analysis(0, empty, empty, None, None)
         rows = pattern.row_indices.astype(np.int64)
         cols = np.repeat(np.arange(n, dtype=np.int64), np.diff(pattern.indptr))
         lower = np.flatnonzero(rows >= cols)
@@ -249,9 +262,19 @@ class CholmodBackend:
         diagonal = np.flatnonzero(rows[lower] == cols[lower])
         return _Analysis(n, lower, diagonal, template, ordering)
 
-    def factor(self, pattern: Pattern, analysis: _Analysis, matrix: sp.csc_matrix) -> _Factor:
+    def setups(self, factor: _Factor) -> int:
+        del factor
+        return 1
+
+    def factor(
+        self, pattern: Pattern, analysis: _Analysis, matrix: sp.csc_matrix, aux: Any
+    ) -> _Factor:
+        del aux  # CHOLMOD depends on the matrix alone
         n = analysis.n
         typecode = "z" if np.iscomplexobj(matrix.data) else "d"
+        if n == 0:
+            return _Factor(None, None, typecode, matrix, 0.0, None, 0)
+        matrix, exponents = self._equilibrate(pattern, matrix)
         values = matrix.data[analysis.lower]
         if typecode == "z":
             # CHOLMOD refuses a diagonal entry with any imaginary part ("not positive
@@ -292,7 +315,26 @@ class CholmodBackend:
         size = _factor_bytes(capsule, n, typecode)
         if size is None:
             size = FILL_GUESS * analysis.lower.size * (itemsize + 8)
-        return _Factor(capsule, pool, typecode, matrix, norm, size + matrix.data.nbytes)
+        return _Factor(capsule, pool, typecode, matrix, norm, exponents, size + matrix.data.nbytes)
+
+    @staticmethod
+    def _equilibrate(pattern: Pattern, matrix: sp.csc_matrix):
+        """`(D A D, exponents)` for values near the overflow or underflow threshold, with
+        `D = diag(2^-exponents)` giving a diagonal in [0.25, 1) (exact, symmetric, keeps
+        definiteness); `(A, None)` otherwise. Pivots `L_jj^2`, their bounds and the norms
+        of the checks then stay far from overflow."""
+        diagonal = np.abs(pattern.diagonal(matrix.data).real)
+        positive = diagonal[diagonal > 0]
+        # A positive definite matrix has |a_ij| <= max_i a_ii: the diagonal bounds it all.
+        if not (
+            is_extreme(float(positive.max(initial=0.0)))
+            or is_extreme(float(positive.min(initial=np.inf)))
+        ):
+            return matrix, None
+        exponents = symmetric_equilibration(diagonal)
+        shift = -(exponents[pattern.row_indices] + exponents[pattern.column_indices()])
+        data = scale(matrix.data, shift)
+        return sp.csc_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape), exponents
 
     def _permutation(self, capsule, typecode: str, n: int) -> np.ndarray:
         """The factor's row permutation `P` (CHOLMOD's ordering, postordered)."""
@@ -321,7 +363,7 @@ class CholmodBackend:
             diagonal = matrix.data[positions].real
             top = float(diagonal.max(initial=0.0))
             with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = pivots / (2.0 * np.sqrt(diagonal[permutation] * top))
+                ratio = pivots / (2.0 * np.sqrt(diagonal[permutation]) * np.sqrt(top))
             if top > 0 and np.all(ratio > tolerance):  # NaN fails
                 # |A|_1 >= max_j |A_jj|: a lower bound of the norm.
                 return None, NormBound(top, lambda: _symmetric_norm(matrix))
@@ -393,6 +435,9 @@ class CholmodBackend:
         guess: np.ndarray | None,
     ) -> SolveResult:
         del guess  # a direct solve needs none
+        if factor.capsule is None:  # n = 0
+            k = rhs.shape[1]
+            return SolveResult(rhs.copy(), np.zeros(k, np.int32), np.zeros(k, np.int32), np.zeros(k))
         flip = transpose != conjugate  # op(A) = conj(A) for A Hermitian
         return checked_solve(
             lambda b: self._apply_inverse(factor, b, flip),
@@ -401,6 +446,8 @@ class CholmodBackend:
             rhs,
             transpose,
             conjugate,
+            factor.exponents,
+            factor.exponents,
         )
 
     def nbytes(self, factor: _Factor) -> int:

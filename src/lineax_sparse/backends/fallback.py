@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import Backend, FactorError, is_hermitian, Pattern, SolveResult, Status
+from .base import Backend, FactorError, Pattern, SolveResult, Status
+from .checks import is_hermitian
 
 
 _FALL_BACK_ON = (Status.NOT_POSITIVE_DEFINITE, Status.NOT_SYMMETRIC)
@@ -18,6 +19,7 @@ _FALL_BACK_ON = (Status.NOT_POSITIVE_DEFINITE, Status.NOT_SYMMETRIC)
 
 class FallbackBackend:
     requires_symmetric = False
+    factors_per_pattern = 2
 
     def __init__(self, primary: tuple, secondary: tuple):
         from . import make_backend
@@ -34,17 +36,21 @@ class FallbackBackend:
             analyses[which] = backend.analyse(pattern)
         return analyses[which]
 
-    def factor(self, pattern: Pattern, analysis: dict, matrix) -> tuple[Backend, Any]:
+    def factor(self, pattern: Pattern, analysis: dict, matrix, aux) -> tuple[Backend, Any]:
         try:
             if self.primary.requires_symmetric and not is_hermitian(pattern, matrix.data):
                 raise FactorError(Status.NOT_SYMMETRIC)
             primary = self._analysis("primary", self.primary, pattern, analysis)
-            return self.primary, self.primary.factor(pattern, primary, matrix)
+            return self.primary, self.primary.factor(pattern, primary, matrix, aux)
         except FactorError as error:
             if error.status not in _FALL_BACK_ON:
                 raise
         secondary = self._analysis("secondary", self.secondary, pattern, analysis)
-        return self.secondary, self.secondary.factor(pattern, secondary, matrix)
+        return self.secondary, self.secondary.factor(pattern, secondary, matrix, aux)
+
+    def setups(self, factor: tuple[Backend, Any]) -> int:
+        backend, inner = factor
+        return backend.setups(inner)
 
     def solve(
         self,

@@ -6,9 +6,21 @@ is kept for the pattern. Later factorizations factor `A[:, q]` with `permc_spec=
 which reproduces the same fill and the same factors without recomputing the ordering.
 (Passing `A[:, perm_c]` instead is the inverse permutation: 7x the fill on a 128^2 Poisson.)
 
-SuperLU reports an exactly zero pivot but returns finite garbage for `inf` entries and huge
-values after a tiny pivot, so every solve goes through `base.checked_solve`: a backward-error
-check, with up to three steps of iterative refinement before a solve is reported singular.
+What SuperLU does not report, and how it is caught (docs/reliability.md has the figures):
+
+- An exactly zero pivot raises; a singular matrix whose LU ends in a rounding-sized pivot
+  does not. Its solves have a tiny normwise backward error and a solution of size 1e15
+  (a pure-Neumann Laplacian: `|b - Ax| / |b|` of order 1). So after each factorization the
+  pivots are read (`superlu_pivots`, O(n)) and compared with the largest entry of their
+  column; when one is below `PIVOT_GATE` of it, the reciprocal condition number of the
+  equilibrated matrix is estimated from the factors (`checks.estimate_rcond`, 4 to 6 block
+  solves), and below `checks.RCOND_LIMIT` the matrix is `SINGULAR`. A solve whose relative
+  residual exceeds `RESIDUAL_TRIGGER` has its factor's condition estimated too (once per
+  factor): a matrix the pivots did not flag cannot then return such a solve as a success.
+- Values near the overflow threshold overflow inside the LU (`[[1, 1e308], [-1, 1e308]]`):
+  such matrices are equilibrated by powers of two first (`checks.equilibrate`).
+- `inf` entries give finite garbage and tiny pivots huge values: every solve goes through
+  `checks.checked_solve` (backward error, up to three steps of iterative refinement).
 """
 
 from __future__ import annotations
@@ -20,19 +32,29 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .base import (
+from . import superlu_pivots
+from .base import FactorError, Pattern, single_threaded_blas, SolveResult, Status
+from .checks import (
     checked_solve,
-    FactorError,
+    column_maxima,
+    equilibrate,
+    estimate_rcond,
+    is_extreme,
     matrix_norm,
-    Pattern,
-    single_threaded_blas,
-    SolveResult,
-    Status,
+    NormBound,
+    one_norm,
+    RCOND_LIMIT,
 )
 from .options import SUPERLU_ORDERINGS
 
 
 ORDERINGS = SUPERLU_ORDERINGS
+#: A pivot below this fraction of the largest entry of its column asks for a condition
+#: estimate. Singular matrices leave pivots of 1e-15 .. 1e-12 of their column (growing
+#: slowly with n); well-conditioned ones rarely go below 1e-2.
+PIVOT_GATE = 1e-6
+#: A solve whose `|b - Ax| / |b|` exceeds this asks for a condition estimate of its factor.
+RESIDUAL_TRIGGER = 1e-6
 
 
 @dataclasses.dataclass
@@ -48,13 +70,18 @@ class _Ordering:
 @dataclasses.dataclass
 class _Factor:
     lu: Any
-    column_order: np.ndarray | None  # None: `lu` factors A itself, with its own ordering
-    matrix: sp.csc_matrix
-    matrix_norm: float
+    column_order: np.ndarray | None  # None: `lu` factors the matrix itself, own ordering
+    matrix: sp.csc_matrix  # the matrix factorized: A, or R A C when equilibrated
+    norm: float | NormBound  # max(|S|_1, |S|_inf), or a lower bound of it
+    row_exponents: np.ndarray | None  # R = diag(2^-r) when equilibrated
+    column_exponents: np.ndarray | None
+    rcond: float | None = None  # estimated reciprocal condition number, once computed
+    singular: bool = False  # set when a solve's condition estimate found it singular
 
 
 class SuperLUBackend:
     requires_symmetric = False
+    factors_per_pattern = 2
 
     def __init__(self, ordering: str, pivot_threshold: float, symmetric_mode: bool):
         self.ordering = ordering
@@ -68,41 +95,121 @@ class SuperLUBackend:
 
     def _splu(self, matrix: sp.csc_matrix, permc_spec: str):
         try:
-            return spla.splu(
-                matrix,
-                permc_spec=permc_spec,
-                diag_pivot_thresh=self.pivot_threshold,
-                options=dict(SymmetricMode=self.symmetric_mode),
-            )
+            with np.errstate(all="ignore"):
+                return spla.splu(
+                    matrix,
+                    permc_spec=permc_spec,
+                    diag_pivot_thresh=self.pivot_threshold,
+                    options=dict(SymmetricMode=self.symmetric_mode),
+                )
         except RuntimeError as error:  # "Factor is exactly singular"
             raise FactorError(Status.SINGULAR, str(error)) from error
 
-    def factor(self, pattern: Pattern, analysis: _Ordering, matrix: sp.csc_matrix) -> _Factor:
+    def setups(self, factor: _Factor) -> int:
+        del factor
+        return 1
+
+    def factor(
+        self, pattern: Pattern, analysis: _Ordering, matrix: sp.csc_matrix, aux: Any
+    ) -> _Factor:
+        del aux  # SuperLU depends on the matrix alone
+        if pattern.n == 0:
+            return _Factor(None, None, matrix, 0.0, None, None, rcond=np.inf)
+        column_max = column_maxima(matrix)
+        rows = columns = None
+        if is_extreme(float(column_max.max(initial=0.0))) or is_extreme(
+            float(np.min(column_max, where=column_max > 0, initial=np.inf))
+        ):
+            matrix, rows, columns = equilibrate(matrix)
+            column_max = column_maxima(matrix)
         if analysis.column_order is None:
             lu = self._splu(matrix, self.ordering)
             analysis.column_order = np.argsort(lu.perm_c).astype(np.int32)
-            return _Factor(lu, None, matrix, matrix_norm(matrix))
-        if analysis.gather is None:
-            # Second factorization of this pattern: build the permuted CSC structure once.
-            positions = sp.csc_matrix(
-                (np.arange(1, pattern.nnz + 1, dtype=np.float64), matrix.indices, matrix.indptr),
+            order = None
+            factored_columns = analysis.column_order  # U's column j is A's column q[j]
+        else:
+            if analysis.gather is None:
+                # Second factorization of this pattern: the permuted CSC structure, once.
+                positions = sp.csc_matrix(
+                    (
+                        np.arange(1, pattern.nnz + 1, dtype=np.float64),
+                        matrix.indices,
+                        matrix.indptr,
+                    ),
+                    shape=matrix.shape,
+                )[:, analysis.column_order]
+                analysis.gather = positions.data.astype(np.int64) - 1
+                analysis.indptr = positions.indptr
+                analysis.row_indices = positions.indices
+            permuted = sp.csc_matrix(
+                (matrix.data[analysis.gather], analysis.row_indices, analysis.indptr),
                 shape=matrix.shape,
-            )[:, analysis.column_order]
-            analysis.gather = positions.data.astype(np.int64) - 1
-            analysis.indptr = positions.indptr
-            analysis.row_indices = positions.indices
-        permuted = sp.csc_matrix(
-            (matrix.data[analysis.gather], analysis.row_indices, analysis.indptr),
-            shape=matrix.shape,
-            copy=False,
+                copy=False,
+            )
+            lu = self._splu(permuted, "NATURAL")
+            order = analysis.column_order
+            factored_columns = order[np.argsort(lu.perm_c)]
+        top = float(column_max.max(initial=0.0))
+        factor = _Factor(
+            lu, order, matrix, NormBound(top, lambda: matrix_norm(matrix)), rows, columns
         )
-        lu = self._splu(permuted, "NATURAL")
-        return _Factor(lu, analysis.column_order, matrix, matrix_norm(matrix))
+        self._check_pivots(factor, column_max[factored_columns])
+        return factor
+
+    def _check_pivots(self, factor: _Factor, column_max: np.ndarray) -> None:
+        """Raise `SINGULAR` for a matrix singular to working precision (module docstring)."""
+        dtype = np.result_type(factor.matrix.dtype, np.float64)
+        pivots = superlu_pivots.pivots(factor.lu, dtype)
+        if pivots is not None:
+            with np.errstate(all="ignore"):
+                ratio = np.abs(pivots) / column_max
+            if not np.all(np.isfinite(pivots)):
+                raise FactorError(Status.SINGULAR, "SuperLU: the factorization overflowed")
+            if np.all(ratio >= PIVOT_GATE):  # NaN (0 / 0: an empty column) fails
+                return
+        # A small pivot, or pivots that cannot be read: estimate the condition number.
+        if self._rcond(factor) < RCOND_LIMIT:
+            raise FactorError(
+                Status.SINGULAR,
+                f"SuperLU: the matrix is singular to working precision (estimated "
+                f"reciprocal condition number {factor.rcond:.1e} < {RCOND_LIMIT:.0e})",
+            )
+
+    def _rcond(self, factor: _Factor) -> float:
+        """The estimated reciprocal 1-norm condition number of the equilibrated matrix.
+
+        The matrix factorized (`S`) is `A` or `R A C`; when it is `A`, it is equilibrated
+        here for the estimate only (`A`'s own condition number would call a matrix with a
+        1e20 penalty row singular, while LU with partial pivoting solves it accurately).
+        """
+        if factor.rcond is not None:
+            return factor.rcond
+        matrix = factor.matrix
+        n = matrix.shape[0]
+        dtype = np.result_type(matrix.dtype, np.float64)
+        if factor.row_exponents is None:
+            equilibrated, r, c = equilibrate(matrix)
+        else:  # already equilibrated
+            equilibrated = matrix
+            r = c = np.zeros(n, dtype=np.int64)
+        # With S = A (or the factored R A C) and E = R' S C' its equilibration:
+        # E^-1 = C'^-1 S^-1 R'^-1 and E^-H = R'^-1 S^-H C'^-1 (the scalings are real).
+        up_r, up_c = np.ldexp(1.0, r)[:, None], np.ldexp(1.0, c)[:, None]
+
+        def solve(block):
+            return self._apply_inverse(factor, block * up_r, False, False) * up_c
+
+        def solve_adjoint(block):
+            return self._apply_inverse(factor, block * up_c, True, True) * up_r
+
+        with np.errstate(all="ignore"):
+            factor.rcond = estimate_rcond(solve, solve_adjoint, n, one_norm(equilibrated), dtype)
+        return factor.rcond
 
     def _apply_inverse(self, factor: _Factor, rhs: np.ndarray, transpose: bool, conjugate: bool):
         order = factor.column_order
-        # With A Q = LU (Q = columns `order`): A x = b  <=>  (AQ) y = b, x[order] = y;
-        # A^T x = c  <=>  (AQ)^T x = c[order]. conj(A) x = b  <=>  A conj(x) = conj(b).
+        # With S Q = LU (Q = columns `order`): S x = b  <=>  (SQ) y = b, x[order] = y;
+        # S^T x = c  <=>  (SQ)^T x = c[order]. conj(S) x = b  <=>  S conj(x) = conj(b).
         work = rhs.conj() if conjugate else rhs
         if order is not None and transpose:
             work = work[order]
@@ -127,20 +234,38 @@ class SuperLUBackend:
         guess: np.ndarray | None,
     ) -> SolveResult:
         del guess  # a direct solve needs none
-        return checked_solve(
-            lambda b: self._apply_inverse(factor, b, transpose, conjugate),
-            factor.matrix,
-            factor.matrix_norm,
-            rhs,
-            transpose,
-            conjugate,
-        )
+        n, k = rhs.shape
+        if n == 0:
+            empty = np.zeros(k)
+            return SolveResult(rhs.copy(), np.zeros(k, np.int32), np.zeros(k, np.int32), empty)
+        if not factor.singular:
+            result = checked_solve(
+                lambda b: self._apply_inverse(factor, b, transpose, conjugate),
+                factor.matrix,
+                factor.norm,
+                rhs,
+                transpose,
+                conjugate,
+                factor.row_exponents,
+                factor.column_exponents,
+            )
+            suspicious = result.relative_residual > RESIDUAL_TRIGGER
+            if not np.any(suspicious & (result.status == Status.OK)):
+                return result
+            if self._rcond(factor) >= RCOND_LIMIT:
+                return result
+            factor.singular = True
+        nan = np.full((n, k), np.nan, dtype=np.result_type(rhs.dtype, factor.matrix.dtype))
+        singular = np.full(k, Status.SINGULAR, dtype=np.int32)
+        return SolveResult(nan, singular, np.zeros(k, np.int32), np.full(k, np.nan))
 
     def nbytes(self, factor: _Factor) -> int:
+        matrix = factor.matrix
+        stored = matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes
         lu = factor.lu
-        stored = lu.nnz * (16 if np.iscomplexobj(factor.matrix.data) else 8)
+        if lu is None:
+            return int(stored)
+        stored += lu.nnz * (16 if np.iscomplexobj(matrix.data) else 8)
         # Row indices of L and U plus the permutations, roughly.
         stored += lu.nnz * 4 + 4 * lu.shape[0] * 4
-        matrix = factor.matrix
-        stored += matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes
         return int(stored)
