@@ -11,13 +11,15 @@ computations still in flight, whose callbacks need this thread, so that no callb
 Python while the interpreter finalizes (that aborts the process); then the hooks given to
 `at_exit` release native objects, here, before module teardown would free them elsewhere.
 
-Fork. A process forked after a solve inherits no running owner thread (only the forking
-thread survives a fork) and may inherit locks held at the moment of the fork. So the thread
-is started lazily, and `os.register_at_fork` gives the child fresh locks and a fresh queue,
-and tells the registry to start afresh (`after_fork_in_child` hooks); the native objects the
-child inherited are released on its own owner thread when it first starts. Host-only calls
-(`clear_cache`, `set_cache_limit`, `cache_info`) therefore work in the child. JAX itself is
-not fork-safe: use the "spawn" start method to solve in other processes.
+Fork. A forked child has no owner thread (only the forking thread survives a fork) and may
+inherit locks held at the moment of the fork: before this module handled it, the child's
+`clear_cache()` blocked forever. Now the thread is started lazily, on first use; before a
+fork an idle owner thread is stopped (and restarted in the parent on next use); and the
+child gets fresh locks and a fresh queue and tells the registry to start afresh
+(`at_fork` hooks), releasing the native objects it inherited on its own owner thread when
+that starts. Host-only calls (`clear_cache`, `set_cache_limit`, `cache_info`) therefore work
+in the child, and no wait is ever on a thread that is gone. JAX itself is not fork-safe:
+use the "spawn" start method to solve in other processes.
 
 Memory allocator. The owner thread allocates from its own glibc arena, and glibc trims a
 thread arena's free memory back to the system eagerly: every factorization then page-faults
@@ -58,7 +60,7 @@ class _Job:
         self.error: BaseException | None = None
 
 
-_jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+_jobs: queue.SimpleQueue = queue.SimpleQueue()
 _exit_hooks: list[Callable[[], None]] = []
 _fork_hooks: list[Callable[[], None]] = []
 _in_flight = 0
@@ -92,10 +94,15 @@ def _default_floating_point_environment() -> None:
     fesetenv(ctypes.c_void_p(-1))  # glibc's FE_DFL_ENV
 
 
+_STOP = object()  # a job that ends the owner thread (before a fork)
+
+
 def _serve() -> None:
     _default_floating_point_environment()
     while True:
         job = _jobs.get()
+        if job is _STOP:
+            return
         try:
             job.result = job.fn(*job.args)
         except BaseException as error:  # handed back to the caller, re-raised there
@@ -158,10 +165,11 @@ def run(fn: Callable[..., _T], *args) -> _T:
     try:
         job = _Job(fn, args)
         _jobs.put(job)
-        # Never wait forever: a dead owner thread cannot finish the job.
-        while not job.done.wait(1.0):
+        # Never wait on a thread that is gone (stopped for a fork while this job was
+        # queued): start a new one, which takes the job from the queue.
+        while not job.done.wait(0.5):
             if not owner.is_alive():
-                raise RuntimeError("lineax-sparse: the host thread is not running")
+                owner = _start_owner()
         if job.error is not None:
             raise job.error
         result, job.result = job.result, None
@@ -212,6 +220,24 @@ def release_in_child(fn: Callable[..., Any], *args) -> None:
     _first_jobs.append((fn, args))
 
 
+def _before_fork() -> None:
+    """Stop an idle owner thread before a fork (it is restarted on next use).
+
+    A thread that has run scipy's SuperLU and is alive at a fork makes CPython's own
+    after-fork handler in the child fail noisily ("SystemError: ... returned a result
+    with an exception set"); with the thread stopped the child starts clean. Work in
+    progress is waited for, at most `_FORK_WAIT` seconds.
+    """
+    owner = _owner
+    if owner is None or not owner.is_alive() or threading.current_thread() is owner:
+        return
+    _jobs.put(_STOP)  # type: ignore[arg-type]
+    owner.join(_FORK_WAIT)
+
+
+_FORK_WAIT = 10.0
+
+
 def _after_fork_in_child() -> None:
     global _jobs, _in_flight, _in_flight_lock, _start_lock, _owner, _forked
     _jobs = queue.SimpleQueue()
@@ -227,7 +253,7 @@ def _after_fork_in_child() -> None:
 _forked = False
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def _shutdown() -> None:

@@ -21,6 +21,7 @@ written so that no scale of the input can fool it:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -36,10 +37,30 @@ BACKWARD_ERROR_LIMIT = 1e-8
 #: Steps of iterative refinement tried before a direct solve is reported as failed.
 REFINEMENT_STEPS = 3
 #: An equilibrated matrix whose estimated reciprocal condition number is below this is
-#: singular to working precision. Measured (docs/reliability.md): singular matrices (Neumann
-#: and graph Laplacians, rank-deficient products, n = 100 .. 490,000) estimate 1e-17 ..
-#: 1e-21; the most ill-conditioned real matrices of tests/data, 6e-10 (rajat19, hangGlider_2).
-RCOND_LIMIT = 1e-14
+#: singular to working precision (LAPACK's definition: rcond < eps), whatever it is solved
+#: against. Measured (docs/reliability.md): singular matrices (Neumann and graph Laplacians,
+#: rank-deficient products, n = 100 .. 490,000) estimate 4e-19 .. 6e-17, the estimate
+#: growing slowly with n (rounding accumulates in the factorization); the most
+#: ill-conditioned real matrices of tests/data 6e-10 (rajat19, hangGlider_2).
+RCOND_LIMIT = float(np.finfo(np.float64).eps)
+#: Between `RCOND_LIMIT` and this, a solve must also leave a residual that a
+#: backward-stable solve leaves: `|r| / |b| <= SUSPECT_RESIDUAL * eps / rcond`, else it is
+#: `SINGULAR`. A singular matrix too large for its estimate to fall below `RCOND_LIMIT`,
+#: solved against a physical load, leaves `|r| / |b|` of order 1. A topology-optimization
+#: design with floating islands held by E_min = 1e-9 (estimates 5e-15 .. 1e-11) leaves
+#: 2e-3 .. 0.1 times `eps / rcond`, the most with loads on the islands themselves
+#: (docs/reliability.md). At and above 1e-12 nothing more is asked: condition numbers up
+#: to 1e12 must solve.
+RCOND_SUSPECT = 1e-12
+SUSPECT_RESIDUAL = 0.5
+#: A pivot below this fraction of the largest entry of its column asks for a condition
+#: estimate. Singular matrices leave pivots of 1e-15 .. 1e-12 of their column (growing
+#: slowly with n); well-conditioned ones rarely go below 1e-2.
+PIVOT_GATE = 1e-6
+#: A solve whose `|b - Ax| / |b|` exceeds this asks for a condition estimate of its factor
+#: (once per factor): a backward-stable solve of a well-posed system stays far below it
+#: unless the matrix is very ill-conditioned, which the estimate then tells apart.
+RESIDUAL_TRIGGER = 1e-6
 #: Values whose magnitude leaves [2^-400, 2^400] are equilibrated before a factorization:
 #: far enough from the overflow threshold that no norm, product or growth of the factors
 #: overflows, and from the underflow threshold that no pivot becomes subnormal.
@@ -70,6 +91,18 @@ def scale(values: np.ndarray, e) -> np.ndarray:
     if np.iscomplexobj(values):
         return np.ldexp(values.real, e) + 1j * np.ldexp(values.imag, e)
     return np.ldexp(values, e)
+
+
+def scaled_columns(block: np.ndarray, row_exponents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(S, m)` with `S = diag(2^row_exponents) block diag(2^-m)` and each nonzero column of
+    `S` having its largest magnitude in [0.5, 1); computed exponent by exponent, so that no
+    intermediate product overflows or underflows (an all-zero column keeps `m = 0`)."""
+    magnitude = np.abs(block)
+    _, entry = np.frexp(np.where(magnitude > 0, magnitude, 1.0))
+    total = np.where(magnitude > 0, entry + row_exponents[:, None], np.iinfo(np.int32).min)
+    m = np.max(total, axis=0, initial=np.iinfo(np.int32).min)
+    m = np.where(m == np.iinfo(np.int32).min, 0, m).astype(np.int64)
+    return scale(block, row_exponents[:, None] - m[None, :]), m
 
 
 def is_extreme(largest: float) -> bool:
@@ -236,8 +269,8 @@ def checked_solve(
         into, out = out, into
     into = np.zeros(n, dtype=np.int64) if into is None else into
     out = np.zeros(n, dtype=np.int64) if out is None else out
-    rhs_exponents = exponents(np.max(np.abs(rhs), axis=0, initial=0.0))
-    b = scale(rhs, -into[:, None] - rhs_exponents[None, :])
+    # b = R rhs 2^-m, with R applied entry by entry so that nothing overflows on the way.
+    b, rhs_exponents = scaled_columns(rhs, -into)
     y = apply_inverse(b)
     steps = np.zeros(k, dtype=np.int32)
     with np.errstate(all="ignore"):
@@ -265,9 +298,11 @@ def checked_solve(
     # A solution whose scaling back overflows is not representable: never a success.
     ok = (error <= BACKWARD_ERROR_LIMIT) & np.all(np.isfinite(x), axis=0)
     status = np.where(ok, Status.OK, Status.SINGULAR).astype(np.int32)
-    # |b - op(A) x| / |b| = |R^-1 r| / |R^-1 b| for the scaled residual r (C for A^T).
+    # |b - op(A) x| / |b| = |R^-1 r| / |R^-1 b| for the scaled residual r (C for A^T),
+    # both scaled by the same power of two per column.
     with np.errstate(all="ignore"):
-        ratio = relative_residual(scale(residual, into[:, None]), scale(b, into[:, None]))
+        original, shift = scaled_columns(b, into)
+        ratio = relative_residual(scale(residual, into[:, None] - shift[None, :]), original)
     return SolveResult(x, status, steps, ratio)
 
 
@@ -322,6 +357,59 @@ def estimate_rcond(
         return 0.0
     with np.errstate(all="ignore"):
         return float(1.0 / (norm1 * estimate))
+
+
+@dataclasses.dataclass
+class Condition:
+    """What is known of a factorized matrix's conditioning; one per factor."""
+
+    rcond: float | None = None  # the estimate, once computed
+    singular: bool = False  # found singular to working precision after factorization
+
+
+def singular_result(n: int, k: int, dtype) -> SolveResult:
+    """Every column `SINGULAR`, with NaN solutions."""
+    return SolveResult(
+        np.full((n, k), np.nan, dtype=dtype),
+        np.full(k, Status.SINGULAR, dtype=np.int32),
+        np.zeros(k, dtype=np.int32),
+        np.full(k, np.nan),
+    )
+
+
+def confirm(result: SolveResult, condition: Condition, estimate: Callable[[], float]) -> SolveResult:
+    """`result`, checked against the matrix's conditioning when its residual asks for it.
+
+    A column reported `OK` whose relative residual exceeds `RESIDUAL_TRIGGER` has the
+    condition number estimated (`estimate()`, once per factor). Below `RCOND_LIMIT` the
+    matrix is singular to working precision: every column of this and later solves is
+    `SINGULAR`. Below `RCOND_SUSPECT`, so are the columns whose residual exceeds what a
+    backward-stable solve of a well-posed system leaves (`SUSPECT_RESIDUAL`).
+
+    This catches what pivots alone can miss: a singular matrix whose factorization ended in
+    a pivot not quite at rounding level, whose solves have a tiny backward error, a huge
+    solution and a residual of the order of `b`.
+    """
+    n, k = result.solution.shape
+    if condition.singular:
+        return singular_result(n, k, result.solution.dtype)
+    suspicious = (result.relative_residual > RESIDUAL_TRIGGER) & (result.status == Status.OK)
+    if not np.any(suspicious):
+        return result
+    if condition.rcond is None:
+        condition.rcond = estimate()
+    if condition.rcond < RCOND_LIMIT:
+        condition.singular = True
+        return singular_result(n, k, result.solution.dtype)
+    if condition.rcond >= RCOND_SUSPECT:
+        return result
+    suspicious &= result.relative_residual > SUSPECT_RESIDUAL * RCOND_LIMIT / condition.rcond
+    if not np.any(suspicious):
+        return result
+    solution, status = result.solution.copy(), result.status.copy()
+    solution[:, suspicious] = np.nan
+    status[suspicious] = Status.SINGULAR
+    return SolveResult(solution, status, result.num_steps, result.relative_residual)
 
 
 # ---------------------------------------------------------------- symmetry of values

@@ -12,11 +12,12 @@ What SuperLU does not report, and how it is caught (docs/reliability.md has the 
   does not. Its solves have a tiny normwise backward error and a solution of size 1e15
   (a pure-Neumann Laplacian: `|b - Ax| / |b|` of order 1). So after each factorization the
   pivots are read (`superlu_pivots`, O(n)) and compared with the largest entry of their
-  column; when one is below `PIVOT_GATE` of it, the reciprocal condition number of the
-  equilibrated matrix is estimated from the factors (`checks.estimate_rcond`, 4 to 6 block
-  solves), and below `checks.RCOND_LIMIT` the matrix is `SINGULAR`. A solve whose relative
-  residual exceeds `RESIDUAL_TRIGGER` has its factor's condition estimated too (once per
-  factor): a matrix the pivots did not flag cannot then return such a solve as a success.
+  column; when one is below `checks.PIVOT_GATE` of it, the reciprocal condition number of
+  the equilibrated matrix is estimated from the factors (`checks.estimate_rcond`, 4 to 6
+  block solves), and below `checks.RCOND_LIMIT` the matrix is `SINGULAR`. A solve whose
+  relative residual exceeds `checks.RESIDUAL_TRIGGER` has its factor's condition estimated
+  too (`checks.confirm`, once per factor): a matrix the pivots did not flag cannot then
+  return such a solve as a success.
 - Values near the overflow threshold overflow inside the LU (`[[1, 1e308], [-1, 1e308]]`):
   such matrices are equilibrated by powers of two first (`checks.equilibrate`).
 - `inf` entries give finite garbage and tiny pivots huge values: every solve goes through
@@ -37,24 +38,21 @@ from .base import FactorError, Pattern, single_threaded_blas, SolveResult, Statu
 from .checks import (
     checked_solve,
     column_maxima,
+    Condition,
+    confirm,
     equilibrate,
     estimate_rcond,
     is_extreme,
     matrix_norm,
     NormBound,
     one_norm,
+    PIVOT_GATE,
     RCOND_LIMIT,
 )
 from .options import SUPERLU_ORDERINGS
 
 
 ORDERINGS = SUPERLU_ORDERINGS
-#: A pivot below this fraction of the largest entry of its column asks for a condition
-#: estimate. Singular matrices leave pivots of 1e-15 .. 1e-12 of their column (growing
-#: slowly with n); well-conditioned ones rarely go below 1e-2.
-PIVOT_GATE = 1e-6
-#: A solve whose `|b - Ax| / |b|` exceeds this asks for a condition estimate of its factor.
-RESIDUAL_TRIGGER = 1e-6
 
 
 @dataclasses.dataclass
@@ -75,8 +73,7 @@ class _Factor:
     norm: float | NormBound  # max(|S|_1, |S|_inf), or a lower bound of it
     row_exponents: np.ndarray | None  # R = diag(2^-r) when equilibrated
     column_exponents: np.ndarray | None
-    rcond: float | None = None  # estimated reciprocal condition number, once computed
-    singular: bool = False  # set when a solve's condition estimate found it singular
+    condition: Condition = dataclasses.field(default_factory=Condition)
 
 
 class SuperLUBackend:
@@ -114,7 +111,7 @@ class SuperLUBackend:
     ) -> _Factor:
         del aux  # SuperLU depends on the matrix alone
         if pattern.n == 0:
-            return _Factor(None, None, matrix, 0.0, None, None, rcond=np.inf)
+            return _Factor(None, None, matrix, 0.0, None, None, Condition(rcond=np.inf))
         column_max = column_maxima(matrix)
         rows = columns = None
         if is_extreme(float(column_max.max(initial=0.0))) or is_extreme(
@@ -168,11 +165,12 @@ class SuperLUBackend:
             if np.all(ratio >= PIVOT_GATE):  # NaN (0 / 0: an empty column) fails
                 return
         # A small pivot, or pivots that cannot be read: estimate the condition number.
-        if self._rcond(factor) < RCOND_LIMIT:
+        rcond = self._rcond(factor)
+        if rcond < RCOND_LIMIT:
             raise FactorError(
                 Status.SINGULAR,
                 f"SuperLU: the matrix is singular to working precision (estimated "
-                f"reciprocal condition number {factor.rcond:.1e} < {RCOND_LIMIT:.0e})",
+                f"reciprocal condition number {rcond:.1e} < {RCOND_LIMIT:.0e})",
             )
 
     def _rcond(self, factor: _Factor) -> float:
@@ -182,8 +180,8 @@ class SuperLUBackend:
         here for the estimate only (`A`'s own condition number would call a matrix with a
         1e20 penalty row singular, while LU with partial pivoting solves it accurately).
         """
-        if factor.rcond is not None:
-            return factor.rcond
+        if factor.condition.rcond is not None:
+            return factor.condition.rcond
         matrix = factor.matrix
         n = matrix.shape[0]
         dtype = np.result_type(matrix.dtype, np.float64)
@@ -203,8 +201,9 @@ class SuperLUBackend:
             return self._apply_inverse(factor, block * up_c, True, True) * up_r
 
         with np.errstate(all="ignore"):
-            factor.rcond = estimate_rcond(solve, solve_adjoint, n, one_norm(equilibrated), dtype)
-        return factor.rcond
+            rcond = estimate_rcond(solve, solve_adjoint, n, one_norm(equilibrated), dtype)
+        factor.condition.rcond = rcond
+        return rcond
 
     def _apply_inverse(self, factor: _Factor, rhs: np.ndarray, transpose: bool, conjugate: bool):
         order = factor.column_order
@@ -238,26 +237,17 @@ class SuperLUBackend:
         if n == 0:
             empty = np.zeros(k)
             return SolveResult(rhs.copy(), np.zeros(k, np.int32), np.zeros(k, np.int32), empty)
-        if not factor.singular:
-            result = checked_solve(
-                lambda b: self._apply_inverse(factor, b, transpose, conjugate),
-                factor.matrix,
-                factor.norm,
-                rhs,
-                transpose,
-                conjugate,
-                factor.row_exponents,
-                factor.column_exponents,
-            )
-            suspicious = result.relative_residual > RESIDUAL_TRIGGER
-            if not np.any(suspicious & (result.status == Status.OK)):
-                return result
-            if self._rcond(factor) >= RCOND_LIMIT:
-                return result
-            factor.singular = True
-        nan = np.full((n, k), np.nan, dtype=np.result_type(rhs.dtype, factor.matrix.dtype))
-        singular = np.full(k, Status.SINGULAR, dtype=np.int32)
-        return SolveResult(nan, singular, np.zeros(k, np.int32), np.full(k, np.nan))
+        result = checked_solve(
+            lambda b: self._apply_inverse(factor, b, transpose, conjugate),
+            factor.matrix,
+            factor.norm,
+            rhs,
+            transpose,
+            conjugate,
+            factor.row_exponents,
+            factor.column_exponents,
+        )
+        return confirm(result, factor.condition, lambda: self._rcond(factor))
 
     def nbytes(self, factor: _Factor) -> int:
         matrix = factor.matrix
