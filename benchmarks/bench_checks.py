@@ -39,9 +39,9 @@ import scipy.sparse as sp  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import cvxopt  # noqa: E402, F401  (first: it decides the BLAS of CHOLMOD)
+
 from common import environment, markdown_table, poisson_2d, write_result  # noqa: E402
 from helpers import elasticity2d, poisson3d  # noqa: E402
-
 from lineax_sparse.backends import checks, superlu_pivots  # noqa: E402
 from lineax_sparse.backends.base import Pattern  # noqa: E402
 from lineax_sparse.backends.cholmod import CholmodBackend  # noqa: E402

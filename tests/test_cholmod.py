@@ -284,7 +284,9 @@ def test_floating_islands_are_estimated_and_cleared():
     assert quick is None and exact is None and not isinstance(quick_norm, NormBound)
     coo = a.tocoo()
     pattern = Pattern(a.shape[0], np.stack([coo.row, coo.col], 1).astype(np.int32))
-    backend = _backend(("cholmod", (("mode", "auto"), ("factorization", "LL"), ("ordering", "amd"))))
+    backend = _backend(
+        ("cholmod", (("mode", "auto"), ("factorization", "LL"), ("ordering", "amd")))
+    )
     csc = pattern.csc(pattern.assemble(coo.data))
     factor = backend.factor(pattern, backend.analyse(pattern), csc, None)
     assert factor.condition.rcond is not None and factor.condition.rcond > 100 * RCOND_LIMIT

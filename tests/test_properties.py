@@ -145,8 +145,17 @@ def systems(draw, solver_name: str) -> System:
     if solver_name in ("superlu", "auto") and kind == "spd":
         psd_tag = draw(st.booleans())
     return System(
-        dense, rows, cols, values.astype(dtype), rhs.astype(dtype), kind, dtype,
-        matrix_exp, rhs_exp, transform, psd_tag,
+        dense,
+        rows,
+        cols,
+        values.astype(dtype),
+        rhs.astype(dtype),
+        kind,
+        dtype,
+        matrix_exp,
+        rhs_exp,
+        transform,
+        psd_tag,
     )
 
 

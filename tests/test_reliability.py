@@ -28,7 +28,6 @@ from .helpers import (
     load,
     operator,
     poisson2d,
-    random_sparse,
     rigid_body_modes2d,
     with_data,
 )
@@ -243,9 +242,7 @@ def _penalised(penalty: float, asymmetry: tuple[int, int] | None):
 
 @pytest.mark.parametrize("penalty", [1e15, 1e20])
 @pytest.mark.parametrize("pair", [(20, 21), (0, 1)], ids=["elsewhere", "at-the-penalty"])
-@pytest.mark.parametrize(
-    "solver", [lxs.Cholmod(), lxs.AutoSparse()], ids=["cholmod", "auto"]
-)
+@pytest.mark.parametrize("solver", [lxs.Cholmod(), lxs.AutoSparse()], ids=["cholmod", "auto"])
 def test_an_asymmetric_pair_is_never_excused_by_a_large_entry(penalty, pair, solver):
     op = operator(_penalised(penalty, pair), PSD)
     expect_failure(unchecked(op, jnp.ones(64), solver), lx.RESULTS.singular)
@@ -317,9 +314,9 @@ def test_matrices_with_no_stored_entries(name, n, jit):
 @pytest.mark.parametrize("name", ALL_SOLVERS)
 def test_one_by_one(name):
     op = lxs.SparseOperator(jsparse.BCOO.fromdense(jnp.array([[4.0]])), PSD)
-    x, grad = jax.value_and_grad(lambda v: lx.linear_solve(op, v, solver=ALL_SOLVERS[name]).value[0])(
-        jnp.array([2.0])
-    )
+    x, grad = jax.value_and_grad(
+        lambda v: lx.linear_solve(op, v, solver=ALL_SOLVERS[name]).value[0]
+    )(jnp.array([2.0]))
     np.testing.assert_allclose(x, 0.5, rtol=1e-12)
     np.testing.assert_allclose(grad, [0.25], rtol=1e-12)
 
@@ -342,7 +339,10 @@ def _state():
         (lambda s: dataclasses.replace(s, indices=s.indices.astype(jnp.float32)), "indices"),
         (lambda s: dataclasses.replace(s, data=jnp.ones(s.data.shape, jnp.int32)), "data"),
         (lambda s: dataclasses.replace(s, spec=("nonsense", ())), "another solver"),
-        (lambda s: dataclasses.replace(s, spec=lxs.SuperLU().init(_state()[0], {}).spec), "another"),
+        (
+            lambda s: dataclasses.replace(s, spec=lxs.SuperLU().init(_state()[0], {}).spec),
+            "another",
+        ),
         (lambda s: dataclasses.replace(s, aux=jnp.ones((3, 1))), "aux"),
         (lambda s: "not a state", "init"),
     ],
@@ -539,7 +539,9 @@ def test_finite_duplicates_whose_sum_overflows_are_nonfinite_input(name):
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: lx.FunctionLinearOperator(lambda v: 2.0 * v, jax.ShapeDtypeStruct((4,), jnp.float64)),
+        lambda: lx.FunctionLinearOperator(
+            lambda v: 2.0 * v, jax.ShapeDtypeStruct((4,), jnp.float64)
+        ),
         lambda: lx.JacobianLinearOperator(
             lambda y, args: y**2, jnp.ones(4), jax.ShapeDtypeStruct((4,), jnp.float64)
         ),

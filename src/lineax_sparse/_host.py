@@ -128,6 +128,7 @@ def _start_owner() -> threading.Thread:
                 _jobs.put(_Job(fn, args))  # runs first; nobody waits for it
         return _owner
 
+
 #: None until the first native call; then whether `mallopt` was applied (module docstring).
 malloc_tuned: bool | None = None
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

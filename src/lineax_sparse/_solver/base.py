@@ -135,9 +135,7 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
         if state.aux is not None and (
             jnp.ndim(state.aux) != 2 or jnp.shape(state.aux)[0] != state.size
         ):
-            problems.append(
-                f"`aux` must have shape ({state.size}, k), got {jnp.shape(state.aux)}"
-            )
+            problems.append(f"`aux` must have shape ({state.size}, k), got {jnp.shape(state.aux)}")
         if problems:
             raise ValueError(f"`{name}` was given a malformed state: " + "; ".join(problems) + ".")
 

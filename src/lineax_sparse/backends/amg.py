@@ -129,7 +129,6 @@ convection-diffusion 128^2 with GMRES, forward / transposed, at cell Peclet numb
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import weakref

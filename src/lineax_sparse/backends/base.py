@@ -245,8 +245,12 @@ class Pattern:
         if self.in_order:
             return np.array(values, dtype=host)
         if complex_:
-            real = np.bincount(self.slot, weights=values.real.astype(np.float64), minlength=self.nnz + 1)
-            imag = np.bincount(self.slot, weights=values.imag.astype(np.float64), minlength=self.nnz + 1)
+            real = np.bincount(
+                self.slot, weights=values.real.astype(np.float64), minlength=self.nnz + 1
+            )
+            imag = np.bincount(
+                self.slot, weights=values.imag.astype(np.float64), minlength=self.nnz + 1
+            )
             return (real + 1j * imag)[: self.nnz]
         weights = values.astype(np.float64, copy=False)
         return np.bincount(self.slot, weights=weights, minlength=self.nnz + 1)[: self.nnz]

@@ -377,7 +377,9 @@ def singular_result(n: int, k: int, dtype) -> SolveResult:
     )
 
 
-def confirm(result: SolveResult, condition: Condition, estimate: Callable[[], float]) -> SolveResult:
+def confirm(
+    result: SolveResult, condition: Condition, estimate: Callable[[], float]
+) -> SolveResult:
     """`result`, checked against the matrix's conditioning when its residual asks for it.
 
     A column reported `OK` whose relative residual exceeds `RESIDUAL_TRIGGER` has the

@@ -197,7 +197,14 @@ class _Factor:
     """A numeric factorization; its CHOLMOD object goes back to the pool when it dies."""
 
     __slots__ = (
-        "capsule", "pool", "typecode", "matrix", "matrix_norm", "exponents", "nbytes", "condition"
+        "capsule",
+        "pool",
+        "typecode",
+        "matrix",
+        "matrix_norm",
+        "exponents",
+        "nbytes",
+        "condition",
     )
 
     def __init__(self, capsule, pool, typecode, matrix, norm, exponents, nbytes):
@@ -326,7 +333,9 @@ class CholmodBackend:
         size = _factor_bytes(capsule, n, typecode)
         if size is None:
             size = FILL_GUESS * analysis.lower.size * (itemsize + 8)
-        factor = _Factor(capsule, pool, typecode, matrix, norm, exponents, size + matrix.data.nbytes)
+        factor = _Factor(
+            capsule, pool, typecode, matrix, norm, exponents, size + matrix.data.nbytes
+        )
         if suspicious:  # a small pivot: is the matrix singular to working precision?
             rcond = self._rcond(factor)
             if rcond < RCOND_LIMIT:
@@ -493,7 +502,9 @@ class CholmodBackend:
         del guess  # a direct solve needs none
         if factor.capsule is None:  # n = 0
             k = rhs.shape[1]
-            return SolveResult(rhs.copy(), np.zeros(k, np.int32), np.zeros(k, np.int32), np.zeros(k))
+            return SolveResult(
+                rhs.copy(), np.zeros(k, np.int32), np.zeros(k, np.int32), np.zeros(k)
+            )
         flip = transpose != conjugate  # op(A) = conj(A) for A Hermitian
         result = checked_solve(
             lambda b: self._apply_inverse(factor, b, flip),
