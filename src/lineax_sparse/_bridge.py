@@ -1,4 +1,5 @@
-"""The only module that calls `jax.pure_callback`, and where handles are made.
+"""The only module that calls back into the host (`_callback.host_call`, a copy-free
+`jax.pure_callback`), and where handles are made.
 
 `make_handle` computes a matrix's handle inside the computation, with no host call: a 64-bit
 digest (two int32) of a strided sample of the matrix's values and indices. `solve` is the one
@@ -35,6 +36,7 @@ import numpy as np
 from jaxtyping import Array, Inexact, Int
 
 from . import _host, _native
+from ._callback import host_call
 from ._native import BackendSpec
 from .backends.base import Status
 
@@ -174,7 +176,7 @@ def solve(
     host = functools.partial(
         _solve_host, spec, n, transpose, conjugate, guess is not None, aux is not None
     )
-    solution, status, steps, residual = jax.pure_callback(
+    solution, status, steps, residual = host_call(
         host,
         (
             jax.ShapeDtypeStruct((n,), rhs.dtype),
@@ -183,7 +185,6 @@ def solve(
             jax.ShapeDtypeStruct((), _residual_dtype(rhs.dtype)),
         ),
         *arrays,
-        vmap_method="expand_dims",
     )
     stats = {"num_steps": steps, "relative_residual": residual}
     return solution, status_to_result(status), stats

@@ -288,17 +288,27 @@ def solve_batch(
     matrix_shapes = [handles.shape[:-1], values.shape[:-1], indices.shape[:-2]]
     if aux is not None:
         matrix_shapes.append(aux.shape[:-2])
-    matrix_batch = np.broadcast_shapes(*matrix_shapes)
     vector_shapes = [rhs.shape[:-1]] + ([] if guess is None else [guess.shape[:-1]])
-    batch = np.broadcast_shapes(matrix_batch, *vector_shapes)
-    flat_handles, flat_values, flat_indices = _flat(handles, 1), _flat(values, 1), _flat(indices, 2)
-    flat_aux = None if aux is None else _flat(aux, 2)
-    maps = [_batch_map(shape, matrix_batch) for shape in matrix_shapes]
-    handle_of, value_of, index_of = maps[:3]
-    aux_of = maps[3] if aux is not None else None
-    matrix_of = _batch_map(matrix_batch, batch)
-    flat_rhs = _flat(rhs, 1)[_batch_map(rhs.shape[:-1], batch)]
-    flat_guess = None if guess is None else _flat(guess, 1)[_batch_map(guess.shape[:-1], batch)]
+    if not any(matrix_shapes) and not any(vector_shapes):
+        # No batch (the common case): one matrix, one right-hand side.
+        matrix_batch = batch = ()
+        flat_handles, flat_values, flat_indices = handles[None], values[None], indices[None]
+        flat_aux = None if aux is None else aux[None]
+        handle_of = value_of = index_of = aux_of = matrix_of = np.zeros(1, dtype=np.int64)
+        flat_rhs = rhs[None]
+        flat_guess = None if guess is None else guess[None]
+    else:
+        matrix_batch = np.broadcast_shapes(*matrix_shapes)
+        batch = np.broadcast_shapes(matrix_batch, *vector_shapes)
+        flat_handles = _flat(handles, 1)
+        flat_values, flat_indices = _flat(values, 1), _flat(indices, 2)
+        flat_aux = None if aux is None else _flat(aux, 2)
+        maps = [_batch_map(shape, matrix_batch) for shape in matrix_shapes]
+        handle_of, value_of, index_of = maps[:3]
+        aux_of = maps[3] if aux is not None else None
+        matrix_of = _batch_map(matrix_batch, batch)
+        flat_rhs = _flat(rhs, 1)[_batch_map(rhs.shape[:-1], batch)]
+        flat_guess = None if guess is None else _flat(guess, 1)[_batch_map(guess.shape[:-1], batch)]
 
     size = math.prod(batch)
     solution = np.full((size, n), np.nan, dtype=rhs.dtype)
@@ -309,8 +319,8 @@ def solve_batch(
     host_dtype = _host_dtype(values.dtype, rhs.dtype)
     registry.count("host_calls")
     _this_call.clear()
-    for m in np.unique(matrix_of):
-        columns = np.flatnonzero(matrix_of == m)
+    for m in np.unique(matrix_of) if size > 1 else (0,):
+        columns = np.flatnonzero(matrix_of == m) if size > 1 else np.zeros(1, dtype=np.int64)
         try:
             key, entry = _entry(
                 spec,

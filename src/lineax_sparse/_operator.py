@@ -171,6 +171,41 @@ class SparseOperator(lx.AbstractLinearOperator):
         bcoo = jsparse.BCOO((data, jnp.asarray(indices)), shape=coo.shape)
         return cls(bcoo, tags)
 
+    @classmethod
+    def from_operator(
+        cls,
+        operator: lx.AbstractLinearOperator,
+        sparsity: Any,
+        tags: object | Iterable[object] | None = None,
+    ) -> SparseOperator:
+        """The matrix of any square lineax operator, given its sparsity pattern.
+
+        Materialised by graph-coloured products (see [`lineax_sparse.Materialise`][]):
+        the pattern is coloured once on the host, then one Jacobian-vector product per
+        colour (or vector-Jacobian product, when colouring rows needs fewer) under
+        `jax.vmap`. It is ordinary JAX: it works under `jit`, and derivatives flow to the
+        parameters the operator closes over (implicit differentiation of a matrix-free
+        solve with respect to them, say).
+
+        **Arguments:**
+
+        - `operator`: a square lineax operator (`FunctionLinearOperator`,
+            `JacobianLinearOperator`, sums, compositions, ...). Pytree inputs and outputs
+            are flattened leaf by leaf in `jax.tree_util` order (each leaf raveled), and the
+            result acts on such flat vectors.
+        - `sparsity`: the pattern of its matrix (outputs x inputs), concrete: a scipy.sparse
+            matrix, a BCOO, a dense boolean array, `(rows, cols)` index arrays, or an asdex
+            pattern from [`lineax_sparse.detect_sparsity`][]. The diagonal is always added.
+        - `tags`: the tags of the result; by default those lineax knows of `operator`.
+
+        **Returns:**
+
+        A `SparseOperator` with the operator's values at the pattern's entries.
+        """
+        from ._materialise import materialise
+
+        return materialise(operator, sparsity, tags)
+
     @property
     def matrix(self) -> jsparse.BCOO:
         """The operator's matrix as a BCOO."""

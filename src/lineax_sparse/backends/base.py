@@ -101,7 +101,7 @@ class Pattern:
     """
 
     def __init__(self, n: int, indices: np.ndarray):
-        indices = np.ascontiguousarray(indices)
+        indices = np.array(indices, order="C", copy=True)  # a view of XLA's buffer: ours now
         self.n = n
         self.indices = indices
         self.key = fingerprint(indices) + (n,)

@@ -267,14 +267,18 @@ def checked_solve(
     into, out = (row_exponents, column_exponents)
     if transpose:  # A^T x = b  <=>  (R A C)^T (R^-1 x) = C b
         into, out = out, into
-    into = np.zeros(n, dtype=np.int64) if into is None else into
-    out = np.zeros(n, dtype=np.int64) if out is None else out
-    # b = R rhs 2^-m, with R applied entry by entry so that nothing overflows on the way.
-    b, rhs_exponents = scaled_columns(rhs, -into)
-    y = apply_inverse(b)
-    steps = np.zeros(k, dtype=np.int32)
     with np.errstate(all="ignore"):
+        if into is None:
+            # Unequilibrated (the common case): one power of two per column.
+            largest = np.max(np.abs(rhs), axis=0, initial=0.0)
+            rhs_exponents = exponents(largest)
+            b = scale(rhs, -rhs_exponents[None, :])
+        else:
+            # b = R rhs 2^-m, R applied entry by entry: nothing overflows on the way.
+            b, rhs_exponents = scaled_columns(rhs, -into)
+        y = apply_inverse(b)
         residual = b - operator_apply(matrix, y, transpose, conjugate)
+    steps = np.zeros(k, dtype=np.int32)
     if isinstance(norm, NormBound):
         error = backward_error(residual, y, b, norm.lower)
         if np.any(error > BACKWARD_ERROR_LIMIT):
@@ -294,15 +298,20 @@ def checked_solve(
         steps[bad] += 1
         error[bad] = backward_error(residual[:, bad], y[:, bad], b[:, bad], norm)
     with np.errstate(all="ignore"):
-        x = scale(y, rhs_exponents[None, :] - out[:, None])
-    # A solution whose scaling back overflows is not representable: never a success.
-    ok = (error <= BACKWARD_ERROR_LIMIT) & np.all(np.isfinite(x), axis=0)
-    status = np.where(ok, Status.OK, Status.SINGULAR).astype(np.int32)
-    # |b - op(A) x| / |b| = |R^-1 r| / |R^-1 b| for the scaled residual r (C for A^T),
-    # both scaled by the same power of two per column.
-    with np.errstate(all="ignore"):
-        original, shift = scaled_columns(b, into)
-        ratio = relative_residual(scale(residual, into[:, None] - shift[None, :]), original)
+        if out is None:
+            x = scale(y, rhs_exponents[None, :])
+        else:
+            x = scale(y, rhs_exponents[None, :] - out[:, None])
+        # A solution whose scaling back overflows is not representable: never a success.
+        ok = (error <= BACKWARD_ERROR_LIMIT) & np.all(np.isfinite(x), axis=0)
+        status = np.where(ok, Status.OK, Status.SINGULAR).astype(np.int32)
+        # |b - op(A) x| / |b| = |R^-1 r| / |R^-1 b| for the scaled residual r (C for A^T),
+        # both scaled by the same power of two per column.
+        if into is None:
+            ratio = relative_residual(residual, b)
+        else:
+            original, shift = scaled_columns(b, into)
+            ratio = relative_residual(scale(residual, into[:, None] - shift[None, :]), original)
     return SolveResult(x, status, steps, ratio)
 
 
