@@ -6,7 +6,6 @@ Importing this package changes no global JAX configuration.
 import importlib.metadata
 
 from ._operator import SparseOperator as SparseOperator
-from ._sparsity import detect_sparsity as detect_sparsity
 from ._registry import (
     cache_info as cache_info,
     CacheInfo as CacheInfo,
@@ -22,6 +21,7 @@ from ._solver.base import (
 from ._solver.cholmod import Cholmod as Cholmod
 from ._solver.materialise import Materialise as Materialise, MaterialiseState as MaterialiseState
 from ._solver.superlu import SuperLU as SuperLU
+from ._sparsity import detect_sparsity as detect_sparsity
 
 
 __version__ = importlib.metadata.version("lineax-sparse")

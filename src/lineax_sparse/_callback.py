@@ -106,10 +106,10 @@ if _AVAILABLE:
 
     def _batch(args, dims, *, callback, result_avals):
         # An argument that is not batched has `None` for its dimension.
-        size = next(arg.shape[dim] for arg, dim in zip(args, dims) if dim is not None)
+        size = next(arg.shape[dim] for arg, dim in zip(args, dims, strict=True) if dim is not None)
         moved = [
             jnp.expand_dims(arg, 0) if dim is None else jnp.moveaxis(arg, dim, 0)
-            for arg, dim in zip(args, dims)
+            for arg, dim in zip(args, dims, strict=True)
         ]
         batched_avals = tuple(
             jax.core.ShapedArray((size,) + aval.shape, aval.dtype) for aval in result_avals

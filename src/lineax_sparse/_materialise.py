@@ -73,7 +73,7 @@ class Structure:
 
     def unflatten(self, vector: Array) -> Any:
         pieces, start = [], 0
-        for shape, dtype, size in zip(self.shapes, self.dtypes, self.sizes):
+        for shape, dtype, size in zip(self.shapes, self.dtypes, self.sizes, strict=True):
             piece = vector[start : start + size].reshape(shape)
             if not jnp.issubdtype(dtype, jnp.complexfloating):
                 piece = piece.real

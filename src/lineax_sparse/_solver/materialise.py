@@ -87,7 +87,8 @@ class Materialise(lx.AbstractLinearSolver[MaterialiseState]):
 
     ```python
     pattern = lxs.detect_sparsity(lambda y: residual(y, args), y0)
-    solver = optx.Newton(rtol=1e-8, atol=1e-8, linear_solver=lxs.Materialise(lxs.SuperLU(), pattern))
+    linear_solver = lxs.Materialise(lxs.SuperLU(), pattern)
+    solver = optx.Newton(rtol=1e-8, atol=1e-8, linear_solver=linear_solver)
     ```
 
     Pytrees in and out are flattened leaf by leaf (the order of `jax.flatten_util`), as
