@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -11,7 +11,16 @@ from jaxtyping import Array
 
 from .._native import BackendSpec
 from .._operator import SparseOperator
-from ..backends.options import AMG_CYCLES, AMG_KRYLOV, AMG_METHODS, AMG_SMOOTHERS
+from ..backends.options import (
+    AMG_CYCLES,
+    AMG_KRYLOV,
+    AMG_METHODS,
+    AMG_SMOOTHERS,
+    AMGCycle,
+    AMGKrylov,
+    AMGMethod,
+    AMGSmoother,
+)
 from .base import AbstractHostSolver, HostSolverState
 
 
@@ -63,16 +72,14 @@ class AMG(AbstractHostSolver):
         lineax refuses tangents for options). Transposed solves start from zero.
     """
 
-    method: Literal["smoothed_aggregation", "ruge_stuben", "air", "nonsymmetric_sa"] = (
-        "smoothed_aggregation"
-    )
-    krylov: Literal["cg", "gmres", "bicgstab", "none"] = "cg"
+    method: AMGMethod = "smoothed_aggregation"
+    krylov: AMGKrylov = "cg"
     rtol: float = 1e-8
     atol: float = 0.0
     max_steps: int = 500
     adjoint_rtol: float | None = None
-    cycle: Literal["V", "W", "F"] = "V"
-    smoother: Literal["default", "gauss_seidel", "jacobi", "sor", "chebyshev"] = "default"
+    cycle: AMGCycle = "V"
+    smoother: AMGSmoother = "default"
     near_nullspace: Array | None = eqx.field(default=None, converter=_near_nullspace)
     reuse: int = 0
 

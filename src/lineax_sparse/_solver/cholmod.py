@@ -1,12 +1,17 @@
 from __future__ import annotations
 
-from typing import Literal
-
 import lineax as lx
 
 from .._native import BackendSpec
 from .._operator import SparseOperator
-from ..backends.options import CHOLMOD_FACTORIZATIONS, CHOLMOD_MODES, CHOLMOD_ORDERINGS
+from ..backends.options import (
+    CHOLMOD_FACTORIZATIONS,
+    CHOLMOD_MODES,
+    CHOLMOD_ORDERINGS,
+    CholmodFactorization,
+    CholmodMode,
+    CholmodOrdering,
+)
 from .base import AbstractHostSolver
 
 
@@ -55,9 +60,9 @@ class Cholmod(AbstractHostSolver):
     This solver takes no `options`.
     """
 
-    mode: Literal["auto", "supernodal", "simplicial"] = "auto"
-    factorization: Literal["LL", "LDL"] = "LL"
-    ordering: Literal["amd", "natural"] = "amd"
+    mode: CholmodMode = "auto"
+    factorization: CholmodFactorization = "LL"
+    ordering: CholmodOrdering = "amd"
 
     def __check_init__(self):
         for name, value, allowed in (

@@ -78,11 +78,9 @@ SYMMETRY_FLOOR = 1e-14
 
 
 def exponents(magnitudes: np.ndarray) -> np.ndarray:
-    """`e` (int64) with `magnitudes * 2^-e` in `[0.5, 1)`; 0 where zero or not finite."""
-    magnitudes = np.asarray(magnitudes, dtype=np.float64)
-    usable = np.isfinite(magnitudes) & (magnitudes > 0)
-    _, e = np.frexp(np.where(usable, magnitudes, 1.0))
-    return np.where(usable, e, 0).astype(np.int64)
+    """`e` with `magnitudes * 2^-e` in `[0.5, 1)`; 0 where zero or not finite (`frexp`'s
+    own convention for those)."""
+    return np.frexp(np.asarray(magnitudes, dtype=np.float64))[1]
 
 
 def scale(values: np.ndarray, e) -> np.ndarray:
@@ -263,6 +261,8 @@ def checked_solve(
     up to `REFINEMENT_STEPS` steps of refinement (small pivots often leave a solution a few
     steps repair); those still above, and solutions that are not finite, are `SINGULAR`.
     """
+    if row_exponents is None and column_exponents is None:
+        return _checked_solve_unscaled(apply_inverse, matrix, norm, rhs, transpose, conjugate)
     n, k = rhs.shape
     into, out = (row_exponents, column_exponents)
     if transpose:  # A^T x = b  <=>  (R A C)^T (R^-1 x) = C b
@@ -312,6 +312,58 @@ def checked_solve(
         else:
             original, shift = scaled_columns(b, into)
             ratio = relative_residual(scale(residual, into[:, None] - shift[None, :]), original)
+    return SolveResult(x, status, steps, ratio)
+
+
+def _checked_solve_unscaled(apply_inverse, matrix, norm, rhs, transpose, conjugate):
+    """`checked_solve` for a matrix that was not equilibrated: the same checks with as few
+    array operations as possible (thousands of small solves run through here in a stiff
+    ODE integration). Only each right-hand side is scaled, by one power of two."""
+    n, k = rhs.shape
+    with np.errstate(all="ignore"):
+        largest = np.max(np.abs(rhs), axis=0, initial=0.0)
+        shift = np.frexp(largest)[1]
+        b = scale(rhs, -shift[None, :])  # |b|_inf in [0.5, 1) per column, or 0
+        y = apply_inverse(b)
+        residual = b - operator_apply(matrix, y, transpose, conjugate)
+        b_max = np.ldexp(largest, -shift)
+
+        def error_of(columns, lower_norm):
+            r_max = np.max(np.abs(residual[:, columns]), axis=0, initial=0.0)
+            y_max = np.max(np.abs(y[:, columns]), axis=0, initial=0.0)
+            den = lower_norm * y_max + b_max[columns]
+            error = np.where(den > 0, r_max / np.where(den > 0, den, 1.0), r_max)
+            return np.where(np.isfinite(error) & np.isfinite(r_max), error, np.inf)
+
+        everything = slice(None)
+        if isinstance(norm, NormBound):
+            error = error_of(everything, norm.lower)
+            if np.any(error > BACKWARD_ERROR_LIMIT):
+                norm = norm.exact()
+                error = error_of(everything, norm)
+            else:
+                norm = norm.lower
+        else:
+            error = error_of(everything, norm)
+        steps = np.zeros(k, dtype=np.int32)
+        for _ in range(REFINEMENT_STEPS):
+            bad = np.flatnonzero((error > BACKWARD_ERROR_LIMIT) & np.all(np.isfinite(y), axis=0))
+            if bad.size == 0:
+                break
+            y[:, bad] += apply_inverse(residual[:, bad])
+            residual[:, bad] = b[:, bad] - operator_apply(matrix, y[:, bad], transpose, conjugate)
+            steps[bad] += 1
+            error[bad] = error_of(bad, norm)
+        x = scale(y, shift[None, :])
+        ok = (error <= BACKWARD_ERROR_LIMIT) & np.all(np.isfinite(x), axis=0)
+        status = np.where(ok, Status.OK, Status.SINGULAR).astype(np.int32)
+        # b is scaled to at most 1: its 2-norm cannot overflow; a residual that could
+        # (a column that failed anyway) takes the scaled norm.
+        num = np.linalg.norm(residual, axis=0)
+        if not np.all(np.isfinite(num)):
+            num = column_norms(residual)
+        den = np.linalg.norm(b, axis=0)
+        ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), num)
     return SolveResult(x, status, steps, ratio)
 
 

@@ -1,16 +1,29 @@
-"""The choices each backend accepts: one list per option, shared by the solver classes (which
-check them at construction) and the backends (which map them onto the native libraries).
+"""The choices each backend accepts, written once: each option's `Literal` type (used by the
+solver classes' annotations) and the tuple of its values derived from it (used to check
+them at construction and by the backends).
 
-No imports, so that the solver classes can check options without loading any native library.
+No imports beyond `typing`, so that the solver classes can check options without loading
+any native library.
 """
 
-SUPERLU_ORDERINGS = ("COLAMD", "MMD_AT_PLUS_A", "MMD_ATA", "NATURAL")
+from typing import get_args, Literal
 
-CHOLMOD_MODES = ("auto", "supernodal", "simplicial")
-CHOLMOD_FACTORIZATIONS = ("LL", "LDL")
-CHOLMOD_ORDERINGS = ("amd", "natural")
 
-AMG_METHODS = ("smoothed_aggregation", "ruge_stuben", "air", "nonsymmetric_sa")
-AMG_KRYLOV = ("cg", "gmres", "bicgstab", "none")
-AMG_CYCLES = ("V", "W", "F")
-AMG_SMOOTHERS = ("default", "gauss_seidel", "jacobi", "sor", "chebyshev")
+SuperLUOrdering = Literal["auto", "COLAMD", "MMD_AT_PLUS_A", "MMD_ATA", "NATURAL"]
+SUPERLU_ORDERINGS = get_args(SuperLUOrdering)
+
+CholmodMode = Literal["auto", "supernodal", "simplicial"]
+CholmodFactorization = Literal["LL", "LDL"]
+CholmodOrdering = Literal["amd", "natural"]
+CHOLMOD_MODES = get_args(CholmodMode)
+CHOLMOD_FACTORIZATIONS = get_args(CholmodFactorization)
+CHOLMOD_ORDERINGS = get_args(CholmodOrdering)
+
+AMGMethod = Literal["smoothed_aggregation", "ruge_stuben", "air", "nonsymmetric_sa"]
+AMGKrylov = Literal["cg", "gmres", "bicgstab", "none"]
+AMGCycle = Literal["V", "W", "F"]
+AMGSmoother = Literal["default", "gauss_seidel", "jacobi", "sor", "chebyshev"]
+AMG_METHODS = get_args(AMGMethod)
+AMG_KRYLOV = get_args(AMGKrylov)
+AMG_CYCLES = get_args(AMGCycle)
+AMG_SMOOTHERS = get_args(AMGSmoother)

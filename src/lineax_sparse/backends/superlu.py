@@ -90,6 +90,16 @@ class SuperLUBackend:
         del pattern
         return _Ordering()
 
+    def _ordering(self, pattern: Pattern) -> str:
+        """SuperLU's `permc_spec` for this pattern (`"auto"` decided once per pattern)."""
+        if self.ordering != "auto":
+            return self.ordering
+        # Minimum degree on A^T + A suits structurally symmetric patterns (FEM, stencils,
+        # PDE Jacobians): half COLAMD's fill and 1.4-2.1x faster on 2D problems, slower
+        # (but with less fill) on a 3D Poisson 30^3. COLAMD for the others.
+        _, _, unpaired = pattern.symmetry_pairs()
+        return "MMD_AT_PLUS_A" if unpaired.size == 0 else "COLAMD"
+
     def _splu(self, matrix: sp.csc_matrix, permc_spec: str):
         try:
             with np.errstate(all="ignore"):
@@ -120,7 +130,7 @@ class SuperLUBackend:
             matrix, rows, columns = equilibrate(matrix)
             column_max = column_maxima(matrix)
         if analysis.column_order is None:
-            lu = self._splu(matrix, self.ordering)
+            lu = self._splu(matrix, self._ordering(pattern))
             analysis.column_order = np.argsort(lu.perm_c).astype(np.int32)
             order = None
             factored_columns = analysis.column_order  # U's column j is A's column q[j]
