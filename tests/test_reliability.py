@@ -551,7 +551,8 @@ def test_finite_duplicates_whose_sum_overflows_are_nonfinite_input(name):
 def test_matrix_free_operators_get_an_explanation(make):
     with pytest.raises(ValueError, match="matrix-free") as error:
         lx.linear_solve(make(), jnp.ones(4), solver=lxs.SuperLU())
-    assert "SparseOperator" in str(error.value)
+    assert "Materialise(SuperLU(), sparsity)" in str(error.value)
+    assert "detect_sparsity" in str(error.value)
 
 
 def test_retirements_evictions_and_misses_are_told_apart(getkey):

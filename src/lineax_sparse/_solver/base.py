@@ -191,10 +191,11 @@ def _not_sparse_message(solver: str, operator: Any) -> str:
             return (
                 f"`{solver}` needs the matrix's sparsity, but was given a matrix-free "
                 f"`lineax.{kind}` (the kind optimistix and diffrax pass to their linear "
-                "solver): it only knows how to multiply by a vector. Build "
-                "`lineax_sparse.SparseOperator(bcoo)` from the assembled matrix and solve "
-                "with that, or use a matrix-free lineax solver (`lineax.GMRES`, "
-                "`lineax.CG`) for this operator."
+                "solver): it only knows how to multiply by a vector. Give the solver the "
+                "operator's sparsity pattern and it materialises the matrix itself: "
+                f"`lineax_sparse.Materialise({solver}(), sparsity)`, with `sparsity` from "
+                "`lineax_sparse.detect_sparsity(fn, x)` or a scipy.sparse pattern; or build "
+                "`lineax_sparse.SparseOperator(bcoo)` if you hold the assembled matrix."
             )
         return (
             f"`{solver}` may only be used with `lineax_sparse.SparseOperator`, got the dense "

@@ -1,0 +1,383 @@
+"""Matrix-free operators as sparse matrices: `SparseOperator.from_operator`, `Materialise`
+and `detect_sparsity`, each against dense JAX (`jax.jacfwd`, `jnp.linalg`)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from jax.experimental import sparse as jsparse
+from jax.flatten_util import ravel_pytree
+
+import lineax_sparse as lxs
+from lineax_sparse._materialise import as_pattern
+
+
+PSD = lx.positive_semidefinite_tag
+
+
+def diffusion_residual(u, kappa):
+    """-div((1 + kappa u^2) grad u) - 1 on a 2D grid (Dirichlet zero), as PDE codes write it."""
+    m = u.shape[0]
+    h = 1.0 / (m + 1)
+    up = jnp.pad(u, 1)
+    k = 1 + kappa * up**2
+    kx = 0.5 * (k[1:, 1:-1] + k[:-1, 1:-1])
+    ky = 0.5 * (k[1:-1, 1:] + k[1:-1, :-1])
+    fx = kx * (up[1:, 1:-1] - up[:-1, 1:-1])
+    fy = ky * (up[1:-1, 1:] - up[1:-1, :-1])
+    return (-(fx[1:] - fx[:-1]) - (fy[:, 1:] - fy[:, :-1])) / h**2 - 1.0
+
+
+def brusselator(y, params):
+    """A periodic 2D reaction-diffusion system with two fields (a pytree of 2-D arrays)."""
+    u, v = y
+    a, b = params
+    m = u.shape[0]
+
+    def lap(w):
+        rolled = jnp.roll(w, 1, 0) + jnp.roll(w, -1, 0) + jnp.roll(w, 1, 1) + jnp.roll(w, -1, 1)
+        return (rolled - 4 * w) * m**2
+
+    return (a + u**2 * v - (b + 1) * u + 0.01 * lap(u), b * u - u**2 * v + 0.01 * lap(v))
+
+
+def dense_jacobian(fn, x):
+    flat, unravel = ravel_pytree(x)
+    return np.asarray(jax.jacfwd(lambda z: ravel_pytree(fn(unravel(z)))[0])(flat))
+
+
+def grid_state(m, seed=0):
+    rng = np.random.default_rng(seed)
+    return (jnp.asarray(rng.uniform(0.5, 1.5, (m, m))), jnp.asarray(rng.uniform(0.5, 1.5, (m, m))))
+
+
+# ------------------------------------------------------------------ patterns
+
+
+def test_every_form_of_pattern_gives_the_same_pattern():
+    dense = np.zeros((5, 5), dtype=bool)
+    dense[[0, 1, 2, 3, 4, 0], [0, 1, 2, 3, 4, 3]] = True
+    rows, cols = np.nonzero(dense)
+    import asdex
+
+    forms = [
+        sp.csr_matrix(dense.astype(float)),
+        sp.coo_array(dense.astype(float)),
+        jsparse.BCOO.fromdense(jnp.asarray(dense.astype(float))),
+        dense,
+        jnp.asarray(dense),
+        (rows, cols),
+        asdex.SparsityPattern.from_dense(dense),
+        asdex.jacobian_coloring_from_sparsity(asdex.SparsityPattern.from_dense(dense)),
+    ]
+    expected = as_pattern(dense)
+    for form in forms:
+        pattern = as_pattern(form).bind(5, 5)
+        assert pattern == expected.bind(5, 5), type(form)
+        assert hash(pattern) == hash(expected.bind(5, 5))
+
+
+def test_a_traced_pattern_says_what_to_do():
+    @jax.jit
+    def solve(pattern_array, b):
+        return lxs.Materialise(lxs.SuperLU(), pattern_array)
+
+    with pytest.raises(ValueError, match="concrete"):
+        solve(jnp.eye(3, dtype=bool), jnp.ones(3))
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.ones((3, 3, 3)), "must be"),
+        (("a", "b"), "integer"),
+        ((np.array([0, 1]), np.array([0])), "as many"),
+        (sp.eye(4), None),  # fine as a pattern, wrong for a 3 x 3 operator
+    ],
+)
+def test_malformed_patterns_are_refused(bad, message):
+    op = lx.MatrixLinearOperator(jnp.eye(3))
+    with pytest.raises(ValueError, match=message or "columns|rows|outside"):
+        lxs.SparseOperator.from_operator(op, bad)
+
+
+# ------------------------------------------------------------------ from_operator
+
+
+@pytest.mark.parametrize("kind", ["function", "jacobian"])
+def test_from_operator_matches_the_dense_jacobian_with_pytrees(kind):
+    y = grid_state(6)
+    params = (1.0, 3.0)
+    fn = lambda state: brusselator(state, params)  # noqa: E731
+    pattern = lxs.detect_sparsity(fn, y)
+    if kind == "function":
+        _, linear = jax.linearize(fn, y)
+        op = lx.FunctionLinearOperator(linear, jax.eval_shape(lambda: y))
+    else:
+        op = lx.JacobianLinearOperator(lambda state, args: fn(state), y)
+    sparse = eqx.filter_jit(lambda o: lxs.SparseOperator.from_operator(o, pattern))(op)
+    np.testing.assert_allclose(sparse.as_matrix(), dense_jacobian(fn, y), rtol=1e-13, atol=1e-12)
+
+
+def test_inputs_and_outputs_of_different_structures():
+    """A dict of outputs from a tuple of inputs, of mixed shapes."""
+
+    def fn(y):
+        a, b = y
+        return {"first": a[1:] * b[0], "second": jnp.concatenate([a[:1] ** 2, b * a[-1]])}
+
+    y = (jnp.linspace(1.0, 2.0, 4), jnp.linspace(-1.0, 1.0, 3))
+    op = lx.JacobianLinearOperator(lambda state, args: fn(state), y)
+    sparse = lxs.SparseOperator.from_operator(op, lxs.detect_sparsity(fn, y))
+    np.testing.assert_allclose(sparse.as_matrix(), dense_jacobian(fn, y), rtol=1e-14)
+
+
+def test_row_colouring_is_used_when_it_needs_fewer_colours():
+    """A dense row (an integral constraint) makes every column conflict: VJPs win."""
+    n = 40
+
+    def fn(x):
+        return jnp.concatenate([x[:-1] ** 2 + x[1:], jnp.sum(x**3)[None]])
+
+    x = jnp.linspace(0.1, 1.0, n)
+    pattern = lxs.detect_sparsity(fn, x)
+    coloring = as_pattern(pattern).bind(n, n).coloring()
+    assert coloring.mode == "rev" and coloring.num_colors <= 4
+    op = lx.JacobianLinearOperator(lambda z, args: fn(z), x)
+    sparse = lxs.SparseOperator.from_operator(op, pattern)
+    np.testing.assert_allclose(sparse.as_matrix(), dense_jacobian(fn, x), rtol=1e-13)
+
+
+def test_from_operator_differentiates_through_the_operator_parameters():
+    """Gradients flow to what the operator closes over (implicit differentiation of a
+    matrix-free solve with respect to its parameters)."""
+    m = 5
+    u = jnp.asarray(np.random.default_rng(1).uniform(size=(m, m)))
+    pattern = lxs.detect_sparsity(lambda w: diffusion_residual(w, 1.0), u)
+    b = jnp.linspace(1.0, 2.0, m * m)
+
+    def loss(kappa):
+        op = lx.JacobianLinearOperator(lambda w, args: diffusion_residual(w, kappa), u)
+        sparse = lxs.SparseOperator.from_operator(op, pattern)
+        return jnp.sum(lx.linear_solve(sparse, b, solver=lxs.SuperLU()).value ** 2)
+
+    def dense_loss(kappa):
+        matrix = jax.jacfwd(lambda w: diffusion_residual(w.reshape(m, m), kappa).ravel())(u.ravel())
+        return jnp.sum(jnp.linalg.solve(matrix, b) ** 2)
+
+    np.testing.assert_allclose(loss(0.7), dense_loss(0.7), rtol=1e-12)
+    np.testing.assert_allclose(jax.grad(loss)(0.7), jax.grad(dense_loss)(0.7), rtol=1e-9)
+
+
+def test_square_patterns_include_the_diagonal():
+    # I - h J with a J whose pattern has no diagonal (a pure transport stencil).
+    n = 10
+    fn = lambda x: jnp.roll(x, 1) - jnp.roll(x, -1)  # noqa: E731
+    pattern = lxs.detect_sparsity(fn, jnp.zeros(n))
+    jac = lx.JacobianLinearOperator(lambda z, args: fn(z), jnp.zeros(n))
+    op = lx.IdentityLinearOperator(jac.in_structure()) - 0.1 * jac
+    sparse = lxs.SparseOperator.from_operator(op, pattern)
+    np.testing.assert_allclose(sparse.as_matrix(), np.asarray(op.as_matrix()), rtol=1e-15)
+
+
+# ------------------------------------------------------------------ Materialise
+
+
+def _newton_operator(m=6):
+    y = grid_state(m, seed=3)
+    fn = lambda state: brusselator(state, (1.0, 3.0))  # noqa: E731
+    _, linear = jax.linearize(fn, y)
+    jac = lx.FunctionLinearOperator(linear, jax.eval_shape(lambda: y))
+    op = lx.IdentityLinearOperator(jac.in_structure()) - 0.05 * jac
+    return op, lxs.detect_sparsity(fn, y), y
+
+
+@pytest.mark.parametrize("inner", [lxs.SuperLU(), lxs.AutoSparse()], ids=["superlu", "auto"])
+def test_materialise_solves_pytree_operators_under_every_transformation(inner):
+    op, pattern, y = _newton_operator()
+    solver = lxs.Materialise(inner, pattern)
+    dense = np.asarray(op.as_matrix())
+    b = (jnp.cos(jnp.arange(36.0)).reshape(6, 6), jnp.sin(jnp.arange(36.0)).reshape(6, 6))
+    flat_b, _ = ravel_pytree(b)
+    expected = np.linalg.solve(dense, flat_b)
+
+    def solve(vector):
+        return lx.linear_solve(op, vector, solver=solver).value
+
+    x = jax.jit(solve)(b)
+    np.testing.assert_allclose(ravel_pytree(x)[0], expected, rtol=1e-10)
+    # grad with respect to b: a transposed solve
+    gradient = jax.grad(lambda v: jnp.sum(ravel_pytree(solve(v))[0] ** 3))(b)
+    reference = np.linalg.solve(dense.T, 3 * expected**2)
+    np.testing.assert_allclose(ravel_pytree(gradient)[0], reference, rtol=1e-9)
+    # jvp
+    _, tangent = jax.jvp(solve, (b,), (b,))
+    np.testing.assert_allclose(ravel_pytree(tangent)[0], expected, rtol=1e-10)
+    # vmap over right-hand sides
+    batch = jax.tree_util.tree_map(lambda leaf: jnp.stack([leaf, 2 * leaf]), b)
+    xs = jax.vmap(solve)(batch)
+    np.testing.assert_allclose(xs[1][1], 2 * x[1], rtol=1e-12)
+    # throw=False and the result
+    sol = lx.linear_solve(op, b, solver=solver, throw=False)
+    assert sol.result == lx.RESULTS.successful
+
+
+def test_tags_carry_over_and_sparse_operators_pass_through():
+    m = 5
+    u = jnp.ones((m, m))
+    fn = lambda w: diffusion_residual(w, 0.0)  # noqa: E731  (linear, SPD)
+    pattern = lxs.detect_sparsity(fn, u)
+    jac = lx.JacobianLinearOperator(lambda w, args: fn(w), u, tags=PSD)
+    solver = lxs.Materialise(lxs.AutoSparse(), pattern)
+    state = solver.init(jac, {})
+    assert state.inner.spec[0] == "cholmod"  # picked from the tag
+    untagged = solver.init(lx.JacobianLinearOperator(lambda w, args: fn(w), u), {})
+    assert untagged.inner.spec[0] == "superlu"
+    sparse = lxs.SparseOperator.from_operator(jac, pattern)
+    assert lx.is_positive_semidefinite(sparse)
+    passed = solver.init(sparse, {})
+    assert passed.inner.spec[0] == "cholmod" and passed.pattern is None
+    b = jnp.ones(m * m)
+    np.testing.assert_allclose(
+        lx.linear_solve(sparse, b, solver=solver).value,
+        np.linalg.solve(np.asarray(sparse.as_matrix()), b),
+        rtol=1e-12,
+    )
+
+
+def test_materialise_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match="lineax-sparse solver"):
+        lxs.Materialise(lx.LU(), np.eye(3, dtype=bool))
+    wide = lx.MatrixLinearOperator(jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match="underdetermined"):
+        lx.linear_solve(wide, jnp.ones(2), solver=lxs.Materialise(lxs.Cholmod(), np.ones((2, 3))))
+
+
+# ------------------------------------------------------------------ least squares
+
+
+def _least_squares_problem(m=30, n=12, seed=4):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((m, n)) < 0.25
+    mask[np.arange(n), np.arange(n)] = True  # full column rank
+    matrix = np.where(mask, rng.standard_normal((m, n)), 0.0)
+    return matrix, mask
+
+
+@pytest.mark.parametrize("inner", [lxs.Cholmod(), lxs.AutoSparse(), lxs.SuperLU()])
+def test_overdetermined_operators_are_solved_in_the_least_squares_sense(inner):
+    matrix, mask = _least_squares_problem()
+    op = lx.FunctionLinearOperator(
+        lambda x: jnp.asarray(matrix) @ x, jax.ShapeDtypeStruct((12,), jnp.float64)
+    )
+    b = jnp.asarray(np.random.default_rng(5).standard_normal(30))
+    solver = lxs.Materialise(inner, mask)
+    x = lx.linear_solve(op, b, solver=solver).value
+    np.testing.assert_allclose(x, np.linalg.lstsq(matrix, b, rcond=None)[0], rtol=1e-10)
+    # The gradient with respect to b goes through the minimum-norm transposed solve.
+    grad = jax.grad(lambda v: jnp.sum(lx.linear_solve(op, v, solver=solver).value ** 2))(b)
+    dense = jax.grad(lambda v: jnp.sum(lx.linear_solve(op, v, solver=lx.QR()).value ** 2))(b)
+    np.testing.assert_allclose(grad, dense, rtol=1e-9)
+
+
+def test_least_squares_gradient_with_respect_to_the_operator():
+    matrix, mask = _least_squares_problem()
+    b = jnp.asarray(np.random.default_rng(6).standard_normal(30))
+
+    def loss(scale, solver):
+        op = lx.FunctionLinearOperator(
+            lambda x: jnp.asarray(matrix) @ x + scale * jnp.concatenate([x, jnp.zeros(18)]),
+            jax.ShapeDtypeStruct((12,), jnp.float64),
+        )
+        return jnp.sum(lx.linear_solve(op, b, solver=solver).value ** 2)
+
+    sparse = lxs.Materialise(lxs.Cholmod(), mask)
+    np.testing.assert_allclose(jax.grad(loss)(0.3, sparse), jax.grad(loss)(0.3, lx.QR()), rtol=1e-8)
+
+
+def test_damped_operators_get_their_diagonal_block():
+    """Levenberg-Marquardt's `[J; sqrt(lambda) I]` with the pattern of `J` alone."""
+    matrix, mask = _least_squares_problem()
+    lam = 0.7
+    op = lx.FunctionLinearOperator(
+        lambda x: (jnp.asarray(matrix) @ x, jnp.sqrt(lam) * x),
+        jax.ShapeDtypeStruct((12,), jnp.float64),
+    )
+    b = jnp.asarray(np.random.default_rng(7).standard_normal(30))
+    x = lx.linear_solve(op, (b, jnp.zeros(12)), solver=lxs.Materialise(lxs.Cholmod(), mask)).value
+    expected = np.linalg.solve(matrix.T @ matrix + lam * np.eye(12), matrix.T @ np.asarray(b))
+    np.testing.assert_allclose(x, expected, rtol=1e-10)
+
+
+# ------------------------------------------------------------------ detect_sparsity
+
+
+def _fem_residual(u, connectivity, ke):
+    element = u[connectivity]  # gather
+    forces = jnp.einsum("ij,ej->ei", ke, element * (1 + element**2))
+    return jnp.zeros_like(u).at[connectivity].add(forces)  # scatter-add
+
+
+CASES = {
+    "elementwise+broadcast": (lambda x: jnp.sin(x) * x[0] + jnp.exp(x) ** 2, jnp.ones(7)),
+    "slicing": (lambda x: x[1:] - x[:-1], jnp.ones(9)),
+    "pad+concatenate": (lambda x: jnp.concatenate([jnp.pad(x, 1)[:-2] * x, x[:3]]), jnp.ones(6)),
+    "reshape+roll": (lambda x: jnp.roll(x.reshape(3, 4), 1, axis=1).reshape(-1) * x, jnp.ones(12)),
+    "reductions+where": (
+        lambda x: jnp.where(x > 0, x**2, jnp.sum(x[:3])) + jnp.max(x[-2:]),
+        jnp.ones(8),
+    ),
+    "dot_general-constant": (
+        lambda x: jnp.asarray(np.triu(np.ones((6, 6)))) @ x,
+        jnp.ones(6),
+    ),
+    "fem-gather-scatter": (
+        lambda u: _fem_residual(
+            u,
+            jnp.asarray([[0, 1, 4, 5], [1, 2, 5, 6], [4, 5, 8, 9]]),
+            jnp.asarray(np.eye(4) * 2 - 0.5),
+        ),
+        jnp.ones(10),
+    ),
+    "brusselator-pytree": (lambda y: brusselator(y, (1.0, 3.0)), grid_state(4)),
+    "nonlinear-diffusion": (lambda u: diffusion_residual(u, 1.0), jnp.ones((5, 5))),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_detect_sparsity_is_exact_on_pde_structures(name):
+    fn, x = CASES[name]
+    pattern = as_pattern(lxs.detect_sparsity(fn, x))
+    # At a generic point, every structural entry is numerically nonzero.
+    generic = jax.tree_util.tree_map(
+        lambda leaf: leaf * jnp.linspace(0.37, 1.91, leaf.size).reshape(leaf.shape), x
+    )
+    dense = dense_jacobian(fn, generic)
+    detected = np.zeros(dense.shape, dtype=bool)
+    detected[pattern.rows, pattern.cols] = True
+    assert pattern.shape == dense.shape
+    assert np.all(detected[dense != 0]), "a nonzero is missing from the pattern"
+    # Conservative where a structural dependence is numerically zero: `where` keeps both
+    # branches', and a padded zero times x still depends on x.
+    if name not in ("reductions+where", "pad+concatenate"):
+        np.testing.assert_array_equal(detected, dense != 0)
+
+
+def test_an_unsupported_function_says_to_pass_the_pattern_by_hand():
+    def uses_a_callback(x):
+        return jax.pure_callback(np.sin, jax.ShapeDtypeStruct(x.shape, x.dtype), x) * x
+
+    # asdex treats callbacks conservatively (dense): a valid, if full, pattern.
+    pattern = lxs.detect_sparsity(uses_a_callback, jnp.ones(3))
+    assert pattern.nnz == 9
+
+    def unknown(x):
+        return jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
+
+    try:
+        lxs.detect_sparsity(unknown, jnp.ones(3))
+    except ValueError as error:
+        assert "sparsity=" in str(error)
