@@ -5,6 +5,7 @@ dense default, finite differences and the cache's counters."""
 import diffrax
 import equinox as eqx
 import jax
+import jax.extend
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
@@ -206,3 +207,36 @@ def test_gradient_through_diffeqsolve():
     sparse = jax.jit(jax.grad(lambda a: loss(a, lxs.Materialise(lxs.SuperLU(), pattern))))(args)
     dense = jax.jit(jax.grad(lambda a: loss(a, lx.AutoLinearSolver(well_posed=None))))(args)
     np.testing.assert_allclose(sparse, dense, rtol=1e-6)
+
+
+def test_sparse_implicit_adjoint_makes_the_backward_pass_sparse():
+    """diffrax's stage root finds differentiate with optimistix's dense default; inside
+    `sparse_implicit_adjoint` the backward pass has no dense LU, and the same gradient."""
+    vector_field, y0, pattern = _brusselator_problem()
+    linear_solver = lxs.Materialise(lxs.SuperLU(), pattern)
+
+    def loss(args):
+        ys = _integrate(vector_field, y0, args, linear_solver).ys
+        return jnp.sum(ys[0] ** 2)
+
+    def primitives(jaxpr):
+        names = set()
+        for eqn in jaxpr.eqns:
+            names.add(eqn.primitive.name)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                names |= primitives(sub)
+        return names
+
+    dense_jaxpr = jax.make_jaxpr(jax.grad(loss))((1.0, 3.0))
+    assert "lu" in primitives(dense_jaxpr.jaxpr)
+    dense = jax.jit(jax.grad(loss))((1.0, 3.0))  # traced and cached before the block
+    original = optx.root_find
+    with lxs.sparse_implicit_adjoint(linear_solver):
+        sparse_jaxpr = jax.make_jaxpr(jax.grad(loss))((1.0, 3.0))
+        sparse = jax.jit(jax.grad(loss))((1.0, 3.0))
+    assert "lu" not in primitives(sparse_jaxpr.jaxpr)
+    assert optx.root_find is original
+    np.testing.assert_allclose(sparse, dense, rtol=1e-8)
+    with pytest.raises(ValueError, match="lineax solver"):
+        with lxs.sparse_implicit_adjoint("dense"):
+            pass

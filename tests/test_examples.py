@@ -252,3 +252,21 @@ def test_help_shows_every_default(script):
     assert "--small" in " ".join(options)
     for option in options:
         assert "(default: " in option, option
+
+
+def test_nonlinear_diffusion_small():
+    stdout = _run("nonlinear_diffusion.py", "--small")
+    fields = _fields(stdout.strip().splitlines()[-1])
+    assert int(fields["n"]) == 24 * 24 and int(fields["iterations"]) <= 10
+    assert float(fields["residual"]) < 1e-9
+    # Second order: about 0.6 h^2 against the manufactured solution (h = 1/25).
+    assert 0.4 / 25**2 < float(fields["error"]) < 0.8 / 25**2
+    assert float(fields["gradient_check"]) < 1e-6
+
+
+def test_stiff_reaction_diffusion_small(tmp_path):
+    stdout = _run("stiff_reaction_diffusion.py", "--small", cwd=tmp_path)
+    fields = _fields(stdout.strip().splitlines()[-1])
+    assert int(fields["n"]) == 2 * 16 * 16 and int(fields["steps"]) > 5
+    assert float(fields["gradient_check"]) < 1e-5
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["stiff_reaction_diffusion_small.png"]

@@ -5,6 +5,7 @@ Importing this package changes no global JAX configuration.
 
 import importlib.metadata
 
+from ._adjoint import sparse_implicit_adjoint as sparse_implicit_adjoint
 from ._operator import SparseOperator as SparseOperator
 from ._registry import (
     cache_info as cache_info,
