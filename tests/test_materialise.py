@@ -373,11 +373,11 @@ def test_an_unsupported_function_says_to_pass_the_pattern_by_hand():
     # asdex treats callbacks conservatively (dense): a valid, if full, pattern.
     pattern = lxs.detect_sparsity(uses_a_callback, jnp.ones(3))
     assert pattern.nnz == 9
-
-    def unknown(x):
-        return jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
-
-    try:
-        lxs.detect_sparsity(unknown, jnp.ones(3))
-    except ValueError as error:
-        assert "sparsity=" in str(error)
+    # asdex has no rule for `fft` (nor `triangular_solve`): a clear error, not a guess.
+    for unsupported in (
+        lambda x: jnp.fft.fft(x).real,
+        lambda x: jax.scipy.linalg.solve_triangular(jnp.tril(jnp.ones((3, 3))), x, lower=True),
+    ):
+        with pytest.raises(ValueError, match="sparsity=") as error:
+            lxs.detect_sparsity(unsupported, jnp.ones(3))
+        assert "by hand" in str(error.value)

@@ -1,0 +1,545 @@
+"""Sparse Jacobians inside optimistix and diffrax: `lxs.Materialise` against lineax's routes.
+
+Four tables, each printed with the machine's load and written to
+benchmarks/results/jacobian.md:
+
+1. **Newton** (optimistix `Newton`, rtol = atol = 1e-10) on the nonlinear diffusion problem of
+   `examples/nonlinear_diffusion.py`, N x N grids from N = 30: lineax's dense default
+   (`AutoLinearSolver`), lineax `GMRES` and `BiCGStab` (rtol = atol = 1e-10), and
+   `Materialise(SuperLU())`, `Materialise(AutoSparse())`, `Materialise(AMG(krylov="gmres"))`
+   with the pattern from `detect_sparsity`. Each route runs at growing sizes until a solve
+   takes longer than `--limit` seconds (or fails); each (route, size) in a fresh process.
+   Times exclude compilation (median of the warm runs).
+2. **Kvaerno5** (diffrax, `VeryChord` root finder, PI step control, rtol = atol = 1e-6) on the
+   Brusselator of `examples/stiff_reaction_diffusion.py` to t = 0.3, 2 N^2 unknowns, same
+   routes.
+3. **The targets**, timed in turns in one process: Newton dense vs `Materialise(SuperLU())` at
+   n = 2,500 and 4,900; Kvaerno5 at n = 2,048; and, at n >= 1e4, one Newton step's parts:
+   linearisation, materialisation (coloured JVPs and decompression; the colouring is done
+   once and excluded), factorization and solve.
+4. **Colouring** of 2D / 3D stencil and FEM patterns at n = 1e4 .. 1e6: colours of columns
+   (JVPs) and rows (VJPs) and asdex's host time for each.
+
+    python benchmarks/bench_jacobian.py            # about 25 minutes
+    python benchmarks/bench_jacobian.py --quick    # small sizes, a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "examples"))
+
+ROUTES = ("dense", "gmres", "bicgstab", "superlu", "auto", "amg")
+ROUTE_NAMES = {
+    "dense": "lineax dense default",
+    "gmres": "lineax GMRES",
+    "bicgstab": "lineax BiCGStab",
+    "superlu": "Materialise(SuperLU())",
+    "auto": "Materialise(AutoSparse())",
+    "amg": 'Materialise(AMG(krylov="gmres"))',
+}
+
+
+# ------------------------------------------------------------------ the cases (in children)
+
+
+def _jax():
+    import cvxopt  # noqa: F401  (first, so that it decides CHOLMOD's BLAS)
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+def _linear_solver(route: str, pattern):
+    import lineax as lx
+
+    import lineax_sparse as lxs
+
+    if route == "dense":
+        return lx.AutoLinearSolver(well_posed=None)
+    if route == "gmres":
+        return lx.GMRES(rtol=1e-10, atol=1e-10)
+    if route == "bicgstab":
+        return lx.BiCGStab(rtol=1e-10, atol=1e-10)
+    inner = {
+        "superlu": lxs.SuperLU(),
+        "auto": lxs.AutoSparse(),
+        "amg": lxs.AMG(krylov="gmres", rtol=1e-10),
+    }[route]
+    return lxs.Materialise(inner, pattern)
+
+
+def _newton(grid: int):
+    jax = _jax()
+    import equinox as eqx
+    import jax.numpy as jnp
+    import optimistix as optx
+
+    import lineax_sparse as lxs
+    from nonlinear_diffusion import manufactured, residual
+
+    n = grid * grid
+    u_exact, f = manufactured(grid)
+    args = (jnp.asarray(f), jnp.zeros((grid, 0)))
+    pattern = lxs.detect_sparsity(lambda u: residual(u, args), jnp.zeros(n))
+
+    def make(route):
+        solver = optx.Newton(rtol=1e-10, atol=1e-10, linear_solver=_linear_solver(route, pattern))
+
+        @eqx.filter_jit
+        def run():
+            sol = optx.root_find(residual, solver, jnp.zeros(n), args, throw=False, max_steps=50)
+            return sol.value, sol.result, sol.stats["num_steps"]
+
+        return run
+
+    def describe(out):
+        value, result, steps = out
+        import numpy as np
+
+        converged = bool(result == optx.RESULTS.successful)
+        worst = float(jnp.max(jnp.abs(residual(value, args))))
+        error = float(np.max(np.abs(np.asarray(value) - u_exact)))
+        return {
+            "converged": bool(converged and np.isfinite(worst)),
+            "iterations": int(steps),
+            "residual": worst,
+            "discretization": error,
+        }
+
+    return jax, make, describe, pattern
+
+
+def _kvaerno(grid: int, t1: float):
+    jax = _jax()
+    import diffrax
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    import lineax_sparse as lxs
+    from stiff_reaction_diffusion import initial_state, vector_field
+
+    y0 = initial_state(grid)
+    params = (1.0, 3.4)
+    pattern = lxs.detect_sparsity(lambda y: vector_field(0.0, y, params), y0)
+
+    def make(route):
+        root = diffrax.VeryChord(rtol=1e-6, atol=1e-6, linear_solver=_linear_solver(route, pattern))
+
+        @eqx.filter_jit
+        def run():
+            sol = diffrax.diffeqsolve(
+                diffrax.ODETerm(vector_field),
+                diffrax.Kvaerno5(root_finder=root),
+                0.0,
+                t1,
+                1e-3,
+                y0,
+                args=params,
+                stepsize_controller=diffrax.PIDController(
+                    rtol=1e-6, atol=1e-6, pcoeff=0.3, icoeff=0.3
+                ),
+                max_steps=100_000,
+                throw=False,
+            )
+            return sol.ys[0][-1], sol.result, sol.stats["num_steps"]
+
+        return run
+
+    def describe(out):
+        u, result, steps = out
+        ok = bool(result == diffrax.RESULTS.successful) and bool(jnp.all(jnp.isfinite(u)))
+        return {"converged": ok, "steps": int(steps), "u_mean": float(jnp.mean(u))}
+
+    return jax, make, describe, pattern
+
+
+def run_case(case: dict) -> dict:
+    """One route at one size: compile and run once, then time `repeats` warm runs."""
+    if case["kind"] == "newton":
+        jax, make, describe, _ = _newton(case["grid"])
+    else:
+        jax, make, describe, _ = _kvaerno(case["grid"], case["t1"])
+    try:
+        run = make(case["route"])
+        start = time.perf_counter()
+        out = jax.block_until_ready(run())
+        first = time.perf_counter() - start
+    except Exception as error:  # noqa: BLE001 - reported in the table
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        if "let " in first_line:  # a jaxpr in the message: keep the words before it
+            first_line = first_line.split("let ")[0].rstrip(" '") + " <jaxpr> ..."
+        return {"error": f"failed: {type(error).__name__}: {first_line[:100]}"}
+    result = {"first": first, **describe(out)}
+    times = []
+    for _ in range(case["repeats"]):
+        if sum(times) + first > case["limit"]:
+            break
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        times.append(time.perf_counter() - start)
+    result["time"] = statistics.median(times) if times else first
+    return result
+
+
+def run_targets(case: dict) -> dict:
+    """Dense and sparse in turns in one process; the parts of a Newton step."""
+    import numpy as np
+
+    if case["kind"] in ("newton", "kvaerno"):
+        if case["kind"] == "newton":
+            jax, make, describe, _ = _newton(case["grid"])
+        else:
+            jax, make, describe, _ = _kvaerno(case["grid"], case["t1"])
+        runs = {route: make(route) for route in ("dense", "superlu")}
+        times = {route: [] for route in runs}
+        for run in runs.values():
+            jax.block_until_ready(run())  # compile
+        for _ in range(case["repeats"]):
+            for route, run in runs.items():
+                start = time.perf_counter()
+                jax.block_until_ready(run())
+                times[route].append(time.perf_counter() - start)
+        return {route: statistics.median(t) for route, t in times.items()}
+    # "parts": one Newton step at the manufactured solution's neighbourhood
+    jax, make, describe, pattern = _newton(case["grid"])
+    import jax.numpy as jnp
+    import lineax as lx
+
+    import lineax_sparse as lxs
+    from nonlinear_diffusion import manufactured, residual
+
+    grid = case["grid"]
+    n = grid * grid
+    _, f = manufactured(grid)
+    args = (jnp.asarray(f), jnp.zeros((grid, 0)))
+    u = jnp.asarray(np.random.default_rng(0).uniform(0, 1, n))
+    lxs.SparseOperator.from_operator(  # colour the pattern now: done once, excluded
+        lx.FunctionLinearOperator(lambda v: v, jax.ShapeDtypeStruct((n,), jnp.float64)),
+        pattern,
+    )
+
+    @jax.jit
+    def linearise(u):
+        value, linear = jax.linearize(lambda w: residual(w, args), u)
+        return value, jax.vmap(linear)(jnp.eye(2, n))  # a product, so nothing is dropped
+
+    import equinox as eqx
+
+    @eqx.filter_jit
+    def materialise(u):
+        _, linear = jax.linearize(lambda w: residual(w, args), u)
+        op = lx.FunctionLinearOperator(linear, jax.ShapeDtypeStruct((n,), jnp.float64))
+        return lxs.SparseOperator.from_operator(op, pattern)
+
+    @eqx.filter_jit
+    def step(u):
+        value, linear = jax.linearize(lambda w: residual(w, args), u)
+        op = lx.FunctionLinearOperator(linear, jax.ShapeDtypeStruct((n,), jnp.float64))
+        solver = lxs.Materialise(lxs.SuperLU(), pattern)
+        return u - lx.linear_solve(op, value, solver=solver).value
+
+    operator = materialise(u)
+    factor_solve = jax.jit(lambda op, b: lx.linear_solve(op, b, solver=lxs.SuperLU()).value)
+    parts = {
+        "linearise": lambda k: linearise(u + 1e-9 * k),
+        "materialise": lambda k: materialise(u + 1e-9 * k),
+        "factorize+solve": lambda k: factor_solve(
+            lxs.SparseOperator(
+                jax.experimental.sparse.BCOO(
+                    (operator.data * (1 + 1e-12 * k), operator.indices), shape=(n, n)
+                )
+            ),
+            jnp.ones(n),
+        ),
+        "newton step": lambda k: step(u + 1e-9 * k),
+    }
+    for part in parts.values():
+        jax.block_until_ready(part(0))
+    times = {name: [] for name in parts}
+    for k in range(1, case["repeats"] + 1):
+        for name, part in parts.items():
+            start = time.perf_counter()
+            jax.block_until_ready(part(k))
+            times[name].append(time.perf_counter() - start)
+    coloring = lxs._materialise.as_pattern(pattern).bind(n, n).coloring()
+    result = {name: statistics.median(t) for name, t in times.items()}
+    result["colours"] = int(coloring.num_colors)
+    return result
+
+
+def run_colouring(case: dict) -> dict:
+    import asdex
+    import numpy as np
+    import scipy.sparse as sp
+
+    pattern = _colouring_pattern(case["pattern"], case["n"])
+    coo = sp.coo_matrix(pattern)
+    sparsity = asdex.SparsityPattern.from_coo(coo.row, coo.col, coo.shape)
+    out = {"n": int(pattern.shape[0]), "nnz": int(pattern.nnz)}
+    for mode, colour in (("fwd", asdex.color_cols), ("rev", asdex.color_rows)):
+        start = time.perf_counter()
+        _, colours = colour(sparsity)
+        out[mode] = {"colours": int(colours), "seconds": time.perf_counter() - start}
+    del np
+    return out
+
+
+def _colouring_pattern(kind: str, target: int):
+    """A square 0/1 pattern of about `target` unknowns."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    def path(m):
+        return sp.diags([1, 1, 1], [-1, 0, 1], shape=(m, m), format="csr")
+
+    if kind == "2D 5-point":
+        m = round(target**0.5)
+        eye = sp.eye(m)
+        return (sp.kron(eye, path(m)) + sp.kron(path(m), eye)).tocsr()
+    if kind == "3D 7-point":
+        m = round(target ** (1 / 3))
+        eye = sp.eye(m)
+        return (
+            sp.kron(sp.kron(eye, eye), path(m))
+            + sp.kron(sp.kron(eye, path(m)), eye)
+            + sp.kron(sp.kron(path(m), eye), eye)
+        ).tocsr()
+    if kind == "2D Q4 FEM (2 dofs)":
+        m = round((target / 2) ** 0.5)  # nodes per side; 9-point node coupling
+        nodes = (sp.kron(path(m), path(m)) != 0).astype(np.int8)
+        return sp.kron(nodes, np.ones((2, 2), np.int8)).tocsr()
+    if kind == "3D hex FEM (3 dofs)":
+        m = round((target / 3) ** (1 / 3))  # 27-point node coupling
+        nodes = (sp.kron(sp.kron(path(m), path(m)), path(m)) != 0).astype(np.int8)
+        return sp.kron(nodes, np.ones((3, 3), np.int8)).tocsr()
+    raise ValueError(kind)
+
+
+def _child(case: dict) -> None:
+    runner = {"case": run_case, "targets": run_targets, "colouring": run_colouring}
+    print("RESULT " + json.dumps(runner[case["runner"]](case)), flush=True)
+
+
+# ------------------------------------------------------------------ the parent
+
+
+def spawn(case: dict, timeout: float) -> dict:
+    """Run `case` in a fresh Python process; `{"error": ...}` if it fails or times out."""
+    try:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(case)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"> {timeout:.0f} s, abandoned"}
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"crashed: {tail[:120]}"}
+
+
+def sweep(kind: str, sizes, args, t1: float = 0.3) -> list[list[str]]:
+    rows = []
+    stopped: dict[str, str] = {}
+    for grid in sizes:
+        n = grid * grid if kind == "newton" else 2 * grid * grid
+        for route in ROUTES:
+            if route in stopped:
+                rows.append([ROUTE_NAMES[route], f"{n:,}", stopped[route], "", "", ""])
+                continue
+            case = {
+                "runner": "case",
+                "kind": kind,
+                "grid": grid,
+                "route": route,
+                "repeats": 3,
+                "limit": args.limit,
+                "t1": t1,
+            }
+            result = spawn(case, timeout=3 * args.limit + 240)
+            print(f"  {kind} {route} n={n}: {result}", flush=True)
+            if "error" in result:
+                rows.append([ROUTE_NAMES[route], f"{n:,}", result["error"], "", "", ""])
+                stopped[route] = "(stopped at a smaller size)"
+                continue
+            converged = "yes" if result["converged"] else "**no**"
+            if kind == "newton":
+                detail = [str(result["iterations"]), f"{result['discretization']:.2e}"]
+            else:
+                detail = [str(result["steps"]), f"{result['u_mean']:.8f}"]
+            rows.append(
+                [ROUTE_NAMES[route], f"{n:,}", _seconds(result["time"]), converged] + detail
+            )
+            if result["time"] > args.limit or not result["converged"]:
+                reason = (
+                    "slower than the limit" if result["time"] > args.limit else "no convergence"
+                )
+                stopped[route] = f"(stopped: {reason} at a smaller size)"
+    return rows
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes only")
+    parser.add_argument(
+        "--limit", type=float, default=60.0, help="seconds per solve before a route stops"
+    )
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--parts", default="newton,kvaerno,targets,colouring", help="tables to run")
+    args = parser.parse_args()
+    if args.child is not None:
+        _child(json.loads(args.child))
+        return
+    sys.path.insert(0, str(HERE))
+    from common import environment, markdown_table, write_result
+
+    parts = args.parts.split(",")
+    sections = [environment()]
+    if "newton" in parts:
+        sizes = (30, 50, 100) if args.quick else (30, 50, 70, 100, 200, 400, 700)
+        rows = sweep("newton", sizes, args)
+        sections.append(
+            "Newton, nonlinear diffusion (warm solve; error against the manufactured solution)\n\n"
+            + markdown_table(["route", "n", "time", "converged", "iterations", "error"], rows)
+        )
+        print(sections[-1], flush=True)
+    if "kvaerno" in parts:
+        sizes = (16, 32) if args.quick else (16, 32, 64, 128, 256)
+        rows = sweep("kvaerno", sizes, args)
+        sections.append(
+            "Kvaerno5, Brusselator to t = 0.3 (warm solve; mean of u(t1) to compare routes)\n\n"
+            + markdown_table(["route", "n", "time", "converged", "steps", "mean u"], rows)
+        )
+        print(sections[-1], flush=True)
+    if "targets" in parts:
+        rows = []
+        for kind, grid, target in (
+            ("newton", 50, 30),
+            ("newton", 70, 100),
+            ("kvaerno", 32, 15),
+        ):
+            if args.quick and grid > 50:
+                continue
+            case = {"runner": "targets", "kind": kind, "grid": grid, "repeats": 3, "t1": 0.3}
+            result = spawn(case, timeout=3600)
+            print(f"  targets {kind} {grid}: {result}", flush=True)
+            n = grid * grid if kind == "newton" else 2 * grid * grid
+            if "error" in result:
+                rows.append([kind, f"{n:,}", result["error"], "", "", ""])
+                continue
+            ratio = result["dense"] / result["superlu"]
+            verdict = "met" if ratio >= target else "**missed**"
+            rows.append(
+                [
+                    "Newton" if kind == "newton" else "Kvaerno5",
+                    f"{n:,}",
+                    _seconds(result["dense"]),
+                    _seconds(result["superlu"]),
+                    f"**{ratio:.0f}x**",
+                    f"≥ {target}x: {verdict}",
+                ]
+            )
+        sections.append(
+            "Targets: lineax's dense default against Materialise(SuperLU()), in turns in one "
+            "process (median of 3)\n\n"
+            + markdown_table(["solver", "n", "dense", "sparse", "speed-up", "target"], rows)
+        )
+        print(sections[-1], flush=True)
+        rows = []
+        for grid in (50,) if args.quick else (100, 200, 400):
+            case = {"runner": "targets", "kind": "parts", "grid": grid, "repeats": 5}
+            result = spawn(case, timeout=1800)
+            print(f"  parts {grid}: {result}", flush=True)
+            if "error" in result:
+                rows.append([f"{grid * grid:,}", result["error"], "", "", "", "", ""])
+                continue
+            share = result["materialise"] / result["newton step"]
+            rows.append(
+                [
+                    f"{grid * grid:,}",
+                    str(result["colours"]),
+                    f"{result['linearise'] * 1e3:.1f}",
+                    f"{result['materialise'] * 1e3:.1f}",
+                    f"{result['factorize+solve'] * 1e3:.1f}",
+                    f"{result['newton step'] * 1e3:.1f}",
+                    f"**{share:.1%}** (≤ 20%: {'met' if share <= 0.2 else '**missed**'})",
+                ]
+            )
+        sections.append(
+            "One Newton step's parts (ms, medians of 5; materialisation = coloured JVPs of "
+            "the linearisation and decompression, the colouring done once beforehand)\n\n"
+            + markdown_table(
+                [
+                    "n",
+                    "colours",
+                    "linearise",
+                    "materialise",
+                    "factorize + solve",
+                    "Newton step",
+                    "materialise / step",
+                ],
+                rows,
+            )
+        )
+        print(sections[-1], flush=True)
+    if "colouring" in parts:
+        rows = []
+        kinds = ("2D 5-point", "3D 7-point", "2D Q4 FEM (2 dofs)", "3D hex FEM (3 dofs)")
+        for kind in kinds:
+            for target in (10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000):
+                case = {"runner": "colouring", "pattern": kind, "n": target}
+                result = spawn(case, timeout=900)
+                print(f"  colouring {kind} {target}: {result}", flush=True)
+                if "error" in result:
+                    rows.append([kind, f"~{target:,}", "", result["error"], "", "", ""])
+                    continue
+                fwd, rev = result["fwd"], result["rev"]
+                rows.append(
+                    [
+                        kind,
+                        f"{result['n']:,}",
+                        f"{result['nnz']:,}",
+                        str(fwd["colours"]),
+                        f"{fwd['seconds']:.2f}",
+                        str(rev["colours"]),
+                        f"{rev['seconds']:.2f}",
+                    ]
+                )
+        sections.append(
+            "Colouring (asdex, greedy): colours of columns (JVPs) and of rows (VJPs), host "
+            "seconds (once per pattern)\n\n"
+            + markdown_table(
+                ["pattern", "n", "nnz", "column colours", "s", "row colours", "s"], rows
+            )
+        )
+        print(sections[-1], flush=True)
+    text = "\n\n".join(sections)
+    print(f"\nwritten to {write_result('jacobian.md', text)}")
+
+
+if __name__ == "__main__":
+    main()
