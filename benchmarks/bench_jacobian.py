@@ -220,7 +220,7 @@ def run_targets(case: dict) -> dict:
     import lineax as lx
 
     import lineax_sparse as lxs
-    from nonlinear_diffusion import manufactured, newton, residual
+    from nonlinear_diffusion import manufactured, residual
 
     grid = case["grid"]
     n = grid * grid

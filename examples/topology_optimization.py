@@ -48,7 +48,6 @@ import jax
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
-from jax.experimental import sparse as jsparse
 
 import lineax_sparse as lxs
 
@@ -114,13 +113,20 @@ class Problem(eqx.Module):
 
     ke: jax.Array  # (64,) the element stiffness, flattened
     keep: jax.Array  # (nse,) positions in the (nel * 64,) element-entry list
-    indices: jax.Array  # (nse, 2) int32
+    # The reduced matrix's COO pattern, (nse, 2) indices analysed once: static, so that the
+    # solver sends only values to the host although `problem` is an argument of a jitted
+    # function (an index array there would be a tracer).
+    pattern: lxs.StaticPattern = eqx.field(static=True)
     load: jax.Array  # (n,) on the free dofs
     filter_matrix: RowSparse  # H (symmetric)
     filter_sums: jax.Array  # Hs = H 1
     volume_weights: jax.Array  # H (1 / Hs): sum(H x / Hs) = volume_weights . x
     shape: tuple[int, ...] = eqx.field(static=True)  # elements along each axis
     size: int = eqx.field(static=True)  # number of free dofs
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.pattern.indices
 
 
 def mbb_problem(nelx: int, nely: int, rmin: float) -> Problem:
@@ -145,7 +151,7 @@ def mbb_problem(nelx: int, nely: int, rmin: float) -> Problem:
     return Problem(
         ke=jnp.asarray(element_stiffness().reshape(-1)),
         keep=jnp.asarray(keep),
-        indices=jnp.asarray(indices),
+        pattern=lxs.static_pattern(indices, int(free.size)),
         load=jnp.asarray(load[free]),
         **filter_fields(filter_matrix, nelx * nely),
         shape=(nelx, nely),
@@ -185,9 +191,8 @@ def stiffness(problem: Problem, density: jax.Array, penal: float) -> lxs.SparseO
     """The reduced stiffness matrix for the element densities (SIMP), as a SparseOperator."""
     young = E_MIN + density**penal * (E0 - E_MIN)
     values = (young[:, None] * problem.ke[None, :]).reshape(-1)[problem.keep]
-    matrix = jsparse.BCOO((values, problem.indices), shape=(problem.size, problem.size))
     tags = (lx.symmetric_tag, lx.positive_semidefinite_tag)
-    return lxs.SparseOperator(matrix, tags=tags)
+    return lxs.SparseOperator.from_pattern(problem.pattern, values, tags=tags)
 
 
 def compliance(density: jax.Array, problem: Problem, penal: float, solver) -> jax.Array:

@@ -121,7 +121,7 @@ def cantilever_problem(nelx: int, nely: int, nelz: int, rmin: float) -> tuple[Pr
     problem = Problem(
         ke=jnp.asarray(element_stiffness().reshape(-1)),
         keep=jnp.asarray(keep),
-        indices=jnp.asarray(indices),
+        pattern=lxs.static_pattern(indices, int(free.size)),
         load=jnp.asarray(load[free]),
         **filter_fields(filter_matrix, int(np.prod(shape))),
         shape=(nelx, nely, nelz),

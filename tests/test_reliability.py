@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
@@ -324,19 +325,39 @@ def test_one_by_one(name):
 # ------------------------------------------------------------------ malformed states
 
 
-def _state():
+def _state(static: bool = True):
     op = operator(poisson2d(4), PSD)
-    return op, lxs.Cholmod().init(op, {})
+    if static:
+        return op, lxs.Cholmod().init(op, {})
+
+    # Indices traced inside `jit`: the general path, whose state carries them.
+    @eqx.filter_jit
+    def init(data, indices):
+        traced = lxs.SparseOperator(jsparse.BCOO((data, indices), shape=(16, 16)), PSD)
+        return lxs.Cholmod().init(traced, {})
+
+    return op, init(op.data, op.indices)
+
+
+def _traced(change):
+    return lambda s: change(_state(static=False)[1])
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda s: dataclasses.replace(s, data=s.data[:-1]), "as many entries"),
+        (_traced(lambda s: dataclasses.replace(s, data=s.data[:-1])), "as many entries"),
+        (lambda s: dataclasses.replace(s, data=s.data[:-1]), "summed values"),
         (lambda s: dataclasses.replace(s, handle=jnp.zeros(3, jnp.int32)), "handle"),
         (lambda s: dataclasses.replace(s, handle=s.handle.astype(jnp.float32)), "handle"),
-        (lambda s: dataclasses.replace(s, indices=s.indices[:, :1]), "indices"),
-        (lambda s: dataclasses.replace(s, indices=s.indices.astype(jnp.float32)), "indices"),
+        (_traced(lambda s: dataclasses.replace(s, indices=s.indices[:, :1])), "indices"),
+        (
+            _traced(lambda s: dataclasses.replace(s, indices=s.indices.astype(jnp.float32))),
+            "indices",
+        ),
+        (_traced(lambda s: dataclasses.replace(s, indices=None)), "indices"),
+        (lambda s: dataclasses.replace(s, indices=jnp.zeros((3, 2), jnp.int32)), "None"),
+        (lambda s: dataclasses.replace(s, pattern="a pattern"), "StaticPattern"),
         (lambda s: dataclasses.replace(s, data=jnp.ones(s.data.shape, jnp.int32)), "data"),
         (lambda s: dataclasses.replace(s, spec=("nonsense", ())), "another solver"),
         (

@@ -7,6 +7,7 @@ import importlib.metadata
 
 from ._adjoint import sparse_implicit_adjoint as sparse_implicit_adjoint
 from ._operator import SparseOperator as SparseOperator
+from ._pattern import static_pattern as static_pattern, StaticPattern as StaticPattern
 from ._registry import (
     cache_info as cache_info,
     CacheInfo as CacheInfo,

@@ -38,6 +38,7 @@ from jaxtyping import Array, Inexact, Int
 from . import _host, _native
 from ._callback import host_call
 from ._native import BackendSpec
+from ._pattern import StaticPattern
 from .backends.base import Status
 
 
@@ -69,20 +70,33 @@ def _solve_host(
     conjugate: bool,
     has_guess: bool,
     has_aux: bool,
-    handle,
-    values,
-    indices,
-    rhs,
-    *optional,
+    pattern: StaticPattern | None,
+    *arrays,
 ):
-    arrays = [np.asarray(a) for a in (handle, values, indices, rhs)]
-    rest = [np.asarray(a) for a in optional]
+    arrays = [np.asarray(a) for a in arrays]
+    if pattern is None:
+        handle, values, indices, rhs, *rest = arrays
+        static = None
+    else:
+        handle, values, rhs, *rest = arrays
+        indices, static = None, pattern.host
     guess = rest.pop(0) if has_guess else None
     aux = rest.pop(0) if has_aux else None
     x, status, steps, residual = _host.run(
-        _native.solve_batch, spec, n, transpose, conjugate, *arrays, guess, aux
+        _native.solve_batch,
+        spec,
+        n,
+        transpose,
+        conjugate,
+        handle,
+        values,
+        indices,
+        rhs,
+        guess,
+        aux,
+        static,
     )
-    return x, status, steps, residual.astype(_residual_dtype(arrays[3].dtype))
+    return x, status, steps, residual.astype(_residual_dtype(rhs.dtype))
 
 
 #: Entries of each array sampled by `make_handle`; arrays up to this long are digested whole.
@@ -124,10 +138,14 @@ def _sample(array: Array) -> Array:
 
 
 def make_handle(
-    values: Inexact[Array, " nse"], indices: Int[Array, "nse 2"], aux: Array | None = None
+    values: Inexact[Array, " nse"],
+    indices: Int[Array, "nse 2"] | None,
+    aux: Array | None = None,
+    pattern: StaticPattern | None = None,
 ) -> Int[Array, "2"]:
     """The handle of a matrix: a digest of its values and indices (and of the solver's
-    auxiliary arrays `aux`, if any), as two int32.
+    auxiliary arrays `aux`, if any), as two int32. With a static pattern, `indices` is
+    None and the pattern's own key stands for them.
 
     Made in the computation (a gather of a few thousand entries and a few integer operations,
     no host call), so that it costs nothing next to a factorization. It only routes: two
@@ -135,12 +153,17 @@ def make_handle(
     collision costs a comparison, never a wrong answer.
     """
     values, indices, aux = jax.lax.stop_gradient((values, indices, aux))
-    parts = [_words(_sample(values)), _words(_sample(indices))]
+    parts = [_words(_sample(values))]
+    if indices is not None:
+        parts.append(_words(_sample(indices)))
+        salt = indices.shape[0]
+    else:
+        salt = hash(pattern) if pattern is not None else 0
     if aux is not None:
         parts.append(_words(_sample(aux.reshape(-1))))
     words = jnp.concatenate(parts)
     position = jax.lax.iota(jnp.uint32, words.shape[0]) * jnp.uint32(_GOLDEN)
-    sizes = jnp.uint32((values.shape[0] * 0x01000193 + indices.shape[0]) & 0xFFFFFFFF)
+    sizes = jnp.uint32((values.shape[0] * 0x01000193 + salt) & 0xFFFFFFFF)
     halves = [
         jnp.sum(_mix(words ^ _mix(position + jnp.uint32(seed))), dtype=jnp.uint32) ^ sizes
         for seed in _SEEDS
@@ -155,10 +178,11 @@ def solve(
     conjugate: bool,
     handle: Int[Array, "2"],
     values: Inexact[Array, " nse"],
-    indices: Int[Array, "nse 2"],
+    indices: Int[Array, "nse 2"] | None,
     rhs: Inexact[Array, " n"],
     guess: Inexact[Array, " n"] | None = None,
     aux: Array | None = None,
+    pattern: StaticPattern | None = None,
 ) -> tuple[Inexact[Array, " n"], lx.RESULTS, dict[str, Array]]:
     """Solve `op(A) x = rhs` on the host with the factorization under `handle`.
 
@@ -172,9 +196,10 @@ def solve(
     `relative_residual` (`|b - Ax| / |b|`).
     """
     optional = tuple(a for a in (guess, aux) if a is not None)
-    arrays = (handle, values, indices, rhs) + optional
+    matrix = (handle, values) if pattern is not None else (handle, values, indices)
+    arrays = matrix + (rhs,) + optional
     host = functools.partial(
-        _solve_host, spec, n, transpose, conjugate, guess is not None, aux is not None
+        _solve_host, spec, n, transpose, conjugate, guess is not None, aux is not None, pattern
     )
     solution, status, steps, residual = host_call(
         host,

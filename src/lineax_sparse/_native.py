@@ -47,22 +47,31 @@ class HostFailureWarning(RuntimeWarning):
 class _FactorEntry:
     spec: BackendSpec
     pattern: Pattern
-    values: np.ndarray  # the COO values it was made from, for verification
+    values: np.ndarray  # the values it was made from (COO, or CSC for a static pattern)
     aux: np.ndarray | None  # the solver's auxiliary arrays it was made from, or None
     factor: Any  # None when `status` is not OK
     status: Status
+    #: The last solve: `(transpose, conjugate, rhs block, SolveResult)`, so that the same
+    #: question asked again (the adjoint solve of a self-adjoint loss) is not recomputed.
+    memo: list = dataclasses.field(default_factory=list)
 
-    def matches(self, spec, n: int, indices: np.ndarray, values: np.ndarray, aux) -> bool:
+    def matches(
+        self, spec, n: int, indices: np.ndarray | None, values: np.ndarray, aux, static
+    ) -> bool:
         if aux is None or self.aux is None:
             same_aux = aux is None and self.aux is None
         else:
             same_aux = self.aux.dtype == aux.dtype and np.array_equal(self.aux, aux)
+        if static is not None:  # the pattern is the object itself: compare values only
+            same_pattern = self.pattern is static
+        else:
+            same_pattern = indices is not None and self.pattern.same_as(n, indices)
         return (
             self.spec == spec
             and self.values.dtype == values.dtype
+            and same_pattern
             and np.array_equal(self.values, values)
             and same_aux
-            and self.pattern.same_as(n, indices)
         )
 
     @property
@@ -172,18 +181,33 @@ def _remember(spec: BackendSpec, pattern: Pattern, key: tuple) -> None:
         del _recent[next(iter(_recent))]
 
 
-def _build_entry(spec: BackendSpec, n: int, indices: np.ndarray, values: np.ndarray, aux):
-    """Factorize (or fail to); returns the entry and the bytes of its factor."""
-    pattern = _pattern(n, indices, fingerprint(indices))
+def _build_entry(
+    spec: BackendSpec,
+    n: int,
+    indices: np.ndarray | None,
+    values: np.ndarray,
+    aux,
+    static: Pattern | None,
+):
+    """Factorize (or fail to); returns the entry and the bytes of its factor.
+
+    With a static pattern (`static`), `values` are already the CSC values, summed in XLA.
+    """
+    pattern = static if static is not None else _pattern(n, indices, fingerprint(indices))
     _retire_old_factors(spec, pattern)
     values = np.array(values, copy=True)  # the caller's buffer is not ours to keep
     aux = None if aux is None else np.array(aux, copy=True)
     if not pattern.valid:
         return _FactorEntry(spec, pattern, values, aux, None, Status.INVALID_INDEX), 0
-    # Summing first drops padding entries whatever they hold, and catches finite duplicates
-    # whose sum overflows: both are then judged on the matrix they make.
-    with np.errstate(over="ignore", invalid="ignore"):
-        csc_values = pattern.assemble(values)
+    if static is not None:
+        # Backends never write into the matrix they are given, so double-precision values
+        # serve both the factorization and the entry's verification copy.
+        csc_values = values.astype(_host_dtype(values.dtype), copy=False)
+    else:
+        # Summing first drops padding entries whatever they hold, and catches finite
+        # duplicates whose sum overflows: both are then judged on the matrix they make.
+        with np.errstate(over="ignore", invalid="ignore"):
+            csc_values = pattern.assemble(values)
     if not np.all(np.isfinite(csc_values)):
         return _FactorEntry(spec, pattern, values, aux, None, Status.NONFINITE_INPUT), 0
     backend = _backend(spec)
@@ -204,7 +228,13 @@ def _factor_key(spec: BackendSpec, n: int, handle: int, probe: int) -> tuple:
 
 
 def _entry(
-    spec: BackendSpec, n: int, handle: int, indices: np.ndarray, values: np.ndarray, aux
+    spec: BackendSpec,
+    n: int,
+    handle: int,
+    indices: np.ndarray | None,
+    values: np.ndarray,
+    aux,
+    static: Pattern | None = None,
 ) -> tuple[tuple, _FactorEntry]:
     """The registry key and entry of this matrix under `handle`, factorized if absent."""
     free = None
@@ -213,7 +243,9 @@ def _entry(
         entry = registry.get(key)
         if entry is None:
             free = key if free is None else free
-        elif isinstance(entry, _FactorEntry) and entry.matches(spec, n, indices, values, aux):
+        elif isinstance(entry, _FactorEntry) and entry.matches(
+            spec, n, indices, values, aux, static
+        ):
             registry.count("hits")
             _this_call.add(key)
             return key, entry
@@ -228,7 +260,7 @@ def _entry(
         _made[token] = None
         while len(_made) > _MADE_TOKENS:
             _made.popitem(last=False)
-    entry, nbytes = _build_entry(spec, n, indices, values, aux)
+    entry, nbytes = _build_entry(spec, n, indices, values, aux, static)
     _this_call.add(free)
     if entry.status == Status.OK:
         _remember(spec, entry.pattern, free)
@@ -242,6 +274,44 @@ def _resize(key: tuple, entry: _FactorEntry, backend: Backend) -> None:
     """Re-file an entry whose factor grew, so that the byte budget sees its new size."""
     if registry.get(key) is entry:
         registry.put(key, entry, backend.nbytes(entry.factor) + entry.nbytes)
+
+
+def _same_operator(backend: Backend, complex_: bool, asked: tuple, known: tuple) -> bool:
+    """Whether `op(A)` is the same matrix under the (transpose, conjugate) flags `asked`
+    and `known`: always for equal flags, and for a symmetric backend's matrix (verified
+    symmetric, or Hermitian when complex) also `A^T = A`, or `A^H = A`."""
+    if asked == known:
+        return True
+    if not backend.requires_symmetric:
+        return False
+    if not complex_:
+        return True
+    return (asked[0] != asked[1]) == (known[0] != known[1])
+
+
+def _recall(entry, backend, block, transpose, conjugate, start):
+    """The result of the entry's last solve if it answered exactly this question, else
+    None. An iterative solve with an initial guess is never answered from memory."""
+    if start is not None or not entry.memo:
+        return None
+    flags, known_block, result = entry.memo
+    if known_block.shape != block.shape or not _same_operator(
+        backend, np.iscomplexobj(known_block), (transpose, conjugate), flags
+    ):
+        return None
+    if not np.array_equal(known_block, block):
+        return None
+    registry.count("reused_solutions", block.shape[1])
+    return result._replace(solution=result.solution.copy(), status=result.status.copy())
+
+
+def _memorize(entry, block, transpose, conjugate, result) -> None:
+    """Keep this solve (one, the latest) on its entry; `block` is ours (a converted copy)."""
+    entry.memo[:] = [
+        (transpose, conjugate),
+        block,
+        result._replace(solution=result.solution.copy(), status=result.status.copy()),
+    ]
 
 
 def _to_key(handle: np.ndarray) -> int:
@@ -277,14 +347,19 @@ def solve_batch(
     rhs: np.ndarray,
     guess: np.ndarray | None = None,
     aux: np.ndarray | None = None,
+    static: Pattern | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Solve every system of a batch; one backend solve per distinct matrix.
 
     `guess` (optional) is an initial guess broadcastable like `rhs`; `aux` (optional) the
-    solver's auxiliary arrays, `(..., n, k)`, batched like the matrix. Returns solutions of
-    shape `batch + (n,)` in `rhs.dtype`, and per system a status (int32), a step count
-    (int32) and a relative residual (float64), each of shape `batch`.
+    solver's auxiliary arrays, `(..., n, k)`, batched like the matrix. With a static
+    pattern (`static`, the host `Pattern` of a `StaticPattern`), `values` are the CSC
+    values summed in XLA and `indices` is None. Returns solutions of shape `batch + (n,)`
+    in `rhs.dtype`, and per system a status (int32), a step count (int32) and a relative
+    residual (float64), each of shape `batch`.
     """
+    if indices is None:  # one pattern for the whole batch: an unbatched stand-in
+        indices = np.zeros((0, 2), dtype=np.int32)
     matrix_shapes = [handles.shape[:-1], values.shape[:-1], indices.shape[:-2]]
     if aux is not None:
         matrix_shapes.append(aux.shape[:-2])
@@ -326,9 +401,10 @@ def solve_batch(
                 spec,
                 n,
                 _to_key(flat_handles[handle_of[m]]),
-                flat_indices[index_of[m]],
+                None if static is not None else flat_indices[index_of[m]],
                 flat_values[value_of[m]],
                 None if flat_aux is None else flat_aux[aux_of[m]],
+                static,
             )
             if entry.status != Status.OK:
                 status[columns] = entry.status
@@ -340,12 +416,19 @@ def solve_batch(
             if flat_guess is not None:
                 start = flat_guess[columns].T.astype(host_dtype)
                 start[:, ~np.all(np.isfinite(start), axis=0)] = 0
-            setups = backend.setups(entry.factor)
-            result = backend.solve(entry.factor, block, transpose, conjugate, start)
-            late = backend.setups(entry.factor) - setups
-            if late:  # an AMG hierarchy of A^T, or a rebuilt one, was set up during the solve
-                registry.count("factorizations", late)
-                _resize(key, entry, backend)
+            result = _recall(entry, backend, block, transpose, conjugate, start)
+            if result is None:
+                # One column (a vmapped batch is not kept: its copy could be large). A copy:
+                # a backend may write into the block.
+                asked = block.copy() if start is None and block.shape[1] == 1 else None
+                setups = backend.setups(entry.factor)
+                result = backend.solve(entry.factor, block, transpose, conjugate, start)
+                late = backend.setups(entry.factor) - setups
+                if late:  # an AMG hierarchy of A^T, or a rebuilt one, was set up meanwhile
+                    registry.count("factorizations", late)
+                    _resize(key, entry, backend)
+                if asked is not None:
+                    _memorize(entry, asked, transpose, conjugate, result)
         except Exception as error:  # noqa: BLE001 - a bug must not crash the user's program
             warnings.warn(
                 "lineax-sparse: unexpected error on the host, reported as a breakdown "

@@ -25,6 +25,8 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 from jaxtyping import Array, Inexact, Int
 
+from ._pattern import intern, StaticPattern
+
 
 def _frozenset(tags: object | Iterable[object]) -> frozenset[object]:
     if isinstance(tags, (frozenset, set, list, tuple)):
@@ -34,6 +36,20 @@ def _frozenset(tags: object | Iterable[object]) -> frozenset[object]:
 
 def _is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
+
+
+def concrete_value(x: Any) -> np.ndarray | None:
+    """`x` as NumPy if its value is known at trace time, else None.
+
+    Under `jit`, JAX 0.10 stages even constants (a NumPy array closed over, or converted by
+    `BCOO`) as tracers; those tracers still hold their value (`get_const`), and a pattern
+    built from NumPy indices inside a jitted function is exactly such a constant.
+    """
+    if _is_concrete(x):
+        return np.asarray(x)
+    get_const = getattr(x, "get_const", None)
+    value = get_const() if callable(get_const) else None
+    return None if value is None else np.asarray(value)
 
 
 def _validate_matrix(matrix: Any) -> None:
@@ -62,30 +78,34 @@ def _validate_matrix(matrix: Any) -> None:
             "bfloat16, float32, float64, complex64 or complex128), got "
             f"{matrix.data.dtype}. Convert it first, e.g. `matrix.astype(jnp.float64)`."
         )
-    indices = matrix.indices
-    if not jnp.issubdtype(indices.dtype, jnp.integer) or indices.dtype == jnp.bool_:
+    validate_indices(matrix.indices, shape[0], "SparseOperator(matrix=...)", matrix.data)
+
+
+def validate_indices(indices: Any, n: int, argument: str, data: Any = None) -> None:
+    """Trace-time checks of COO `indices` (and of `data` beside them); concrete indices are
+    also range-checked. Raises `ValueError` naming `argument`."""
+    dtype = jnp.result_type(indices)
+    if not jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_:
+        raise ValueError(f"`{argument}` indices must be integers, got {dtype}.")
+    if jnp.ndim(indices) != 2 or jnp.shape(indices)[1] != 2:
         raise ValueError(
-            f"`SparseOperator(matrix=...)` indices must be integers, got {indices.dtype}."
+            f"`{argument}` indices must have shape (nse, 2), got "
+            f"indices.shape={jnp.shape(indices)}."
         )
-    if indices.ndim != 2 or indices.shape[1] != 2:
+    if data is not None and jnp.shape(data) != jnp.shape(indices)[:1]:
         raise ValueError(
-            f"`SparseOperator(matrix=...)` indices must have shape (nse, 2), got {indices.shape=}."
+            f"`{argument}` needs one value per index pair, got "
+            f"matrix.data.shape={jnp.shape(data)} and indices.shape={jnp.shape(indices)}."
         )
-    if matrix.data.shape != indices.shape[:1]:
-        raise ValueError(
-            "`SparseOperator(matrix=...)` needs one value per index pair, got "
-            f"{matrix.data.shape=} and {indices.shape=}."
-        )
-    if _is_concrete(indices):
-        n = shape[0]
-        concrete = np.asarray(indices)
+    concrete = concrete_value(indices)
+    if concrete is not None:
         # An index equal to n is BCOO padding and allowed; anything else outside [0, n) is not.
         bad = np.flatnonzero(((concrete < 0) | (concrete > n)).any(axis=1))
         if bad.size:
             first = int(bad[0])
             raise ValueError(
-                f"`SparseOperator(matrix=...)` has {bad.size} index pair(s) outside "
-                f"[0, {n}) for {shape=}; the first is entry {first}: "
+                f"`{argument}` has {bad.size} index pair(s) outside [0, {n}) for "
+                f"shape=({n}, {n}); the first is entry {first}: "
                 f"{tuple(int(v) for v in concrete[first])}."
             )
 
@@ -115,8 +135,17 @@ class SparseOperator(lx.AbstractLinearOperator):
     indices: Int[Array, "nse 2"]
     size: int = eqx.field(static=True)
     tags: frozenset[object] = eqx.field(static=True)
+    #: The pattern, when the indices were concrete at construction (see `_pattern`): the
+    #: solvers then read the pattern from here, and only values cross to the host.
+    pattern: StaticPattern | None = eqx.field(static=True)
 
-    def __init__(self, matrix: jsparse.BCOO, tags: object | Iterable[object] = ()):
+    def __init__(
+        self,
+        matrix: jsparse.BCOO,
+        tags: object | Iterable[object] = (),
+        *,
+        _pattern: StaticPattern | None = None,
+    ):
         """**Arguments:**
 
         - `matrix`: a square `jax.experimental.sparse.BCOO` with floating or complex
@@ -125,11 +154,23 @@ class SparseOperator(lx.AbstractLinearOperator):
         - `tags`: any lineax tags (e.g. `lineax.positive_semidefinite_tag`), or a
             collection of them.
         """
-        _validate_matrix(matrix)
+        pattern = _pattern
+        if pattern is None:
+            _validate_matrix(matrix)
         self.data = matrix.data
         self.indices = matrix.indices
         self.size = matrix.shape[0]
         self.tags = _frozenset(tags)
+        if pattern is None:
+            concrete = concrete_value(matrix.indices)
+            if concrete is not None:
+                pattern = intern(concrete, self.size)
+        # (from `from_pattern`, `pattern` is given: the indices are the pattern's own)
+        self.pattern = pattern
+
+    def _with_tags(self, tags: frozenset[object]) -> SparseOperator:
+        """The same matrix (and pattern) with other tags."""
+        return SparseOperator(self.matrix, tags, _pattern=self.pattern)
 
     @classmethod
     def from_scipy(cls, matrix: Any, tags: object | Iterable[object] = ()) -> SparseOperator:
@@ -170,6 +211,42 @@ class SparseOperator(lx.AbstractLinearOperator):
             )
         bcoo = jsparse.BCOO((data, jnp.asarray(indices)), shape=coo.shape)
         return cls(bcoo, tags)
+
+    @classmethod
+    def from_pattern(
+        cls, pattern: StaticPattern, data: Any, tags: object | Iterable[object] = ()
+    ) -> SparseOperator:
+        """The matrix with these values at a pattern's entries (see
+        [`lineax_sparse.static_pattern`][]).
+
+        Cheap at trace time and keeps the pattern static through `jit` boundaries, so that
+        solvers send only values to the host, even when the operator is passed into a
+        jitted function.
+
+        **Arguments:**
+
+        - `pattern`: a `StaticPattern` from `lineax_sparse.static_pattern(indices, size)`.
+        - `data`: one value per index pair of the pattern (floating or complex).
+        - `tags`: as for `SparseOperator`.
+        """
+        if not isinstance(pattern, StaticPattern):
+            raise ValueError(
+                "`SparseOperator.from_pattern(pattern=...)` must come from "
+                f"`lineax_sparse.static_pattern(indices, size)`, got {type(pattern).__name__}."
+            )
+        data = jnp.asarray(data)
+        if data.shape != (pattern.nse,):
+            raise ValueError(
+                f"`SparseOperator.from_pattern(data=...)` must have shape ({pattern.nse},), "
+                f"one value per index pair of the pattern, got {data.shape}."
+            )
+        if not jnp.issubdtype(data.dtype, jnp.inexact):
+            raise ValueError(
+                "`SparseOperator.from_pattern(data=...)` must be floating or complex, got "
+                f"{data.dtype}."
+            )
+        matrix = jsparse.BCOO((data, jnp.asarray(pattern.indices)), shape=(pattern.n,) * 2)
+        return cls(matrix, tags, _pattern=pattern)
 
     @classmethod
     def from_operator(
@@ -242,9 +319,13 @@ class SparseOperator(lx.AbstractLinearOperator):
         return out.at[rows, cols].add(data, mode="drop")
 
     def transpose(self) -> SparseOperator:
+        tags = lx.transpose_tags(self.tags)
+        if self.pattern is not None:  # stays static, even when `indices` is a tracer
+            flipped = np.ascontiguousarray(self.pattern.indices[:, ::-1])
+            return SparseOperator.from_pattern(intern(flipped, self.size), self.data, tags)
         return SparseOperator(
             jsparse.BCOO((self.data, self.indices[:, ::-1]), shape=(self.size, self.size)),
-            lx.transpose_tags(self.tags),
+            tags,
         )
 
     def in_structure(self) -> jax.ShapeDtypeStruct:
@@ -288,10 +369,7 @@ def _(operator):
 
 @lx.conj.register(SparseOperator)
 def _(operator):
-    return SparseOperator(
-        jsparse.BCOO((operator.data.conj(), operator.indices), shape=(operator.size,) * 2),
-        operator.tags,
-    )
+    return eqx.tree_at(lambda op: op.data, operator, operator.data.conj())
 
 
 @lx.is_symmetric.register(SparseOperator)

@@ -52,6 +52,9 @@ class CacheInfo(NamedTuple):
       sign of a small budget.
     - `host_calls`: callbacks into the host (one per solve, however many systems a vmapped
       batch holds: a forward solve is one, a `value_and_grad` two).
+    - `reused_solutions`: solves answered with a solution already computed, because the
+      same factorization was asked the same right-hand side again (compared exactly): the
+      adjoint solve of a self-adjoint loss (compliance), or a repeated solve.
     """
 
     entries: int
@@ -64,6 +67,7 @@ class CacheInfo(NamedTuple):
     evictions: int
     retirements: int
     host_calls: int
+    reused_solutions: int
 
 
 def _limit_from_environment() -> int:

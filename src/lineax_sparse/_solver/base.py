@@ -30,20 +30,27 @@ from jaxtyping import Array, Inexact, Int, PyTree
 from .. import _bridge
 from .._native import BackendSpec
 from .._operator import SparseOperator
+from .._pattern import coalesce, StaticPattern
 
 
 class HostSolverState(eqx.Module):
     """Solver state: the handle of a host factorization, plus what it is made from: the
-    matrix and the solver's auxiliary arrays (AMG's near-nullspace vectors, or None)."""
+    matrix and the solver's auxiliary arrays (AMG's near-nullspace vectors, or None).
+
+    With a static pattern (`pattern`), `data` holds the coalesced CSC values (summed in
+    XLA) and `indices` is None; otherwise `data` and `indices` are the operator's COO
+    arrays.
+    """
 
     handle: Int[Array, "2"]
     data: Inexact[Array, " nse"]
-    indices: Int[Array, "nse 2"]
+    indices: Int[Array, "nse 2"] | None
     aux: Array | None
     size: int = eqx.field(static=True)
     spec: BackendSpec = eqx.field(static=True)
     transpose: bool = eqx.field(static=True)
     conjugate: bool = eqx.field(static=True)
+    pattern: StaticPattern | None = eqx.field(static=True, default=None)
 
 
 class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
@@ -73,7 +80,7 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
             operator.operator, SparseOperator
         ):
             inner = operator.operator
-            operator = SparseOperator(inner.matrix, inner.tags | operator.tags)
+            operator = inner._with_tags(inner.tags | operator.tags)
         if not isinstance(operator, SparseOperator):
             raise ValueError(_not_sparse_message(self._name(), operator))
         return operator
@@ -83,9 +90,14 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
         operator = self._check_operator(operator)
         spec = self._backend_spec(operator)
         aux = self._aux(operator)
-        handle = _bridge.make_handle(operator.data, operator.indices, aux)
+        pattern = operator.pattern
+        if pattern is None:
+            data, indices = operator.data, operator.indices
+        else:  # only the summed values will cross to the host
+            data, indices = coalesce(operator.data, pattern), None
+        handle = _bridge.make_handle(data, indices, aux, pattern)
         return HostSolverState(
-            handle, operator.data, operator.indices, aux, operator.size, spec, False, False
+            handle, data, indices, aux, operator.size, spec, False, False, pattern
         )
 
     def _check_state(self, state: Any) -> None:
@@ -117,8 +129,18 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
                 f"`data` must be a floating or complex vector, got {jnp.result_type(state.data)} "
                 f"of shape {jnp.shape(state.data)}"
             )
-        indices_shape = jnp.shape(state.indices)
-        if (
+        indices_shape = () if state.indices is None else jnp.shape(state.indices)
+        if state.pattern is not None:
+            if not isinstance(state.pattern, StaticPattern) or state.pattern.n != state.size:
+                problems.append(f"`pattern` must be a StaticPattern of size {state.size}")
+            elif state.indices is not None:
+                problems.append("`indices` must be None with a static pattern")
+            elif jnp.shape(state.data)[:1] != (state.pattern.nnz,):
+                problems.append(
+                    f"`data` must hold the pattern's {state.pattern.nnz} summed values, got "
+                    f"{jnp.shape(state.data)}"
+                )
+        elif state.indices is None or (
             len(indices_shape) != 2
             or indices_shape[1:] != (2,)
             or not jnp.issubdtype(jnp.result_type(state.indices), jnp.integer)
@@ -159,6 +181,7 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
             vector,
             self._initial_guess(vector, options),
             state.aux,
+            state.pattern,
         )
         return solution, result, stats
 

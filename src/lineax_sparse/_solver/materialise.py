@@ -58,7 +58,7 @@ def _sparse_operator(operator: Any) -> SparseOperator | None:
         operator.operator, SparseOperator
     ):
         inner = operator.operator
-        return SparseOperator(inner.matrix, inner.tags | operator.tags)
+        return inner._with_tags(inner.tags | operator.tags)
     return None
 
 

@@ -345,7 +345,10 @@ class _Factor:
         self.matrix = matrix  # S = 2^-exponent A (see `AMGBackend._factor`)
         self.exponent = exponent
         self.candidates = candidates  # pyamg's B, or None for its default
-        self.csr = matrix.tocsr()
+        positions, indptr, indices = pattern.csr_structure()
+        self.csr = sp.csr_matrix(
+            (matrix.data[positions], indices, indptr), shape=matrix.shape, copy=False
+        )
         self.hierarchies: _Hierarchies | None = None
         self.reused_setup = False
         self.late_setups = 0

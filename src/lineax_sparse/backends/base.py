@@ -229,6 +229,25 @@ class Pattern:
         upper = where[found & below[off]]
         return lower, upper, off[~found]
 
+    def csr_structure(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`(positions, indptr, indices)` of the matrix in CSR order, computed once per
+        pattern: `csr_matrix((csc_values[positions], indices, indptr))` is the matrix, so
+        a backend that needs CSR gathers its values instead of re-sorting the indices."""
+        structure = getattr(self, "_csr", None)
+        if structure is None:
+            positions = np.arange(self.nnz, dtype=np.int64)
+            # Read as CSR, the CSC arrays are A^T; its CSC form is A's CSR form.
+            transposed = sp.csr_matrix(
+                (positions, self.row_indices, self.indptr), shape=(self.n, self.n), copy=False
+            ).tocsc()
+            structure = self._csr = (
+                transposed.data,
+                transposed.indptr.astype(np.int32),
+                transposed.indices.astype(np.int32),
+            )
+            self.nbytes += sum(part.nbytes for part in structure)
+        return structure
+
     def column_indices(self) -> np.ndarray:
         """The column of every CSC entry (computed once per pattern)."""
         columns = getattr(self, "_columns", None)

@@ -1,0 +1,245 @@
+"""The bridge's overhead: lineax-sparse's CHOLMOD against the same work done natively.
+
+The native side is the fastest loop we know of written with NumPy and cvxopt, with the
+symbolic factorization cached and the COO entries scattered into the lower triangle through
+precomputed positions (one `np.bincount`): per call `numeric` + `solve`, and for a gradient
+a second `solve` and the gather `-lambda[rows] * x[cols]` over the COO entries. Ours is
+`jax.jit` of `lineax.linear_solve(SparseOperator(BCOO((data, indices))), b,
+solver=lxs.Cholmod())` with the indices a NumPy constant (a static pattern), new values in
+every call. Both sides get new values in every call (a cycle of 8 value arrays, more than the
+factorizations our cache keeps per pattern), so every call factorizes.
+
+- MBB 180 x 60 Q4 half-beam (n = 22,020): uncoalesced FEM COO input, 64 entries per
+  element (about 690k), random SIMP densities;
+- 2D Poisson 512² (n = 262,144): coalesced COO input, values scaled.
+
+`value_and_grad` differentiates `sum(w * x) + sum(x**2) / 2` (not self-adjoint: the adjoint
+right-hand side `w + x` differs from `b`) with respect to the COO values. When sparsax is
+installed (`pip install sparsax`), its CHOLMOD solve is timed beside them: sparsax and cvxopt
+load the same CHOLMOD shared object, and whichever is imported first decides the BLAS of
+both, so cvxopt is imported first here and both use cvxopt's. Every side runs with
+`OPENBLAS_NUM_THREADS=1`, in turns within each repetition; times are medians.
+
+    python benchmarks/bench_bridge.py            # full run, a few minutes
+    python benchmarks/bench_bridge.py --quick    # MBB 60 x 20 and Poisson 128², seconds
+"""
+
+from __future__ import annotations
+
+import os
+
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import cvxopt  # noqa: E402  (imported before sparsax: it decides CHOLMOD's BLAS)
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import lineax as lx  # noqa: E402
+import numpy as np  # noqa: E402
+from cvxopt import cholmod  # noqa: E402
+from jax.experimental import sparse as jsparse  # noqa: E402
+
+import lineax_sparse as lxs  # noqa: E402
+from bench_cholmod import LowerTriangle, mbb_parts, simp_values  # noqa: E402
+from common import environment, markdown_table, poisson_2d, Step, write_result  # noqa: E402
+from top88_cvxopt import element_stiffness  # noqa: E402
+
+
+jax.config.update("jax_enable_x64", True)
+
+try:
+    import sparsax  # noqa: E402
+except ImportError:  # optional: its rows are skipped
+    sparsax = None
+
+CYCLE = 8  # distinct value arrays per workload: more than the cache keeps per pattern
+
+
+class Workload:
+    """One COO structure, `CYCLE` value arrays, a right-hand side and a loss weight."""
+
+    def __init__(self, name, rows, cols, n, values, target_forward, target_grad):
+        self.name = name
+        self.rows, self.cols, self.n = rows, cols, n
+        self.indices = np.stack([rows, cols], axis=1).astype(np.int32)
+        self.values = values  # list of numpy arrays
+        rng = np.random.default_rng(0)
+        self.b = rng.standard_normal(n)
+        self.w = rng.standard_normal(n)
+        self.target_forward = target_forward
+        self.target_grad = target_grad
+
+
+def mbb(nelx: int, nely: int) -> Workload:
+    rows, cols, keep, n = mbb_parts(nelx, nely)
+    rng = np.random.default_rng(1)
+    ke = element_stiffness().reshape(-1)
+    values = [simp_values(np, rng.uniform(0.1, 1.0, nelx * nely), ke, keep) for _ in range(CYCLE)]
+    return Workload(f"MBB {nelx}×{nely}, FEM COO", rows, cols, n, values, 1.10, 1.15)
+
+
+def poisson(grid: int) -> Workload:
+    coo = poisson_2d(grid).tocoo()
+    values = [coo.data * (1 + 0.01 * k) for k in range(CYCLE)]
+    return Workload(f"Poisson {grid}²", coo.row, coo.col, coo.shape[0], values, 1.05, None)
+
+
+# --- native: NumPy + cvxopt
+
+
+class Native:
+    def __init__(self, work: Workload):
+        self.work = work
+        self.lower = LowerTriangle(work.rows, work.cols, work.n)
+        matrix = self.lower.assemble(work.values[0])
+        self.factor = cholmod.symbolic(matrix)
+        self.b = cvxopt.matrix(work.b)
+
+    def _factorize(self, values):
+        matrix = self.lower.assemble(values)
+        cholmod.numeric(matrix, self.factor)
+
+    def forward(self, values):
+        self._factorize(values)
+        x = cvxopt.matrix(self.b)  # `solve` overwrites its argument
+        cholmod.solve(self.factor, x)
+        return np.asarray(x).ravel()
+
+    def value_and_grad(self, values):
+        self._factorize(values)
+        x = cvxopt.matrix(self.b)
+        cholmod.solve(self.factor, x)
+        x = np.asarray(x).ravel()
+        loss = self.work.w @ x + 0.5 * x @ x
+        adjoint = cvxopt.matrix(self.work.w + x)
+        cholmod.solve(self.factor, adjoint)
+        adjoint = np.asarray(adjoint).ravel()
+        return loss, -adjoint[self.work.rows] * x[self.work.cols]
+
+
+# --- ours
+
+
+def ours(work: Workload):
+    indices = work.indices  # a NumPy constant: the operator's pattern is static
+    n = work.n
+    b, w = jnp.asarray(work.b), jnp.asarray(work.w)
+
+    def solve(data):
+        matrix = jsparse.BCOO((data, indices), shape=(n, n))
+        operator = lxs.SparseOperator(matrix, tags=lx.positive_semidefinite_tag)
+        return lx.linear_solve(operator, b, solver=lxs.Cholmod()).value
+
+    def loss(data):
+        x = solve(data)
+        return w @ x + 0.5 * x @ x
+
+    return jax.jit(solve), jax.jit(jax.value_and_grad(loss))
+
+
+def sparsax_steps(work: Workload):
+    """sparsax's CHOLMOD solve on the same COO input (None when not installed)."""
+    if sparsax is None:
+        return None
+    rows, cols = work.indices[:, 0], work.indices[:, 1]  # NumPy: static, as sparsax wants
+    b, w = jnp.asarray(work.b), jnp.asarray(work.w)
+
+    def solve(data):
+        return sparsax.solve(rows, cols, data, b)  # sums duplicates, reads one triangle
+
+    def loss(data):
+        x = solve(data)
+        return w @ x + 0.5 * x @ x
+
+    return jax.jit(solve), jax.jit(jax.value_and_grad(loss))
+
+
+def run(work: Workload, repeats: int) -> list[list[str]]:
+    native = Native(work)
+    host_values = work.values
+    device_values = [jnp.asarray(v) for v in host_values]
+    forward, value_and_grad = ours(work)
+    alternative = sparsax_steps(work)
+    counter = {"k": 0}
+
+    def pick():
+        counter["k"] = (counter["k"] + 1) % CYCLE
+        return counter["k"]
+
+    # Check agreement first (untimed).
+    reference = native.forward(host_values[0])
+    mine = np.asarray(forward(device_values[0]))
+    error = np.linalg.norm(mine - reference) / np.linalg.norm(reference)
+    native_loss, native_grad = native.value_and_grad(host_values[0])
+    my_loss, my_grad = value_and_grad(device_values[0])
+    grad_error = np.linalg.norm(np.asarray(my_grad) - native_grad) / np.linalg.norm(native_grad)
+    if error > 1e-8 or grad_error > 1e-6:
+        raise RuntimeError(f"disagreement: solution {error:.1e}, gradient {grad_error:.1e}")
+
+    steps = {
+        "native forward": Step(lambda: native.forward(host_values[pick()])),
+        "ours forward": Step(lambda: forward(device_values[pick()])),
+        "native value_and_grad": Step(lambda: native.value_and_grad(host_values[pick()])),
+        "ours value_and_grad": Step(lambda: value_and_grad(device_values[pick()])),
+    }
+    if alternative is not None:
+        steps["sparsax forward"] = Step(lambda: alternative[0](device_values[pick()]))
+        steps["sparsax value_and_grad"] = Step(lambda: alternative[1](device_values[pick()]))
+    times = {name: [] for name in steps}
+    for round_ in range(repeats + 1):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            jax.block_until_ready(step.fn())
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    rows = [[work.name, name, f"{1e3 * median[name]:.2f} ms", ""] for name in steps]
+    for kind, target in (("forward", work.target_forward), ("value_and_grad", work.target_grad)):
+        ratio = median[f"ours {kind}"] / median[f"native {kind}"]
+        verdict = "" if target is None else (" (met)" if ratio <= target else " (**missed**)")
+        goal = "" if target is None else f" ≤ {target:.2f}"
+        rows.append([work.name, f"ours / native {kind}", f"**{ratio:.3f}**", f"{goal}{verdict}"])
+        if alternative is not None:
+            other = median[f"ours {kind}"] / median[f"sparsax {kind}"]
+            verdict = " (met)" if other < 1 else " (**missed**)"
+            rows.append([work.name, f"ours / sparsax {kind}", f"**{other:.3f}**", f"< 1{verdict}"])
+    info = lxs.cache_info()
+    rows.append(
+        [work.name, "agreement with native", f"{error:.1e} (x), {grad_error:.1e} (grad)", ""]
+    )
+    rows.append(
+        [work.name, "cache", f"hits {info.hits}, reused solutions {info.reused_solutions}", ""]
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small problems, few repeats")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds")
+    args = parser.parse_args()
+    repeats = args.repeats or (5 if args.quick else 25)
+    workloads = [mbb(60, 20), poisson(128)] if args.quick else [mbb(180, 60), poisson(512)]
+    start_load = os.getloadavg()[0]
+    rows = []
+    for work in workloads:
+        lxs.clear_cache()
+        rows += run(work, repeats)
+    header = (
+        environment()
+        + f"; load at the end {os.getloadavg()[0]:.2f} (start {start_load:.2f}); cvxopt "
+        + "imported first"
+        + ("" if sparsax is None else f", then sparsax {sparsax.__version__}")
+    )
+    table = markdown_table(["workload", "row", "median", "target"], rows)
+    text = f"{header}\n\n{table}\n"
+    print(text)
+    write_result("bridge", text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""Static sparsity patterns: only values cross to the host, with the same answers.
+
+Every solver is run on the same uncoalesced (FEM-style, with duplicates and padding) matrix
+through both data paths: the static one (indices concrete when the operator is built) and
+the general one (indices traced inside `jit`), and both against dense JAX.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from jax.experimental import sparse as jsparse
+
+import lineax_sparse as lxs
+
+from . import helpers
+
+
+PSD = lx.positive_semidefinite_tag
+
+SOLVERS = {
+    "superlu": (lxs.SuperLU(), ()),
+    "cholmod": (lxs.Cholmod(), (PSD,)),
+    "auto": (lxs.AutoSparse(), (PSD,)),
+    "amg": (lxs.AMG(rtol=1e-12, atol=0.0, max_steps=500), (PSD,)),
+}
+
+
+def fem_coo(nelx: int = 12, nely: int = 5, padding: int = 3):
+    """Uncoalesced SPD stiffness entries plus `padding` padding entries holding NaN."""
+    coo = helpers.elasticity2d(nelx, nely)
+    n = coo.shape[0]
+    indices = np.stack([coo.row, coo.col], axis=1).astype(np.int32)
+    data = coo.data.copy()
+    if padding:
+        indices = np.concatenate([indices, np.full((padding, 2), n, np.int32)])
+        data = np.concatenate([data, np.full(padding, np.nan)])
+    return data, indices, n
+
+
+def dense(data, indices, n):
+    keep = (indices < n).all(axis=1)
+    return jnp.zeros((n, n)).at[indices[keep, 0], indices[keep, 1]].add(data[keep])
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_static_and_traced_paths_agree_with_dense(name, getkey):
+    solver, tags = SOLVERS[name]
+    data, indices, n = fem_coo()
+    b = jax.random.normal(getkey(), (n,))
+    expected = jnp.linalg.solve(dense(jnp.asarray(data), indices, n), b)
+
+    @jax.jit
+    def static(values, b):
+        op = lxs.SparseOperator(jsparse.BCOO((values, indices), shape=(n, n)), tags)
+        assert op.pattern is not None  # NumPy indices: concrete at trace time
+        return lx.linear_solve(op, b, solver=solver).value
+
+    @jax.jit
+    def traced(values, index_array, b):
+        op = lxs.SparseOperator(jsparse.BCOO((values, index_array), shape=(n, n)), tags)
+        assert op.pattern is None
+        return lx.linear_solve(op, b, solver=solver).value
+
+    factor = 1e3 if name == "amg" else 1.0
+    helpers.assert_close(static(jnp.asarray(data), b), expected, jnp.float64, factor)
+    helpers.assert_close(traced(jnp.asarray(data), indices, b), expected, jnp.float64, factor)
+
+
+@pytest.mark.parametrize("name", ["superlu", "cholmod"])
+def test_static_gradients_match_dense(name, getkey):
+    solver, tags = SOLVERS[name]
+    data, indices, n = fem_coo(8, 4, padding=2)
+    values = jnp.asarray(np.nan_to_num(data))  # a NaN's gradient would be NaN in the reference
+    b = jax.random.normal(getkey(), (n,))
+    w = jax.random.normal(getkey(), (n,))
+    pattern = lxs.static_pattern(indices, n)
+
+    def loss(values, b):
+        op = lxs.SparseOperator.from_pattern(pattern, values, tags)
+        x = lx.linear_solve(op, b, solver=solver).value
+        return w @ x + 0.5 * x @ x
+
+    def reference(values, b):
+        x = jnp.linalg.solve(dense(values, indices, n), b)
+        return w @ x + 0.5 * x @ x
+
+    got = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(values, b)
+    want = jax.value_and_grad(reference, argnums=(0, 1))(values, b)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-10)
+    real = (indices < n).all(axis=1)
+    np.testing.assert_allclose(
+        np.asarray(got[1][0])[real], np.asarray(want[1][0])[real], rtol=1e-8, atol=1e-12
+    )
+    np.testing.assert_allclose(got[1][1], want[1][1], rtol=1e-8)
+    # jvp with respect to the values, against dense
+    tangent = jax.random.normal(getkey(), values.shape)
+    _, jvp = jax.jvp(lambda v: loss(v, b), (values,), (tangent,))
+    _, jvp_ref = jax.jvp(lambda v: reference(v, b), (values,), (tangent,))
+    np.testing.assert_allclose(jvp, jvp_ref, rtol=1e-8)
+
+
+def test_vmap_over_values_with_a_static_pattern(getkey):
+    data, indices, n = fem_coo(8, 4, padding=0)
+    pattern = lxs.static_pattern(indices, n)
+    scales = jnp.array([1.0, 2.0, 0.5])
+    b = jax.random.normal(getkey(), (n,))
+
+    def solve(scale):
+        op = lxs.SparseOperator.from_pattern(pattern, scale * jnp.asarray(data), PSD)
+        return lx.linear_solve(op, b, solver=lxs.Cholmod()).value
+
+    lxs.clear_cache()
+    got = jax.jit(jax.vmap(solve))(scales)
+    assert lxs.cache_info().host_calls == 1
+    for k, scale in enumerate(scales):
+        expected = jnp.linalg.solve(scale * dense(jnp.asarray(data), indices, n), b)
+        helpers.assert_close(got[k], expected, jnp.float64)
+
+
+def test_pattern_survives_jit_boundaries_and_is_interned():
+    data, indices, n = fem_coo(6, 3, padding=0)
+    first = lxs.static_pattern(indices, n)
+    assert lxs.static_pattern(indices.copy(), n) is first
+    assert lxs.static_pattern(indices.astype(np.int64), n) is not first  # another dtype
+    op = lxs.SparseOperator(jsparse.BCOO((jnp.asarray(data), jnp.asarray(indices)), shape=(n, n)))
+    assert op.pattern is first
+    traces = []
+
+    @jax.jit
+    def inside(op, b):
+        traces.append(None)
+        assert op.pattern is first  # a static field: still there, though `indices` is traced
+        return lx.linear_solve(op, b, solver=lxs.SuperLU()).value
+
+    b = jnp.ones(n)
+    inside(op, b)
+    other = lxs.SparseOperator.from_pattern(first, 2 * jnp.asarray(data))
+    inside(other, b)
+    assert len(traces) == 1  # same pattern object, same compiled function
+    assert hash(first) == hash(lxs.static_pattern(indices, n))
+
+
+def test_only_values_cross_and_verification_uses_values():
+    """A second matrix of the same pattern factorizes; the same values hit."""
+    data, indices, n = fem_coo(6, 3, padding=0)
+    pattern = lxs.static_pattern(indices, n)
+    solve = jax.jit(
+        lambda v, b: (
+            lx.linear_solve(
+                lxs.SparseOperator.from_pattern(pattern, v, PSD), b, solver=lxs.Cholmod()
+            ).value
+        )
+    )
+    b = jnp.ones(n)
+    values = jnp.asarray(data)
+    solve(values, b)
+    solve(values, 2 * b)
+    solve(1.5 * values, b)
+    info = lxs.cache_info()
+    assert (info.factorizations, info.hits, info.analyses) == (2, 1, 1)
+
+
+def test_self_adjoint_backward_solve_reuses_the_forward_solution():
+    """Compliance f^T u: the adjoint right-hand side is f again, so the backward solve is
+    answered from the forward one; a general loss is not."""
+    data, indices, n = fem_coo(10, 4, padding=0)
+    pattern = lxs.static_pattern(indices, n)
+    f = jnp.zeros(n).at[1].set(-1.0)
+
+    def compliance(values):
+        op = lxs.SparseOperator.from_pattern(pattern, values, PSD)
+        return f @ lx.linear_solve(op, f, solver=lxs.Cholmod()).value
+
+    values = jnp.asarray(data)
+    c, g = jax.jit(jax.value_and_grad(compliance))(values)
+    info = lxs.cache_info()
+    assert info.reused_solutions == 1 and info.host_calls == 2
+    u = jnp.linalg.solve(dense(values, indices, n), f)
+    np.testing.assert_allclose(c, f @ u, rtol=1e-10)
+    np.testing.assert_allclose(g, -u[indices[:, 0]] * u[indices[:, 1]], rtol=1e-8, atol=1e-14)
+
+    lxs.clear_cache()
+    w = jnp.arange(n, dtype=jnp.float64)
+    jax.jit(
+        jax.grad(
+            lambda v: (
+                w
+                @ lx.linear_solve(
+                    lxs.SparseOperator.from_pattern(pattern, v, PSD), f, solver=lxs.Cholmod()
+                ).value
+            )
+        )
+    )(values)
+    assert lxs.cache_info().reused_solutions == 0
+
+
+def test_nonsymmetric_values_on_a_static_pattern_are_reported():
+    data, indices, n = fem_coo(6, 3, padding=0)
+    values = jnp.asarray(data).at[5].add(1e-3)  # breaks the symmetry of one pair
+    op = lxs.SparseOperator(jsparse.BCOO((values, indices), shape=(n, n)), PSD)
+    assert op.pattern is not None
+    solution = lx.linear_solve(op, jnp.ones(n), solver=lxs.Cholmod(), throw=False)
+    assert solution.result == lx.RESULTS.singular
+    assert not np.any(np.isfinite(np.asarray(solution.value)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.complex128, jnp.float16])
+def test_static_pattern_dtypes(dtype, getkey):
+    matrix = helpers.random_sparse(
+        30, 0.1, np.complex128 if dtype == jnp.complex128 else np.float64, seed=3
+    )
+    coo = sp.coo_matrix(matrix)
+    # duplicate every entry: half the value each
+    indices = np.concatenate([np.stack([coo.row, coo.col], 1)] * 2).astype(np.int32)
+    data = jnp.asarray(np.concatenate([coo.data / 2, coo.data / 2])).astype(dtype)
+    op = lxs.SparseOperator(jsparse.BCOO((data, indices), shape=(30, 30)))
+    assert op.pattern is not None
+    b = jnp.ones(30, dtype)
+    x = lx.linear_solve(op, b, solver=lxs.SuperLU()).value
+    assert x.dtype == dtype
+    expected = np.linalg.solve(matrix.toarray(), np.ones(30))
+    tolerance = {jnp.float16: 2e-2, jnp.float32: 1e-4, jnp.complex128: 1e-10}[dtype]
+    np.testing.assert_allclose(
+        np.asarray(x, np.complex128), expected, rtol=0, atol=tolerance * np.abs(expected).max()
+    )
+
+
+def test_state_with_a_static_pattern_is_reused_and_checked():
+    data, indices, n = fem_coo(6, 3, padding=0)
+    op = lxs.SparseOperator(jsparse.BCOO((jnp.asarray(data), indices), shape=(n, n)), PSD)
+    solver = lxs.Cholmod()
+    state = solver.init(op, {})
+    assert state.indices is None and state.data.shape == (op.pattern.nnz,)
+    x = lx.linear_solve(op, jnp.ones(n), solver=solver, state=state).value
+    np.testing.assert_allclose(op.mv(x), jnp.ones(n), rtol=1e-9, atol=1e-9)
+    bad = lxs.HostSolverState(
+        state.handle, state.data[:-1], None, None, n, state.spec, False, False, state.pattern
+    )
+    with pytest.raises(ValueError, match="summed values"):
+        lx.linear_solve(op, jnp.ones(n), solver=solver, state=bad)
+
+
+def test_static_pattern_errors():
+    with pytest.raises(ValueError, match="outside"):
+        lxs.static_pattern(np.array([[0, 5]]), 3)
+    with pytest.raises(ValueError, match="size"):
+        lxs.static_pattern(np.array([[0, 1]]), -1)
+    with pytest.raises(ValueError, match="shape"):
+        lxs.static_pattern(np.array([0, 1]), 3)
+    with pytest.raises(ValueError, match="tracer"):
+        jax.jit(lambda i: lxs.static_pattern(i, 3))(jnp.zeros((2, 2), jnp.int32))
+    pattern = lxs.static_pattern(np.array([[0, 0], [1, 1]]), 2)
+    with pytest.raises(ValueError, match="one value per index pair"):
+        lxs.SparseOperator.from_pattern(pattern, jnp.ones(3))
+    with pytest.raises(ValueError, match="floating or complex"):
+        lxs.SparseOperator.from_pattern(pattern, jnp.ones(2, jnp.int32))
+    with pytest.raises(ValueError, match="static_pattern"):
+        lxs.SparseOperator.from_pattern(np.array([[0, 0]]), jnp.ones(1))
+
+
+def test_amg_nonsymmetric_static_pattern(getkey):
+    matrix = helpers.convection_diffusion2d(12)
+    op = helpers.operator(matrix)
+    assert op.pattern is not None
+    b = jax.random.normal(getkey(), (matrix.shape[0],))
+    x = lx.linear_solve(op, b, solver=lxs.AMG(krylov="gmres", rtol=1e-10, atol=0.0)).value
+    np.testing.assert_allclose(
+        np.asarray(matrix @ np.asarray(x)),
+        np.asarray(b),
+        rtol=0,
+        atol=1e-8 * float(jnp.linalg.norm(b)),
+    )
