@@ -275,3 +275,29 @@ def test_amg_nonsymmetric_static_pattern(getkey):
         rtol=0,
         atol=1e-8 * float(jnp.linalg.norm(b)),
     )
+
+
+@pytest.mark.parametrize("name", ["superlu", "cholmod"])
+def test_subnormal_duplicates_are_never_a_wrong_success(name):
+    """XLA flushes subnormal sums to zero: a matrix at the 1e-310 scale assembled from
+    duplicates is reported, never solved wrongly; without duplicates it solves (gathered)."""
+    solver, tags = SOLVERS[name]
+    data, indices, n = fem_coo(6, 3, padding=0)
+    tiny = jnp.asarray(data * 1e-310)
+    b = jnp.asarray(np.linspace(1.0, 2.0, n) * 1e-310)
+    op = lxs.SparseOperator(jsparse.BCOO((tiny, indices), shape=(n, n)), tags)
+    solution = lx.linear_solve(op, b, solver=solver, throw=False)
+    if solution.result == lx.RESULTS.successful:  # only if nothing was flushed
+        expected = np.linalg.solve(
+            np.asarray(dense(jnp.asarray(data), indices, n)), np.linspace(1.0, 2.0, n)
+        )
+        np.testing.assert_allclose(solution.value, expected, rtol=1e-6)
+    else:
+        assert solution.result == lx.RESULTS.singular
+    coalesced = sp.coo_matrix((data * 1e-310, (indices[:, 0], indices[:, 1])), shape=(n, n)).tocsr()
+    op = lxs.SparseOperator.from_scipy(coalesced, tags)
+    assert op.pattern.source is not None  # no duplicates: gathered
+    x = lx.linear_solve(op, b, solver=solver).value
+    unscaled = sp.coo_matrix((data, (indices[:, 0], indices[:, 1])), shape=(n, n)).toarray()
+    expected = np.linalg.solve(unscaled, np.linspace(1.0, 2.0, n))
+    np.testing.assert_allclose(x, expected, rtol=1e-6)

@@ -156,11 +156,9 @@ registry.on_clear(_reset_bookkeeping)
 
 
 def _content_token(spec: BackendSpec, handle: int, values: np.ndarray) -> tuple:
-    """Identifies a matrix's values well enough for statistics (never for correctness)."""
-    raw = values.view(np.uint8)
-    width = next(w for w in (8, 4, 2, 1) if raw.size % w == 0)
-    words = raw.view(f"u{width}")
-    return (spec, handle, values.size, int(np.add.reduce(words, dtype=np.uint64)))
+    """Identifies a matrix's values well enough for statistics (never for correctness):
+    a strided sample, O(1) in the size (a full bit sum cost 0.2 ms per call at n = 22k)."""
+    return (spec, handle) + fingerprint(values)
 
 
 def _retire_old_factors(spec: BackendSpec, pattern: Pattern) -> None:
