@@ -115,7 +115,7 @@ def test_vmap_over_values_with_a_static_pattern(getkey):
         return lx.linear_solve(op, b, solver=lxs.Cholmod()).value
 
     lxs.clear_cache()
-    got = jax.jit(jax.vmap(solve))(scales)
+    got = jax.jit(jax.vmap(solve))(scales).block_until_ready()
     assert lxs.cache_info().host_calls == 1
     for k, scale in enumerate(scales):
         expected = jnp.linalg.solve(scale * dense(jnp.asarray(data), indices, n), b)
@@ -158,9 +158,9 @@ def test_only_values_cross_and_verification_uses_values():
     )
     b = jnp.ones(n)
     values = jnp.asarray(data)
-    solve(values, b)
-    solve(values, 2 * b)
-    solve(1.5 * values, b)
+    solve(values, b).block_until_ready()  # dispatch is asynchronous: count after each
+    solve(values, 2 * b).block_until_ready()
+    solve(1.5 * values, b).block_until_ready()
     info = lxs.cache_info()
     assert (info.factorizations, info.hits, info.analyses) == (2, 1, 1)
 
@@ -177,7 +177,7 @@ def test_self_adjoint_backward_solve_reuses_the_forward_solution():
         return f @ lx.linear_solve(op, f, solver=lxs.Cholmod()).value
 
     values = jnp.asarray(data)
-    c, g = jax.jit(jax.value_and_grad(compliance))(values)
+    c, g = jax.block_until_ready(jax.jit(jax.value_and_grad(compliance))(values))
     info = lxs.cache_info()
     assert info.reused_solutions == 1 and info.host_calls == 2
     u = jnp.linalg.solve(dense(values, indices, n), f)
@@ -195,7 +195,7 @@ def test_self_adjoint_backward_solve_reuses_the_forward_solution():
                 ).value
             )
         )
-    )(values)
+    )(values).block_until_ready()
     assert lxs.cache_info().reused_solutions == 0
 
 

@@ -156,9 +156,14 @@ registry.on_clear(_reset_bookkeeping)
 
 
 def _content_token(spec: BackendSpec, handle: int, values: np.ndarray) -> tuple:
-    """Identifies a matrix's values well enough for statistics (never for correctness):
-    a strided sample, O(1) in the size (a full bit sum cost 0.2 ms per call at n = 22k)."""
-    return (spec, handle) + fingerprint(values)
+    """Identifies a matrix's values well enough for statistics (never for correctness).
+
+    A sum of all the bits (0.07 ms at n = 22k): a strided sample would call two matrices
+    that differ only where the handle samples none the same, and count misses."""
+    raw = values.view(np.uint8)
+    width = next(w for w in (8, 4, 2, 1) if raw.size % w == 0)
+    words = raw.view(f"u{width}")
+    return (spec, handle, values.size, int(np.add.reduce(words, dtype=np.uint64)))
 
 
 def _retire_old_factors(spec: BackendSpec, pattern: Pattern) -> None:
