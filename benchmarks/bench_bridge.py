@@ -249,7 +249,7 @@ def main() -> None:
     table = markdown_table(["workload", "row", "median", "target"], rows)
     text = f"{header}\n\n{table}\n"
     print(text)
-    write_result("bridge", text)
+    write_result("bridge.md", text)
 
 
 if __name__ == "__main__":

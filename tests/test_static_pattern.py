@@ -301,3 +301,26 @@ def test_subnormal_duplicates_are_never_a_wrong_success(name):
     unscaled = sp.coo_matrix((data, (indices[:, 0], indices[:, 1])), shape=(n, n)).toarray()
     expected = np.linalg.solve(unscaled, np.linspace(1.0, 2.0, n))
     np.testing.assert_allclose(x, expected, rtol=1e-6)
+
+
+def test_xla_validity_flag_is_per_matrix_under_vmap(getkey):
+    """XLA's finite-and-exactly-symmetric flag only lets the host skip its tests: in one
+    vmapped batch, a symmetric, a non-symmetric and a NaN matrix get their own results."""
+    data, indices, n = fem_coo(6, 3, padding=0)
+    pattern = lxs.static_pattern(indices, n)
+    values = jnp.asarray(data)
+    pair = int(np.flatnonzero(indices[:, 0] != indices[:, 1])[0])
+    batch = jnp.stack([values, values.at[pair].add(1e-3), values.at[0].set(jnp.nan)])
+    b = jax.random.normal(getkey(), (n,))
+
+    def solve(v):
+        op = lxs.SparseOperator.from_pattern(pattern, v, PSD)
+        sol = lx.linear_solve(op, b, solver=lxs.Cholmod(), throw=False)
+        return sol.value, sol.result._value
+
+    x, results = jax.jit(jax.vmap(solve))(batch)
+    expected = jnp.linalg.solve(dense(values, indices, n), b)
+    helpers.assert_close(x[0], expected, jnp.float64)
+    assert int(results[0]) == int(lx.RESULTS.successful._value)
+    assert int(results[1]) == int(lx.RESULTS.singular._value)
+    assert int(results[2]) == int(lx.RESULTS.nonfinite_input._value)

@@ -71,9 +71,11 @@ def _solve_host(
     has_guess: bool,
     has_aux: bool,
     pattern: StaticPattern | None,
+    has_valid: bool,
     *arrays,
 ):
     arrays = [np.asarray(a) for a in arrays]
+    valid = arrays.pop() if has_valid else None
     if pattern is None:
         handle, values, indices, rhs, *rest = arrays
         static = None
@@ -95,6 +97,7 @@ def _solve_host(
         guess,
         aux,
         static,
+        valid,
     )
     return x, status, steps, residual.astype(_residual_dtype(rhs.dtype))
 
@@ -183,23 +186,34 @@ def solve(
     guess: Inexact[Array, " n"] | None = None,
     aux: Array | None = None,
     pattern: StaticPattern | None = None,
+    valid: Array | None = None,
 ) -> tuple[Inexact[Array, " n"], lx.RESULTS, dict[str, Array]]:
     """Solve `op(A) x = rhs` on the host with the factorization under `handle`.
 
     The matrix arrays travel with the handle: the host verifies the entry under `handle`
     against them, and factorizes them (under `handle`) when it holds none of this matrix, so
     a first, evicted, stale or forged handle costs a factorization, never a wrong answer.
+    `valid` (static patterns, symmetric solvers) says per matrix that XLA found its values
+    finite and exactly symmetric, so the host may skip those tests (False: test them).
     `guess` is an initial guess for iterative backends, `aux` the solver's arrays the
     factorization depends on (AMG's near-nullspace vectors), verified like the matrix.
     Returns the solution, the result,
     and the statistics `num_steps` (iterations, or refinement steps of a direct solve) and
     `relative_residual` (`|b - Ax| / |b|`).
     """
-    optional = tuple(a for a in (guess, aux) if a is not None)
+    optional = tuple(a for a in (guess, aux, valid) if a is not None)
     matrix = (handle, values) if pattern is not None else (handle, values, indices)
     arrays = matrix + (rhs,) + optional
     host = functools.partial(
-        _solve_host, spec, n, transpose, conjugate, guess is not None, aux is not None, pattern
+        _solve_host,
+        spec,
+        n,
+        transpose,
+        conjugate,
+        guess is not None,
+        aux is not None,
+        pattern,
+        valid is not None,
     )
     solution, status, steps, residual = host_call(
         host,

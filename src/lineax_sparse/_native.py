@@ -191,10 +191,12 @@ def _build_entry(
     values: np.ndarray,
     aux,
     static: Pattern | None,
+    valid: bool = False,
 ):
     """Factorize (or fail to); returns the entry and the bytes of its factor.
 
-    With a static pattern (`static`), `values` are already the CSC values, summed in XLA.
+    With a static pattern (`static`), `values` are already the CSC values, summed in XLA;
+    `valid` says that XLA found them finite and exactly symmetric (the tests it skips).
     """
     pattern = static if static is not None else _pattern(n, indices, fingerprint(indices))
     _retire_old_factors(spec, pattern)
@@ -211,11 +213,11 @@ def _build_entry(
         # duplicates whose sum overflows: both are then judged on the matrix they make.
         with np.errstate(over="ignore", invalid="ignore"):
             csc_values = pattern.assemble(values)
-    if not np.all(np.isfinite(csc_values)):
+    if not valid and not np.all(np.isfinite(csc_values)):
         return _FactorEntry(spec, pattern, values, aux, None, Status.NONFINITE_INPUT), 0
     backend = _backend(spec)
     analysis = _analysis(spec, pattern)
-    if backend.requires_symmetric and not is_hermitian(pattern, csc_values):
+    if backend.requires_symmetric and not valid and not is_hermitian(pattern, csc_values):
         return _FactorEntry(spec, pattern, values, aux, None, Status.NOT_SYMMETRIC), 0
     try:
         factor = backend.factor(pattern, analysis, pattern.csc(csc_values), aux)
@@ -238,6 +240,7 @@ def _entry(
     values: np.ndarray,
     aux,
     static: Pattern | None = None,
+    valid: bool = False,
 ) -> tuple[tuple, _FactorEntry]:
     """The registry key and entry of this matrix under `handle`, factorized if absent."""
     free = None
@@ -263,7 +266,7 @@ def _entry(
         _made[token] = None
         while len(_made) > _MADE_TOKENS:
             _made.popitem(last=False)
-    entry, nbytes = _build_entry(spec, n, indices, values, aux, static)
+    entry, nbytes = _build_entry(spec, n, indices, values, aux, static, valid)
     _this_call.add(free)
     if entry.status == Status.OK:
         _remember(spec, entry.pattern, free)
@@ -351,6 +354,7 @@ def solve_batch(
     guess: np.ndarray | None = None,
     aux: np.ndarray | None = None,
     static: Pattern | None = None,
+    valid: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Solve every system of a batch; one backend solve per distinct matrix.
 
@@ -359,7 +363,8 @@ def solve_batch(
     pattern (`static`, the host `Pattern` of a `StaticPattern`), `values` are the CSC
     values summed in XLA and `indices` is None. Returns solutions of shape `batch + (n,)`
     in `rhs.dtype`, and per system a status (int32), a step count (int32) and a relative
-    residual (float64), each of shape `batch`.
+    residual (float64), each of shape `batch`. `valid` (optional, batched like `values`)
+    says which matrices XLA found finite and exactly symmetric.
     """
     if indices is None:  # one pattern for the whole batch: an unbatched stand-in
         indices = np.zeros((0, 2), dtype=np.int32)
@@ -408,6 +413,7 @@ def solve_batch(
                 flat_values[value_of[m]],
                 None if flat_aux is None else flat_aux[aux_of[m]],
                 static,
+                valid is not None and bool(valid.reshape(-1)[value_of[m]]),
             )
             if entry.status != Status.OK:
                 status[columns] = entry.status

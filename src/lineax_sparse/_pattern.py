@@ -172,3 +172,21 @@ def coalesce(data: Inexact[Array, "*batch nse"], pattern: StaticPattern) -> Arra
     for _ in range(data.ndim - 1):
         one = jax.vmap(one)
     return one(data)
+
+
+def plainly_valid(values: Inexact[Array, "*batch nnz"], pattern: StaticPattern) -> Array:
+    """Whether coalesced real `values` are finite and exactly symmetric, per batch element.
+
+    Computed in XLA beside the solve (two gathers and a comparison, fused), so that the
+    host can skip its own O(nnz) finiteness and per-pair symmetry tests for the matrices
+    that pass (FEM assembly from symmetric element matrices is exactly symmetric). False
+    only means "check on the host", never "invalid". Complex values always say False.
+    """
+    batch = values.shape[:-1]
+    lower, upper, unpaired = pattern.host.symmetry_pairs()
+    if jnp.iscomplexobj(values) or unpaired.size:
+        return jnp.zeros(batch, jnp.bool_)
+    finite = jnp.all(jnp.isfinite(values), axis=-1)
+    mine = jnp.take(values, jnp.asarray(lower), axis=-1)
+    theirs = jnp.take(values, jnp.asarray(upper), axis=-1)
+    return finite & jnp.all(mine == theirs, axis=-1)

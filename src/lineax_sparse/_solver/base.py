@@ -23,6 +23,7 @@ import dataclasses
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Inexact, Int, PyTree
@@ -30,7 +31,8 @@ from jaxtyping import Array, Inexact, Int, PyTree
 from .. import _bridge
 from .._native import BackendSpec
 from .._operator import SparseOperator
-from .._pattern import coalesce, StaticPattern
+from .._pattern import coalesce, plainly_valid, StaticPattern
+from ..backends import requires_symmetric
 
 
 class HostSolverState(eqx.Module):
@@ -170,6 +172,11 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
                 f"`{self._name()}` solves against a vector of shape ({state.size},), got "
                 f"{jnp.shape(vector)}."
             )
+        valid = None
+        if state.pattern is not None and requires_symmetric(state.spec[0]):
+            # From the values the host receives (not kept in the state, so no state can
+            # vouch for values it does not hold).
+            valid = plainly_valid(jax.lax.stop_gradient(state.data), state.pattern)
         solution, result, stats = _bridge.solve(
             state.spec,
             state.size,
@@ -182,6 +189,7 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
             self._initial_guess(vector, options),
             state.aux,
             state.pattern,
+            valid,
         )
         return solution, result, stats
 

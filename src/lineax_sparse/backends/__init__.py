@@ -20,7 +20,7 @@ _BACKENDS = {
 }
 
 
-def make_backend(name: str, options: tuple[tuple[str, Any], ...]) -> Backend:
+def _backend_class(name: str) -> type:
     module_name, class_name, package = _BACKENDS[name]
     try:
         module = importlib.import_module(module_name)
@@ -28,4 +28,13 @@ def make_backend(name: str, options: tuple[tuple[str, Any], ...]) -> Backend:
         raise ImportError(
             f"The `{name}` backend of lineax-sparse needs `{package}`: `pip install {package}`."
         ) from error
-    return getattr(module, class_name)(**dict(options))
+    return getattr(module, class_name)
+
+
+def make_backend(name: str, options: tuple[tuple[str, Any], ...]) -> Backend:
+    return _backend_class(name)(**dict(options))
+
+
+def requires_symmetric(name: str) -> bool:
+    """Whether backend `name` needs symmetric (Hermitian) values (its class attribute)."""
+    return bool(_backend_class(name).requires_symmetric)
