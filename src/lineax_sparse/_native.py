@@ -393,6 +393,8 @@ def solve_batch(
         flat_rhs = _flat(rhs, 1)[_batch_map(rhs.shape[:-1], batch)]
         flat_guess = None if guess is None else _flat(guess, 1)[_batch_map(guess.shape[:-1], batch)]
 
+    if valid is not None:  # unbatched (a constant under vmap) or batched like `values`
+        valid_of_values = np.broadcast_to(valid, values.shape[:-1]).reshape(-1)
     size = math.prod(batch)
     solution = np.full((size, n), np.nan, dtype=rhs.dtype)
     status = np.empty(size, dtype=np.int32)
@@ -413,7 +415,7 @@ def solve_batch(
                 flat_values[value_of[m]],
                 None if flat_aux is None else flat_aux[aux_of[m]],
                 static,
-                valid is not None and bool(valid.reshape(-1)[value_of[m]]),
+                valid is not None and bool(valid_of_values[value_of[m]]),
             )
             if entry.status != Status.OK:
                 status[columns] = entry.status
