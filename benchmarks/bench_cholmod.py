@@ -72,6 +72,11 @@ from top88_cvxopt import element_stiffness
 
 jax.config.update("jax_enable_x64", True)
 
+try:  # after cvxopt: both load one CHOLMOD shared object, and the first decides its BLAS
+    import sparsax
+except ImportError:  # optional (the `bench` extra installs it): its rows stay empty
+    sparsax = None
+
 BATCH = 64
 STEPS = 20  # solves per optimisation loop
 PSD = lx.positive_semidefinite_tag
@@ -334,14 +339,20 @@ def forward_steps(problem: Problem, b_host: np.ndarray, results: dict[str, Resul
     for _ in range(2):
         block(ours_solve(next(steady), b))
     holder["phases"] = steady_phases = Phases()
-    steady_timings = time_interleaved(
-        {
-            "native": Step(native_forward, native_setup),
-            "ours forward steady": Step(lambda: ours_solve(next(steady), b)),
-        },
-        repeats,
-    )
+    steady_steps = {
+        "native": Step(native_forward, native_setup),
+        "ours forward steady": Step(lambda: ours_solve(next(steady), b)),
+    }
+    if sparsax is not None:  # CHOLMOD through an XLA FFI call, new values in every call
+        rows, cols = coo.row.astype(np.int32), coo.col.astype(np.int32)
+        sparsax_solve = jax.jit(lambda data, rhs: sparsax.solve(rows, cols, data, rhs))
+        others = iter(perturbed(operator, range(20_000, 20_000 + repeats + 4)))
+        block(sparsax_solve(next(others).data, b))
+        steady_steps["sparsax forward"] = Step(lambda: sparsax_solve(next(others).data, b))
+    steady_timings = time_interleaved(steady_steps, repeats)
     results["ours forward steady"] = steady_timings["ours forward steady"]
+    if sparsax is not None:
+        results["sparsax forward"] = steady_timings["sparsax forward"]
     results["native total steady"] = steady_phases.timings()["native total"]
     first = timings["ours forward cold"].first
     results["ours first call"] = Timing(first, (first,))
@@ -511,6 +522,7 @@ ROWS = [
         "ours forward steady",
     ),
     ("native `symbolic` + `numeric` + `solve`, timed beside the steady row", "native total steady"),
+    ("sparsax forward, new values, timed beside the steady row (cvxopt's BLAS)", "sparsax forward"),
     ("ours forward, first call (compile + cold)", "ours first call"),
     ("ours `value_and_grad`, cold", "ours grad cold"),
     ("ours `value_and_grad`, new values", "ours grad new"),
@@ -546,6 +558,7 @@ TARGETS = [
 ]
 
 RATIOS = [
+    ("ours / sparsax forward, new values, steady state", "ours forward steady", "sparsax forward"),
     ("loop: ours / native symbolic reuse", "loop ours", "loop reuse"),
     ("`SuperLU` / Cholmod forward, new values (ours both)", "superlu new", "ours forward new"),
     ("`spsolve` / native forward", "spsolve forward", "native total"),
