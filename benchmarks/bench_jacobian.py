@@ -130,31 +130,18 @@ def _kvaerno(grid: int, t1: float):
     import jax.numpy as jnp
 
     import lineax_sparse as lxs
-    from stiff_reaction_diffusion import initial_state, vector_field
+    from stiff_reaction_diffusion import initial_state, integrate, vector_field
 
     y0 = initial_state(grid)
     params = (1.0, 3.4)
     pattern = lxs.detect_sparsity(lambda y: vector_field(0.0, y, params), y0)
 
     def make(route):
-        root = diffrax.VeryChord(rtol=1e-6, atol=1e-6, linear_solver=_linear_solver(route, pattern))
+        linear_solver = _linear_solver(route, pattern)
 
         @eqx.filter_jit
         def run():
-            sol = diffrax.diffeqsolve(
-                diffrax.ODETerm(vector_field),
-                diffrax.Kvaerno5(root_finder=root),
-                0.0,
-                t1,
-                1e-3,
-                y0,
-                args=params,
-                stepsize_controller=diffrax.PIDController(
-                    rtol=1e-6, atol=1e-6, pcoeff=0.3, icoeff=0.3
-                ),
-                max_steps=100_000,
-                throw=False,
-            )
+            sol = integrate(params, y0, linear_solver, t1, 1e-6, throw=False)
             return sol.ys[0][-1], sol.result, sol.stats["num_steps"]
 
         return run
@@ -395,6 +382,25 @@ def sweep(kind: str, sizes, args, t1: float = 0.3) -> list[list[str]]:
     return rows
 
 
+#: The route sweeps: kind, grid sizes (--quick, full), table title, detail columns.
+SWEEPS = (
+    (
+        "newton",
+        (30, 50, 100),
+        (30, 50, 70, 100, 200, 400, 700),
+        "Newton, nonlinear diffusion (warm solve; error against the manufactured solution)",
+        ["iterations", "error"],
+    ),
+    (
+        "kvaerno",
+        (16, 32),
+        (16, 32, 64, 128, 256),
+        "Kvaerno5, Brusselator to t = 0.3 (warm solve; mean of u(t1) to compare routes)",
+        ["steps", "mean u"],
+    ),
+)
+
+
 def _seconds(value: float) -> str:
     return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
 
@@ -419,21 +425,12 @@ def main() -> None:
 
     parts = args.parts.split(",")
     sections = [environment()]
-    if "newton" in parts:
-        sizes = (30, 50, 100) if args.quick else (30, 50, 70, 100, 200, 400, 700)
-        rows = sweep("newton", sizes, args)
-        sections.append(
-            "Newton, nonlinear diffusion (warm solve; error against the manufactured solution)\n\n"
-            + markdown_table(["route", "n", "time", "converged", "iterations", "error"], rows)
-        )
-        print(sections[-1], flush=True)
-    if "kvaerno" in parts:
-        sizes = (16, 32) if args.quick else (16, 32, 64, 128, 256)
-        rows = sweep("kvaerno", sizes, args)
-        sections.append(
-            "Kvaerno5, Brusselator to t = 0.3 (warm solve; mean of u(t1) to compare routes)\n\n"
-            + markdown_table(["route", "n", "time", "converged", "steps", "mean u"], rows)
-        )
+    for kind, quick, full, title, detail in SWEEPS:
+        if kind not in parts:
+            continue
+        rows = sweep(kind, quick if args.quick else full, args)
+        columns = ["route", "n", "time", "converged", *detail]
+        sections.append(f"{title}\n\n" + markdown_table(columns, rows))
         print(sections[-1], flush=True)
     if "targets" in parts:
         rows = []

@@ -324,3 +324,25 @@ def test_xla_validity_flag_is_per_matrix_under_vmap(getkey):
     assert int(results[0]) == int(lx.RESULTS.successful._value)
     assert int(results[1]) == int(lx.RESULTS.singular._value)
     assert int(results[2]) == int(lx.RESULTS.nonfinite_input._value)
+
+
+def test_transposed_solve_of_a_nonsymmetric_matrix_is_never_answered_from_memory(getkey):
+    """`f @ x` with `A x = f`: the adjoint right-hand side is `f` again, but for a
+    non-symmetric A the transposed solve is another question; its gradient must match."""
+    matrix = helpers.convection_diffusion2d(8)
+    n = matrix.shape[0]
+    coo = sp.coo_matrix(matrix)
+    indices = np.stack([coo.row, coo.col], 1).astype(np.int32)
+    values = jnp.asarray(coo.data)
+    f = jax.random.normal(getkey(), (n,))
+
+    def loss(v):
+        op = lxs.SparseOperator(jsparse.BCOO((v, indices), shape=(n, n)))
+        return f @ lx.linear_solve(op, f, solver=lxs.SuperLU()).value
+
+    def reference(v):
+        return f @ jnp.linalg.solve(dense(v, indices, n), f)
+
+    got = jax.block_until_ready(jax.jit(jax.grad(loss))(values))
+    assert lxs.cache_info().reused_solutions == 0
+    np.testing.assert_allclose(got, jax.grad(reference)(values), rtol=1e-8, atol=1e-12)

@@ -35,7 +35,7 @@ class StaticPattern:
     Made by `static_pattern`; never mutated. Equal patterns are the same object.
     """
 
-    __slots__ = ("n", "nse", "host", "slot", "source", "sum_free", "_hash", "__weakref__")
+    __slots__ = ("n", "nse", "host", "slot", "source", "_hash", "__weakref__")
 
     def __init__(self, n: int, indices: np.ndarray):
         host = Pattern(n, indices)
@@ -43,8 +43,6 @@ class StaticPattern:
         self.n = n
         self.nse = int(indices.shape[0])
         self.host = host
-        #: Entries already unique and in CSC order: the values are the coalesced values.
-        self.sum_free = host.in_order
         index_type = np.int32 if max(host.nnz, self.nse) < 2**31 - 1 else np.int64
         self.slot = host.slot.astype(index_type)
         self.slot.setflags(write=False)
@@ -52,7 +50,7 @@ class StaticPattern:
         #: which moves bits, where a sum would flush subnormal numbers (XLA on CPU does).
         self.source: np.ndarray | None = None
         kept = self.slot[self.slot < host.nnz]
-        if not self.sum_free and kept.size == host.nnz:  # every slot filled exactly once
+        if not host.in_order and kept.size == host.nnz:  # every slot filled exactly once
             source = np.empty(host.nnz, dtype=index_type)
             source[kept] = np.flatnonzero(self.slot < host.nnz)
             source.setflags(write=False)
@@ -63,10 +61,6 @@ class StaticPattern:
     def nnz(self) -> int:
         """Stored entries after summing duplicates and dropping padding."""
         return self.host.nnz
-
-    @property
-    def key(self) -> tuple:
-        return self.host.key
 
     def __hash__(self) -> int:
         return self._hash
@@ -85,10 +79,6 @@ class StaticPattern:
     def indices(self) -> np.ndarray:
         """The COO indices it was made from, `(nse, 2)`, read-only."""
         return self.host.indices
-
-    @property
-    def size(self) -> int:
-        return self.n
 
     def __reduce__(self):
         return static_pattern, (np.asarray(self.host.indices), self.n)
@@ -159,7 +149,7 @@ def coalesce(data: Inexact[Array, "*batch nse"], pattern: StaticPattern) -> Arra
     """
     if data.dtype in (jnp.float16, jnp.bfloat16):
         data = data.astype(jnp.float32)
-    if pattern.sum_free:
+    if pattern.host.in_order:  # already unique and in CSC order
         return data
     if pattern.source is not None:  # no duplicates: a permutation (padding left out)
         return jnp.take(data, jnp.asarray(pattern.source), axis=-1)
