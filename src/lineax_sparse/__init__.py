@@ -23,6 +23,7 @@ from ._solver.base import (
 from ._solver.cholmod import Cholmod as Cholmod
 from ._solver.materialise import Materialise as Materialise, MaterialiseState as MaterialiseState
 from ._solver.superlu import SuperLU as SuperLU
+from ._solve import linear_solve as linear_solve
 from ._sparsity import detect_sparsity as detect_sparsity
 
 

@@ -228,6 +228,21 @@ def _build_entry(
     return _FactorEntry(spec, pattern, values, aux, factor, Status.OK), backend.nbytes(factor)
 
 
+def _refile_analysis(backend: Backend, entry: _FactorEntry) -> None:
+    """Re-file the entry's analysis when what it holds beyond its pattern changed size (an
+    AMG analysis keeps the last solutions for warm starts), so the byte budget sees it."""
+    measure = getattr(backend, "analysis_nbytes", None)
+    if measure is None:
+        return
+    key = ("analysis", entry.spec, entry.pattern.key)
+    found = registry.get(key)
+    if found is None or found[0] is not entry.pattern:
+        return
+    nbytes = entry.pattern.nbytes + measure(found[1])
+    if registry.size_of(key) != nbytes:
+        registry.put(key, found, nbytes)
+
+
 def _factor_key(spec: BackendSpec, n: int, handle: int, probe: int) -> tuple:
     return ("factor", spec, n, handle, probe)
 
@@ -440,6 +455,7 @@ def solve_batch(
                     _resize(key, entry, backend)
                 if asked is not None:
                     _memorize(entry, asked, transpose, conjugate, result)
+                _refile_analysis(backend, entry)
         except Exception as error:  # noqa: BLE001 - a bug must not crash the user's program
             warnings.warn(
                 "lineax-sparse: unexpected error on the host, reported as a breakdown "

@@ -119,6 +119,12 @@ class Registry:
             self._nbytes += nbytes
             self._evict()
 
+    def size_of(self, key: Hashable) -> int | None:
+        """The bytes `key` was filed with, or None if absent (no recency update)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return None if entry is None else entry.nbytes
+
     def evict(self, key: Hashable, counter: str = "evictions") -> None:
         """Drop `key` if present, counted under `counter` ("evictions" or "retirements")."""
         with self._lock:

@@ -152,7 +152,10 @@ from .checks import (
 from .options import AMG_CYCLES, AMG_KRYLOV, AMG_METHODS, AMG_SMOOTHERS
 
 
-METHODS, KRYLOV, CYCLES, SMOOTHERS = AMG_METHODS, AMG_KRYLOV, AMG_CYCLES, AMG_SMOOTHERS
+# The backend gets resolved choices: the solver class turns "auto" into one of these.
+METHODS = tuple(m for m in AMG_METHODS if m != "auto")
+KRYLOV = tuple(k for k in AMG_KRYLOV if k != "auto")
+CYCLES, SMOOTHERS = AMG_CYCLES, AMG_SMOOTHERS
 #: Methods pyamg implements for real matrices only (classical interpolation / AIR).
 REAL_ONLY = ("ruge_stuben", "air")
 #: Methods that take near-nullspace candidates (classical AMG and AIR have no `B`).
@@ -178,6 +181,9 @@ _SMOOTHERS = {
     # Degree-3 Chebyshev polynomial on [rho/30, 1.1 rho]: no sweeps, only products.
     "chebyshev": (("chebyshev", {}),) * 2,
 }
+
+#: The most factorizations that skip hierarchy reuse after reused hierarchies failed.
+MAX_SKIP = 16
 
 #: Inner iterations between restarts of GMRES (scipy's default): memory is (restart+1) * n.
 GMRES_RESTART = 20
@@ -308,21 +314,52 @@ class _Hierarchies:
 
 
 class _PatternState:
-    """The per-pattern analysis: the latest hierarchy set made for this pattern, weakly.
+    """The per-pattern analysis: the latest hierarchy set made for this pattern (weakly),
+    the reuse back-off, and the last solutions per direction (for `warm_start`).
 
     Weakly, so that every hierarchy stays owned by the factors that use it and counted in
     their `nbytes`: once the cache has evicted all of them, the next factorization builds
-    a new hierarchy instead of reusing one held outside the cache's budget.
+    a new hierarchy instead of reusing one held outside the cache's budget. The solutions
+    are held here, not by a factor: the factor of the previous values is retired before
+    the next one is made. `nbytes` counts them, and the analysis is filed in the cache with
+    that size, so they live within its budget and are dropped with the analysis.
+
+    Back-off: `skip` is the number of coming factorizations that build a fresh hierarchy
+    without trying the remembered one, set to `penalty` (1, 2, 4, ... up to `MAX_SKIP`)
+    each time a reused hierarchy had to be rebuilt, and `penalty` halves when a reused one
+    does its job. So a pattern whose values change too fast for reuse stops paying for
+    reuse attempts, and one whose values settle gets reuse back.
     """
 
     def __init__(self):
         self.latest: weakref.ref | None = None
+        self.skip = 0
+        self.penalty = 0
+        # transpose flag -> the last two solution blocks, oldest first
+        self.warm: dict[bool, list[np.ndarray]] = {}
 
     def remembered(self) -> _Hierarchies | None:
         return None if self.latest is None else self.latest()
 
     def remember(self, hierarchies: _Hierarchies) -> None:
         self.latest = weakref.ref(hierarchies)
+
+    def reuse_failed(self) -> None:
+        self.penalty = min(max(1, 2 * self.penalty), MAX_SKIP)
+        self.skip = self.penalty
+
+    def reuse_worked(self) -> None:
+        self.penalty //= 2
+
+    def nbytes(self) -> int:
+        return int(sum(x.nbytes for kept in self.warm.values() for x in kept))
+
+    def keep(self, transpose: bool, x: np.ndarray) -> None:
+        kept = self.warm.setdefault(transpose, [])
+        if kept and (kept[-1].shape != x.shape or kept[-1].dtype != x.dtype):
+            kept.clear()
+        kept.append(x)
+        del kept[:-2]
 
 
 class _Factor:
@@ -381,6 +418,7 @@ class AMGBackend:
         cycle: str,
         smoother: str,
         reuse: int,
+        warm_start: bool = False,
     ):
         _check_options(method, krylov, rtol, atol, max_steps, adjoint_rtol, cycle, smoother, reuse)
         self.method = method
@@ -392,6 +430,7 @@ class AMGBackend:
         self.cycle = cycle
         self.smoother = smoother
         self.reuse = int(reuse)
+        self.warm_start = bool(warm_start)
         # Factors of one pattern kept from earlier calls (`_native.FACTORS_PER_PATTERN`): a
         # hierarchy is large, and freeing the old one before the next setup lets that setup
         # reuse its memory instead of page-faulting fresh memory in. With `reuse` the
@@ -463,6 +502,10 @@ class AMGBackend:
         with single_threaded_blas(), np.errstate(all="ignore"):
             return self._factor(pattern, analysis, matrix, aux)
 
+    def analysis_nbytes(self, analysis: _PatternState) -> int:
+        """Bytes the analysis holds beyond its pattern (the warm-start solutions)."""
+        return analysis.nbytes()
+
     def setups(self, factor: _Factor) -> int:
         return (0 if factor.reused_setup else 1) + factor.late_setups
 
@@ -486,7 +529,9 @@ class AMGBackend:
         factor = _Factor(pattern, matrix, analysis, B, exponent)
         if pattern.n == 0:
             return factor
-        if self.reuse:
+        if self.reuse and analysis.skip > 0:  # reuse failed lately: build afresh
+            analysis.skip -= 1
+        elif self.reuse:
             remembered = analysis.remembered()
             if (
                 remembered is not None
@@ -524,6 +569,8 @@ class AMGBackend:
         start = np.zeros((n, k), dtype=dtype) if guess is None else np.array(guess, dtype=dtype)
         if conjugate:
             work, start = np.conj(work), np.conj(start)
+        if guess is None and self.warm_start:
+            start = self._warm_start(factor, transpose, work, start)
         # A x = b with A = 2^e S and b = 2^f b' (|b'| in [0.5, 1) per column): S x' = b',
         # x = 2^(f - e) x', and |b - A x| <= atol  <=>  |b' - S x'| <= 2^-f atol. Every
         # norm of the iteration then stays far from overflow and underflow.
@@ -543,9 +590,42 @@ class AMGBackend:
         x = scale(x, shift[None, :] - factor.exponent)
         # A solution too large to represent is no success.
         status[(status == Status.OK) & ~np.all(np.isfinite(x), axis=0)] = Status.BREAKDOWN
+        if self.warm_start and n and np.all(status == Status.OK):
+            factor.state.keep(transpose, x.copy())
         if conjugate:
             x = np.conj(x)
         return SolveResult(x, status, steps, residual)
+
+    def _warm_start(self, factor, transpose, work, zero) -> np.ndarray:
+        """The start of a solve without a guess under `warm_start`, per column: the last
+        solution of this direction, or its linear extrapolation `2 x_1 - x_0` from the two
+        last ones, whichever leaves the smaller residual (one product each), or zero if
+        neither is better than zero. The solutions are kept in the iteration's coordinates
+        (after the conjugation of a conjugated solve); a block of another width is no
+        start, except a single column, which starts every column."""
+        n, k = zero.shape
+        kept = factor.state.warm.get(transpose, [])
+        candidates = []
+        for x in kept:
+            if x.shape[0] != n or x.dtype != zero.dtype or x.shape[1] not in (1, k):
+                return zero
+            candidates.append(np.broadcast_to(x, (n, k)))
+        if not candidates:
+            return zero
+        options = [candidates[-1]]
+        if len(candidates) == 2:
+            options.append(2 * candidates[1] - candidates[0])
+        operator = factor.operator(transpose)
+        # The factor's matrix is S = 2^-exponent A: compare residuals of A x = b.
+        up = np.ldexp(1.0, factor.exponent)
+        best, best_norm = zero, column_norms(work)
+        for option in options:
+            norm = column_norms(work - up * (operator @ option))
+            better = norm < best_norm
+            if better.any():
+                best = np.where(better[None, :], option, best)
+                best_norm = np.where(better, norm, best_norm)
+        return np.array(best)
 
     def _solve_split(self, factor, rhs, transpose, conjugate, guess) -> SolveResult:
         """A real matrix is real-linear: solve real and imaginary parts as 2k real columns."""
@@ -623,8 +703,11 @@ class AMGBackend:
         if baseline is None:
             _record_baseline(hierarchies, direction, steps[columns], status[columns])
         failed = columns[status[columns] != Status.OK]
+        if reused and failed.size == 0:
+            factor.state.reuse_worked()
         if not reused or failed.size == 0:
             return
+        factor.state.reuse_failed()
         # A reused hierarchy must never turn a solvable system into a failure, nor make it
         # much slower: rebuild it from this factor's own matrix (it becomes the pattern's
         # remembered hierarchy) and continue the unfinished columns from where they stopped.

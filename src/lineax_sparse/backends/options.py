@@ -14,13 +14,13 @@ SUPERLU_ORDERINGS = get_args(SuperLUOrdering)
 
 CholmodMode = Literal["auto", "supernodal", "simplicial"]
 CholmodFactorization = Literal["LL", "LDL"]
-CholmodOrdering = Literal["amd", "natural"]
+CholmodOrdering = Literal["auto", "amd", "nested_dissection", "natural"]
 CHOLMOD_MODES = get_args(CholmodMode)
 CHOLMOD_FACTORIZATIONS = get_args(CholmodFactorization)
 CHOLMOD_ORDERINGS = get_args(CholmodOrdering)
 
-AMGMethod = Literal["smoothed_aggregation", "ruge_stuben", "air", "nonsymmetric_sa"]
-AMGKrylov = Literal["cg", "gmres", "bicgstab", "none"]
+AMGMethod = Literal["auto", "smoothed_aggregation", "ruge_stuben", "air", "nonsymmetric_sa"]
+AMGKrylov = Literal["auto", "cg", "gmres", "bicgstab", "none"]
 AMGCycle = Literal["V", "W", "F"]
 AMGSmoother = Literal["default", "gauss_seidel", "jacobi", "sor", "chebyshev"]
 AMG_METHODS = get_args(AMGMethod)
