@@ -284,7 +284,8 @@ class History:
 
 def optimize(problem: Problem, settings: Settings, solver, max_iterations: int, progress=True):
     """Run the loop until the change is at most 0.01; returns (physical densities, History)."""
-    x = jnp.full(int(np.prod(problem.shape)), settings.volfrac)
+    # float64, not weakly typed: the second iteration would otherwise compile again.
+    x = jnp.full(int(np.prod(problem.shape)), settings.volfrac, dtype=jnp.float64)
     physical = x
     history = History()
     bar = _progress_bar(max_iterations, progress)

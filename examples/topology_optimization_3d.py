@@ -83,7 +83,9 @@ def element_stiffness(nu: float = NU) -> np.ndarray:
                 [gz, 0, gx],
             ]
         stiffness += strain.T @ elasticity @ strain / 8
-    return stiffness
+    # Exactly symmetric (the products above leave 1e-17 differences): the assembled
+    # stiffness is then exactly symmetric too, which the solvers' fast paths test for.
+    return (stiffness + stiffness.T) / 2
 
 
 def cantilever_problem(nelx: int, nely: int, nelz: int, rmin: float) -> tuple[Problem, np.ndarray]:

@@ -496,3 +496,39 @@ def test_reuse_backs_off_after_a_rebuild(getkey):
     # and rebuilt; 5 and 6: not tried (the back-off doubled).
     assert reused[1] > fresh[1] and reused[3] > fresh[3]
     assert [reused[i] for i in (0, 2, 4, 5)] == [fresh[i] for i in (0, 2, 4, 5)]
+
+
+@pytest.mark.parametrize("adjoint_rtol, reused", [(None, 1), (1e-6, 1), (1e-12, 0)])
+def test_self_adjoint_gradient_reuses_the_forward_solve(getkey, adjoint_rtol, reused):
+    """The adjoint of a compliance `b . A^-1 b` solves the forward system again: for
+    exactly symmetric values it is answered from memory, unless it asks a tighter
+    tolerance than the forward solve met."""
+    matrix = poisson2d(20)
+    op = operator(matrix, PSD)
+    b = random_vector(getkey(), op.size, jnp.float64)
+    solver = lxs.AMG(rtol=1e-10, adjoint_rtol=adjoint_rtol)
+
+    def compliance(data):
+        return b @ lx.linear_solve(with_data(op, data), b, solver=solver).value
+
+    lxs.clear_cache()
+    got = jax.jit(jax.grad(compliance))(op.data)
+    assert lxs.cache_info().reused_solutions == reused
+    dense = jnp.asarray(matrix.toarray())
+    coo = np.asarray(op.indices)
+
+    def reference(data):
+        a = jnp.zeros_like(dense).at[coo[:, 0], coo[:, 1]].add(data)
+        return b @ jnp.linalg.solve(a, b)
+
+    np.testing.assert_allclose(got, jax.grad(reference)(op.data), rtol=1e-7, atol=1e-10)
+
+
+def test_adjoint_of_nonsymmetric_values_is_never_answered_from_memory(getkey):
+    matrix = convection_diffusion2d(12, 0.8)
+    op = operator(matrix)
+    b = random_vector(getkey(), op.size, jnp.float64)
+    solver = lxs.AMG(rtol=1e-12)
+    lxs.clear_cache()
+    jax.grad(lambda d: b @ lx.linear_solve(with_data(op, d), b, solver=solver).value)(op.data)
+    assert lxs.cache_info().reused_solutions == 0

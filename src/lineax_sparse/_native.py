@@ -297,14 +297,19 @@ def _resize(key: tuple, entry: _FactorEntry, backend: Backend) -> None:
         registry.put(key, entry, backend.nbytes(entry.factor) + entry.nbytes)
 
 
-def _same_operator(backend: Backend, complex_: bool, asked: tuple, known: tuple) -> bool:
+def _same_operator(
+    backend: Backend, factor: Any, complex_: bool, asked: tuple, known: tuple
+) -> bool:
     """Whether `op(A)` is the same matrix under the (transpose, conjugate) flags `asked`
     and `known`: always for equal flags, and for a symmetric backend's matrix (verified
-    symmetric, or Hermitian when complex) also `A^T = A`, or `A^H = A`."""
+    symmetric, or Hermitian when complex) also `A^T = A`, or `A^H = A`. A backend that
+    takes any matrix may say so for one factor (`answers_for`: AMG, for exactly symmetric
+    real values, when the asked solve's tolerance is no tighter than the known one's)."""
     if asked == known:
         return True
     if not backend.requires_symmetric:
-        return False
+        answers_for = getattr(backend, "answers_for", None)
+        return bool(answers_for is not None and answers_for(factor, asked, known))
     if not complex_:
         return True
     return (asked[0] != asked[1]) == (known[0] != known[1])
@@ -317,7 +322,7 @@ def _recall(entry, backend, block, transpose, conjugate, start):
         return None
     flags, known_block, result = entry.memo
     if known_block.shape != block.shape or not _same_operator(
-        backend, np.iscomplexobj(known_block), (transpose, conjugate), flags
+        backend, entry.factor, np.iscomplexobj(known_block), (transpose, conjugate), flags
     ):
         return None
     if not np.array_equal(known_block, block):

@@ -140,6 +140,7 @@ import pyamg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from ._cycle import Cycle
 from .base import FactorError, Pattern, single_threaded_blas, SolveResult, Status
 from .checks import (
     column_norms,
@@ -305,11 +306,13 @@ class _Hierarchies:
         self.stale = False
         self._solvers: dict[tuple[str, str], Callable] = {}
 
-    def solver(self, direction: str, cycle: str) -> Callable[[np.ndarray], np.ndarray]:
-        key = (direction, cycle)
+    def solver(
+        self, direction: str, cycle: str, plain_gauss_seidel: bool
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        key = (direction, cycle, plain_gauss_seidel)
         if key not in self._solvers:
             ml = self.forward if direction == "forward" else self.transposed
-            self._solvers[key] = _level_solver(ml, cycle)
+            self._solvers[key] = Cycle(ml, cycle, plain_gauss_seidel)
         return self._solvers[key]
 
 
@@ -390,6 +393,20 @@ class _Factor:
         self.reused_setup = False
         self.late_setups = 0
         self.state = state
+        self.judged = False  # whether this factor's reuse was credited to the back-off
+        self._symmetric: bool | None = None
+
+    def exactly_symmetric(self) -> bool:
+        """Whether the factor's real matrix equals its transpose exactly (computed once)."""
+        if self._symmetric is None:
+            data = self.matrix.data
+            lower, upper, unpaired = self.pattern.symmetry_pairs()
+            self._symmetric = bool(
+                not np.iscomplexobj(data)
+                and np.all(data[unpaired] == 0)
+                and np.array_equal(data[lower], data[upper])
+            )
+        return self._symmetric
 
     @property
     def is_complex(self) -> bool:
@@ -431,6 +448,11 @@ class AMGBackend:
         self.smoother = smoother
         self.reuse = int(reuse)
         self.warm_start = bool(warm_start)
+        # pyamg's smoother on every level is symmetric Gauss-Seidel (one sweep each way):
+        # `Cycle` then runs it itself on levels with scalar entries (see `_cycle.py`).
+        self._plain_gauss_seidel = smoother == "gauss_seidel" or (
+            smoother == "default" and method != "air"
+        )
         # Factors of one pattern kept from earlier calls (`_native.FACTORS_PER_PATTERN`): a
         # hierarchy is large, and freeing the old one before the next setup lets that setup
         # reuse its memory instead of page-faulting fresh memory in. With `reuse` the
@@ -501,6 +523,20 @@ class AMGBackend:
         # Overflow and NaN are detected by the checks (setup, true residual), not warned.
         with single_threaded_blas(), np.errstate(all="ignore"):
             return self._factor(pattern, analysis, matrix, aux)
+
+    def answers_for(self, factor: _Factor, asked: tuple, known: tuple) -> bool:
+        """Whether a solve with the flags `known` also answers one with the flags `asked`
+        (same right-hand side, compared by the caller): for exactly symmetric real values
+        `op(A) = A` under every flag, and the known solution meets the asked tolerance
+        when that is no tighter. The adjoint of a compliance is then free, as for CHOLMOD.
+        """
+        if factor.is_complex or factor.pattern.n == 0:
+            return False
+
+        def tolerance(flags):
+            return self.adjoint_rtol if flags[0] else self.rtol
+
+        return tolerance(asked) >= tolerance(known) and factor.exactly_symmetric()
 
     def analysis_nbytes(self, analysis: _PatternState) -> int:
         """Bytes the analysis holds beyond its pattern (the warm-start solutions)."""
@@ -659,10 +695,11 @@ class AMGBackend:
         hierarchy of `S^T`, built here on the first transposed solve and kept.
         """
         hierarchies = factor.hierarchies
+        plain = self._plain_gauss_seidel
         if not transpose or hierarchies.symmetric:
-            return "forward", hierarchies.solver("forward", self.cycle)
+            return "forward", hierarchies.solver("forward", self.cycle, plain)
         if hierarchies.hermitian:
-            return "forward", _conjugated(hierarchies.solver("forward", self.cycle))
+            return "forward", _conjugated(hierarchies.solver("forward", self.cycle, plain))
         if hierarchies.transposed is None:
             source = hierarchies.source
             transposed = sp.csr_matrix(
@@ -671,7 +708,7 @@ class AMGBackend:
             symmetry = self._symmetry(False, False, hierarchies.is_complex)
             hierarchies.transposed = self._build(transposed, symmetry, factor.candidates)
             factor.late_setups += 1
-        return "transposed", hierarchies.solver("transposed", self.cycle)
+        return "transposed", hierarchies.solver("transposed", self.cycle, plain)
 
     def _solve_columns(self, factor, transpose, rtol, atol, work, start, columns, result):
         x, status, steps, residual = result
@@ -703,10 +740,12 @@ class AMGBackend:
         if baseline is None:
             _record_baseline(hierarchies, direction, steps[columns], status[columns])
         failed = columns[status[columns] != Status.OK]
-        if reused and failed.size == 0:
+        if reused and failed.size == 0 and not factor.judged:
+            factor.judged = True
             factor.state.reuse_worked()
         if not reused or failed.size == 0:
             return
+        factor.judged = True
         factor.state.reuse_failed()
         # A reused hierarchy must never turn a solvable system into a failure, nor make it
         # much slower: rebuild it from this factor's own matrix (it becomes the pattern's
@@ -720,10 +759,10 @@ class AMGBackend:
             direction, precondition = self._preconditioner(factor, transpose)
         except FactorError:
             return
-        before = steps[failed].copy()
         continued = np.where(np.isfinite(x), x, start)
         run(precondition, failed, continued, None)
-        _record_baseline(factor.hierarchies, direction, steps[failed] - before, status[failed])
+        # No baseline from these continued solves: they start near the solution and would
+        # set one too low for the hierarchy's later reuse (the next solve from zero sets it).
 
     def _iterate(self, operator, precondition, b, x0, rtol, atol, budget=None):
         """Solve `operator x = b` from `x0`: `(x, steps, status, relative residual)`.
