@@ -317,13 +317,17 @@ def test_auto_on_an_untagged_nonsymmetric_operator_differentiates(getkey):
 
     got = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)(op.data, b, ours)
     want = jax.grad(loss, argnums=(0, 1))(op.data, b, reference)
-    for g, r in zip(got, want):
+    for g, r in zip(got, want, strict=True):
         np.testing.assert_allclose(g, r, rtol=1e-7, atol=1e-9)
 
 
 def test_explicit_choices_are_kept(getkey):
     op = operator(poisson2d(12), PSD)
-    for method, krylov in (("ruge_stuben", "gmres"), ("air", "bicgstab"), ("smoothed_aggregation", "none")):
+    for method, krylov in (
+        ("ruge_stuben", "gmres"),
+        ("air", "bicgstab"),
+        ("smoothed_aggregation", "none"),
+    ):
         state = lxs.AMG(method=method, krylov=krylov).init(op, {})
         assert (dict(state.spec[1])["method"], dict(state.spec[1])["krylov"]) == (method, krylov)
     with pytest.raises(ValueError, match="another solver or configuration"):
@@ -454,8 +458,7 @@ def test_guesses_with_tangents_work_under_grad(getkey):
 
     with pytest.raises(Exception, match="tangent|nondifferentiable|Unexpected"):
         jax.grad(
-            lambda d, r: w
-            @ lx.linear_solve(with_data(op, d), r, solver, options={"y0": r}).value,
+            lambda d, r: w @ lx.linear_solve(with_data(op, d), r, solver, options={"y0": r}).value,
             argnums=1,
         )(op.data, b)
 
@@ -468,7 +471,7 @@ def test_guesses_with_tangents_work_under_grad(getkey):
 
     got = jax.jit(jax.grad(loss, argnums=(0, 1)))(op.data, b)
     want = jax.grad(reference, argnums=(0, 1))(op.data, b)
-    for g, r in zip(got, want):
+    for g, r in zip(got, want, strict=True):
         np.testing.assert_allclose(g, r, rtol=1e-7, atol=1e-9)
     # jvp too: the guesses' tangents are dropped, the solution's are not.
     _, tangent = jax.jvp(loss, (op.data, b), (jnp.zeros_like(op.data), b))

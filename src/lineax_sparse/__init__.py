@@ -14,6 +14,7 @@ from ._registry import (
     clear_cache as clear_cache,
     set_cache_limit as set_cache_limit,
 )
+from ._solve import linear_solve as linear_solve
 from ._solver.amg import AMG as AMG
 from ._solver.auto import AutoSparse as AutoSparse
 from ._solver.base import (
@@ -23,7 +24,6 @@ from ._solver.base import (
 from ._solver.cholmod import Cholmod as Cholmod
 from ._solver.materialise import Materialise as Materialise, MaterialiseState as MaterialiseState
 from ._solver.superlu import SuperLU as SuperLU
-from ._solve import linear_solve as linear_solve
 from ._sparsity import detect_sparsity as detect_sparsity
 
 

@@ -14,12 +14,13 @@ from jaxtyping import PyTree
 GUESSES = ("y0", "adjoint_y0")
 
 _SENTINEL: Any = object()
+_AUTO = lx.AutoLinearSolver(well_posed=True)  # lineax's own default
 
 
 def linear_solve(
     operator: lx.AbstractLinearOperator,
     vector: PyTree[Any],
-    solver: lx.AbstractLinearSolver = lx.AutoLinearSolver(well_posed=True),
+    solver: lx.AbstractLinearSolver = _AUTO,
     *,
     options: dict[str, Any] | None = None,
     state: PyTree[Any] = _SENTINEL,

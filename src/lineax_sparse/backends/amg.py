@@ -253,33 +253,6 @@ def _near_nullspace(aux: np.ndarray | None, method: str, n: int, complex_: bool)
     return np.ascontiguousarray(B, dtype=np.complex128 if complex_ else np.float64)
 
 
-def _level_solver(ml: Any, cycle: str) -> Callable[[np.ndarray], np.ndarray]:
-    """`r -> B r`: one multigrid cycle from a zero initial guess (the preconditioner).
-
-    pyamg's own `aspreconditioner` runs `ml.solve(r, maxiter=1)`, which adds two residual
-    norms and a product with a zero vector to every cycle: 31 against 27 ms per V-cycle on a
-    2D Poisson 512^2 (BLAS on one thread; 106 against 45 ms with threaded BLAS on a busy
-    machine). The recursive cycle is called directly where this pyamg has it (it has since
-    pyamg 4), `aspreconditioner` otherwise.
-    """
-    levels = ml.levels
-    if len(levels) == 1:
-        coarse = ml.coarse_solver
-        matrix = levels[0].A
-        return lambda r: np.asarray(coarse(matrix, r)).reshape(r.shape)
-    recursive = getattr(ml, "_MultilevelSolver__solve", None)
-    if recursive is None:  # pragma: no cover - another pyamg layout
-        operator = ml.aspreconditioner(cycle=cycle)
-        return operator.matvec
-
-    def apply(r: np.ndarray) -> np.ndarray:
-        x = np.zeros_like(r)
-        recursive(0, x, r, cycle, 1)
-        return x
-
-    return apply
-
-
 def _conjugated(apply: Callable[[np.ndarray], np.ndarray]) -> Callable:
     """`r -> conj(B conj(r))`: a preconditioner for `conj(A)` from one for `A`."""
     return lambda r: np.conj(apply(np.conj(r)))
