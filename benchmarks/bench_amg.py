@@ -80,7 +80,8 @@ RTOL = 1e-8
 STEPS = 10  # matrices per changing-values loop
 DRIFT = 0.05  # each face coefficient changes by a factor in [1 - DRIFT, 1 + DRIFT] per step
 SIGMA = 1.0  # log-normal spread of the initial face coefficients
-PARTS = ("forward", "grad", "loop", "cholmod")  # the measurements `--parts` chooses from
+# The measurements `--parts` chooses from ("rhs" and "orderings" are problems of their own).
+PARTS = ("forward", "grad", "loop", "warm", "cholmod", "rhs")
 FORWARD = lxs.AMG(rtol=RTOL)
 REUSE = lxs.AMG(rtol=RTOL, reuse=2)
 
@@ -408,6 +409,190 @@ def loop_steps(problem: Problem, controller: ThreadpoolController) -> dict[str, 
     return results
 
 
+def smooth_coefficients(grid: Grid) -> list[np.ndarray]:
+    """`STEPS` coefficient fields moving along one random direction, `DRIFT` per step (the
+    way an optimization's design moves), from the same start as `loop_coefficients`."""
+    rng = np.random.default_rng(1)
+    coefficients = np.exp(SIGMA * rng.standard_normal(grid.faces))
+    direction = np.random.default_rng(2).standard_normal(grid.faces)
+    return [coefficients * np.exp(DRIFT * k * direction) for k in range(STEPS)]
+
+
+class KrylovSteps:
+    """Counts the Krylov steps of our AMG backend's solves, forward and transposed, by
+    wrapping `AMGBackend.solve` (instrumentation only: the wrapped call runs unchanged)."""
+
+    def __init__(self) -> None:
+        from lineax_sparse.backends import amg
+
+        self.counts = {False: 0, True: 0}
+        original = amg.AMGBackend.solve
+
+        def counted(backend, factor, rhs, transpose, conjugate, guess):
+            result = original(backend, factor, rhs, transpose, conjugate, guess)
+            self.counts[bool(transpose)] += int(np.sum(result.num_steps))
+            return result
+
+        amg.AMGBackend.solve = counted
+
+    def take(self) -> tuple[int, int]:
+        out = (self.counts[False], self.counts[True])
+        self.counts = {False: 0, True: 0}
+        return out
+
+
+def general_loss(data, b, indices, size, solver):
+    """Not self-adjoint: the adjoint right-hand side `x` differs from `b`, so the backward
+    pass runs its own transposed solve."""
+    x = lx.linear_solve(operator_from(data, indices, size), b, solver=solver).value
+    return 0.5 * jnp.sum(x**2)
+
+
+WARM = lxs.AMG(rtol=RTOL, warm_start=True)
+ours_grad_cold = jax.jit(
+    jax.value_and_grad(functools.partial(general_loss, solver=FORWARD)), static_argnums=3
+)
+ours_grad_warm = jax.jit(
+    jax.value_and_grad(functools.partial(general_loss, solver=WARM)), static_argnums=3
+)
+
+
+def warm_steps(problem: Problem, counter: KrylovSteps) -> dict[str, Any]:
+    """Warm starts: `value_and_grad` over `STEPS` changing matrices, cold and warm, for the
+    random drift of `loop_steps` and for a smooth drift; Krylov steps forward / backward."""
+    results: dict[str, Any] = {}
+    for kind, fields in (
+        ("random", loop_coefficients(problem.grid)),
+        ("smooth", smooth_coefficients(problem.grid)),
+    ):
+        results.update(_warm_loop(problem, counter, kind, fields))
+    return results
+
+
+def _warm_loop(problem: Problem, counter: KrylovSteps, kind: str, fields) -> dict[str, Any]:
+    grid = problem.grid
+    b = jnp.asarray(np.random.default_rng(0).standard_normal(grid.n))
+    indices, size = grid.coo_indices(), grid.n
+    datas = jax.block_until_ready([jnp.asarray(grid.values(c)) for c in fields])
+    steps: dict[str, tuple[int, int]] = {}
+
+    def loop(name, fn):
+        def run():
+            counter.take()
+            outputs = [block(fn(data, b, indices, size)) for data in datas]
+            steps[name] = counter.take()
+            return outputs[-1]
+
+        return run
+
+    results: dict[str, Any] = dict(
+        time_interleaved(
+            {
+                f"warm {kind} cold": Step(loop("cold", ours_grad_cold), lxs.clear_cache),
+                f"warm {kind} warm": Step(loop("warm", ours_grad_warm), lxs.clear_cache),
+            },
+            problem.loop_repeats,
+        )
+    )
+    for name in ("cold", "warm"):
+        forward, backward = steps[name]
+        results[f"warm {kind} {name} steps"] = f"{forward} / {backward}"
+    (cold_f, cold_b), (warm_f, warm_b) = steps["cold"], steps["warm"]
+    results[f"warm {kind} saving"] = f"{1 - warm_f / cold_f:.0%} / {1 - warm_b / cold_b:.0%}"
+    return results
+
+
+def delaunay_poisson(points: int, seed: int = 0) -> sp.csr_matrix:
+    """The P1 finite-element Laplacian on a Delaunay triangulation of random points in the
+    unit square (an unstructured mesh), with its boundary points eliminated (Dirichlet)."""
+    from scipy.spatial import Delaunay
+
+    rng = np.random.default_rng(seed)
+    side = int(np.sqrt(points))
+    t = np.linspace(0.0, 1.0, side, endpoint=False)
+    zero, one = np.zeros_like(t), np.ones_like(t)
+    boundary = np.concatenate(
+        [np.stack(pair, axis=1) for pair in ((t, zero), (one, t), (1 - t, one), (zero, 1 - t))]
+    )
+    inside = rng.uniform(0.001, 0.999, (points - len(boundary), 2))
+    xy = np.concatenate([boundary, inside])
+    triangles = Delaunay(xy).simplices
+    corners = xy[triangles]  # (elements, 3, 2)
+    edges = np.stack(
+        [
+            corners[:, 2] - corners[:, 1],
+            corners[:, 0] - corners[:, 2],
+            corners[:, 1] - corners[:, 0],
+        ],
+        axis=1,
+    )
+    area = 0.5 * np.abs(edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0])
+    local = np.einsum("eik,ejk->eij", edges, edges) / (4 * area[:, None, None])
+    rows = np.repeat(triangles, 3, axis=1).ravel()
+    cols = np.tile(triangles, (1, 3)).ravel()
+    n = len(xy)
+    matrix = sp.coo_matrix((local.ravel(), (rows, cols)), shape=(n, n)).tocsr()
+    keep = np.arange(len(boundary), n)
+    matrix = matrix[keep][:, keep].tocsr()
+    matrix.sort_indices()
+    return matrix
+
+
+def rhs_results(quick: bool, repeats: int) -> list[list[str]]:
+    """Many right-hand sides against one hierarchy: a vmapped solve over k columns against
+    k separate calls (the hierarchy built once, before timing, in both), and native pyamg
+    solving the k columns with the same kind of hierarchy, on unstructured 2D Poisson."""
+    cases = [(8_000, 16), (32_000, 16)] if quick else [(33_000, 16), (262_000, 64)]
+    return [_rhs_case(points, k, repeats) for points, k in cases]
+
+
+def _rhs_case(points: int, k: int, repeats: int) -> list[str]:
+    matrix = delaunay_poisson(points)
+    n = matrix.shape[0]
+    coo = matrix.tocoo()
+    indices = jnp.asarray(np.stack([coo.row, coo.col], axis=1).astype(np.int32))
+    data = jnp.asarray(coo.data)
+    bs = np.random.default_rng(0).standard_normal((k, n))
+    b_device = jnp.asarray(bs)
+
+    def one(b):
+        return solve(data, b, indices, n, FORWARD)
+
+    single = jax.jit(one)
+    batched = jax.jit(jax.vmap(one))
+    block(single(b_device[0]))  # compile; builds the hierarchy
+    block(batched(b_device))  # compile
+    controller = ThreadpoolController()
+    native_ml = pyamg.smoothed_aggregation_solver(matrix.copy())
+
+    def native():
+        with controller.limit(limits=1, user_api="blas"):
+            return [native_ml.solve(b, tol=RTOL, accel="cg") for b in bs]
+
+    timings = time_interleaved(
+        {
+            "vmap": Step(lambda: batched(b_device)),
+            "separate": Step(lambda: [single(b_device[j]) for j in range(k)]),
+            "native": Step(native),
+        },
+        repeats,
+    )
+    x, stats = batched(b_device)
+    worst = max(relative_residual(matrix, x[j], bs[j]) for j in range(k))
+    if not worst <= RTOL * (1 + 1e-6):
+        raise RuntimeError(f"vmapped AMG residual {worst:.2e} above {RTOL:g}")
+    steps = np.asarray(stats["num_steps"])
+    vmap_t, separate_t = timings["vmap"].median, timings["separate"].median
+    return [
+        f"unstructured 2D Poisson, n = {n:,}, {k} right-hand sides",
+        format_seconds(vmap_t),
+        format_seconds(separate_t),
+        format_seconds(timings["native"].median),
+        f"{separate_t / vmap_t:.2f}",
+        f"{steps.min()}-{steps.max()}, worst {worst:.1e}",
+    ]
+
+
 def iterations_text(steps: list[int]) -> str:
     return f"Σ {sum(steps)}: {', '.join(str(s) for s in steps)}"
 
@@ -458,7 +643,9 @@ def cholmod_results(problem: Problem, limit: float) -> dict[str, Any]:
     return out
 
 
-def run_problem(problem: Problem, parts: set[str], limit: float) -> dict[str, Any]:
+def run_problem(
+    problem: Problem, parts: set[str], limit: float, counter: KrylovSteps
+) -> dict[str, Any]:
     controller = ThreadpoolController()
     results: dict[str, Any] = {}
     if "forward" in parts:
@@ -466,6 +653,9 @@ def run_problem(problem: Problem, parts: set[str], limit: float) -> dict[str, An
         lxs.clear_cache()
     if "loop" in parts:
         results.update(loop_steps(problem, controller))
+        lxs.clear_cache()
+    if "warm" in parts:
+        results.update(warm_steps(problem, counter))
         lxs.clear_cache()
     if "cholmod" in parts:
         results.update(cholmod_results(problem, limit))
@@ -499,6 +689,16 @@ ROWS = [
     ("loop iterations: ours `reuse=2`", "loop reuse iterations"),
     ("loop iterations: ours rebuild", "loop rebuild iterations"),
     ("loop iterations: native", "loop native iterations"),
+    (f"warm starts, random drift: {STEPS} × `value_and_grad`, cold", "warm random cold"),
+    ("warm starts, random drift: `AMG(warm_start=True)`", "warm random warm"),
+    ("warm starts, random drift: Krylov steps forward / backward, cold", "warm random cold steps"),
+    ("warm starts, random drift: Krylov steps forward / backward, warm", "warm random warm steps"),
+    ("**warm starts, random drift: fewer steps** forward / backward", "warm random saving"),
+    (f"warm starts, smooth drift: {STEPS} × `value_and_grad`, cold", "warm smooth cold"),
+    ("warm starts, smooth drift: `AMG(warm_start=True)`", "warm smooth warm"),
+    ("warm starts, smooth drift: Krylov steps forward / backward, cold", "warm smooth cold steps"),
+    ("warm starts, smooth drift: Krylov steps forward / backward, warm", "warm smooth warm steps"),
+    ("**warm starts, smooth drift: fewer steps** forward / backward", "warm smooth saving"),
     ("ours `Cholmod()` forward, new values (child process)", "cholmod forward"),
     ("ours `Cholmod()` forward, first call (compile + analysis)", "cholmod first call"),
     ("ours `Cholmod()` factorizations per call", "cholmod setups"),
@@ -522,6 +722,8 @@ RATIOS = [
     ("loop: ours rebuild / native rebuild", "loop rebuild", "loop native"),
     ("loop: ours `reuse=2` / native rebuild", "loop reuse", "loop native"),
     ("ours `Cholmod` / ours `AMG` forward", "cholmod forward", "ours forward new"),
+    ("warm starts, random drift: warm / cold time", "warm random warm", "warm random cold"),
+    ("warm starts, smooth drift: warm / cold time", "warm smooth warm", "warm smooth cold"),
 ]
 
 
@@ -591,10 +793,11 @@ def main() -> None:
         if key in chosen
     ]
     started = f"{environment()}, pyamg {pyamg.__version__}; source {source_version()}"
+    counter = KrylovSteps()
     all_results = []
     for problem in problems:
         print(f"running {problem.name} (n={problem.grid.n}) ...", flush=True)
-        all_results.append(run_problem(problem, parts, args.limit))
+        all_results.append(run_problem(problem, parts, args.limit, counter))
         if args.raw:
             for key, value in all_results[-1].items():
                 if isinstance(value, Timing):
@@ -628,6 +831,21 @@ def main() -> None:
             ),
         ]
     )
+    if "rhs" in parts:
+        print("running many right-hand sides ...", flush=True)
+        rhs_rows = rhs_results(args.quick, 1 if args.quick else 2)
+        text += "\n\n" + markdown_table(
+            [
+                "many right-hand sides (median)",
+                "ours vmap (one call)",
+                "ours separate calls",
+                "native pyamg, column by column",
+                "separate / vmap (target ≥ 3)",
+                "iterations per column, worst relative residual",
+            ],
+            rhs_rows,
+        )
+        text += f"\n\n(load average after the right-hand sides: {os.getloadavg()[0]:.2f})"
     print()
     print(text)
     path = write_result("amg.md", text)
