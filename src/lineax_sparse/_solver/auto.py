@@ -5,14 +5,15 @@ import lineax as lx
 from .._native import BackendSpec
 from .._operator import SparseOperator
 from .base import AbstractHostSolver
-from .cholmod import cholmod_spec
+from .cholmod import Cholmod
 from .superlu import SuperLU
 
 
 class AutoSparse(AbstractHostSolver):
     """Chooses a direct solver from the operator's tags.
 
-    - Operators tagged `lineax.positive_semidefinite_tag` are solved with `Cholmod`.
+    - Operators tagged `lineax.positive_semidefinite_tag` are solved with `Cholmod()`
+      (its default options, ordering included).
     - All others are solved with `SuperLU`.
 
     With `fallback=True`, a matrix tagged positive semidefinite that CHOLMOD finds not to be
@@ -35,7 +36,7 @@ class AutoSparse(AbstractHostSolver):
     def _accepted_specs(self) -> tuple[BackendSpec, ...]:
         """(the spec for other operators, the spec for positive semidefinite ones)."""
         lu = SuperLU()._spec()
-        cholesky = cholmod_spec("auto", "LL", "amd")
+        cholesky = Cholmod()._spec()
         if self.fallback:
             return lu, ("fallback", (("primary", cholesky), ("secondary", lu)))
         return lu, cholesky

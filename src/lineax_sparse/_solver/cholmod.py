@@ -48,8 +48,11 @@ class Cholmod(AbstractHostSolver):
     The fill-reducing ordering and elimination tree are computed once per sparsity pattern
     and reused for every later factorization of that pattern, across calls and jit
     boundaries; an optimization loop that only changes values pays only the numeric
-    factorization. The backward pass reuses the forward factor. float32 / complex64
-    systems are factorized in double precision on the host.
+    factorization. By default the ordering is chosen as CHOLMOD itself chooses it when
+    built with METIS: AMD, unless its factor would be costly (3D meshes), in which case
+    METIS's nested dissection is tried too and the sparser factor kept. The backward
+    pass reuses the forward factor. float32 / complex64 systems are factorized in double
+    precision on the host.
 
     Failures are reported through `lineax.RESULTS`, with NaN solutions: a matrix that is
     not positive definite, singular, or whose values are not symmetric (Hermitian) although
@@ -62,7 +65,7 @@ class Cholmod(AbstractHostSolver):
 
     mode: CholmodMode = "auto"
     factorization: CholmodFactorization = "LL"
-    ordering: CholmodOrdering = "amd"
+    ordering: CholmodOrdering = "auto"
 
     def __check_init__(self):
         for name, value, allowed in (
@@ -80,10 +83,15 @@ class Cholmod(AbstractHostSolver):
 
     def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
         require_positive_semidefinite("Cholmod", operator)
-        return cholmod_spec(self.mode, self.factorization, self.ordering)
+        return self._spec()
 
     def _accepted_specs(self) -> tuple[BackendSpec, ...]:
-        return (cholmod_spec(self.mode, self.factorization, self.ordering),)
+        return (self._spec(),)
+
+    def _spec(self) -> BackendSpec:
+        # The ordering is part of the spec: analyses (and so factors) of one pattern made
+        # with different orderings are cached apart.
+        return cholmod_spec(self.mode, self.factorization, self.ordering)
 
 
 Cholmod.__init__.__doc__ = """**Arguments:**
@@ -96,6 +104,14 @@ Cholmod.__init__.__doc__ = """**Arguments:**
     `"LDL"` is the simplicial `L D L^T` without pivoting: it also accepts symmetric
     indefinite matrices that need no pivoting, and reports zero or tiny pivots as
     singular. Use `SuperLU` for indefinite matrices in general.
-- `ordering`: `"amd"` (default), the approximate minimum degree fill-reducing ordering,
-    or `"natural"` (no reordering; only for matrices already ordered, e.g. banded).
+- `ordering`: the fill-reducing ordering, computed once per sparsity pattern.
+    `"auto"` (default) is CHOLMOD's own default strategy: AMD, and if AMD's factor
+    costs at least 500 flops per entry and fills at least 5x the lower triangle (3D
+    meshes, not 2D ones), also METIS's nested dissection, keeping the ordering with the
+    sparser factor. Measured on 3D elasticity (hexahedra, 90k dofs): half the fill and
+    0.27x the factorization time of AMD, for 0.8 s more analysis once per pattern; on
+    2D problems it keeps AMD. `"amd"`: approximate minimum degree (cheapest to compute,
+    best for 2D meshes and small problems). `"nested_dissection"`: METIS's nested
+    dissection (through pymetis) always: 10-20x slower to compute than AMD. `"natural"`:
+    no reordering (only for matrices already ordered, e.g. banded).
 """

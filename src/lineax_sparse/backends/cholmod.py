@@ -15,9 +15,60 @@ Options (the `Cholmod` solver's static fields) and how they map onto cvxopt:
   `mode="supernodal"` it is refused). `D` may be negative, so symmetric indefinite matrices
   that need no pivoting are accepted; zero or tiny pivots are `SINGULAR`.
 - `ordering`: `"amd"` (`cvxopt.amd.order`, the same AMD with the same defaults CHOLMOD
-  itself runs) or `"natural"` (the identity). CHOLMOD postorders the elimination tree in both
-  cases, which changes no fill. The CHOLMOD bundled with the cvxopt wheels has no METIS
-  (no `metis`/`nesdis` symbol in `libcholmod`), so `"metis"` is not offered.
+  itself runs), `"nested_dissection"` (METIS's `METIS_NodeND` through pymetis, see
+  below), `"auto"` (the default: CHOLMOD's own choice between the two, see below) or
+  `"natural"` (the identity). CHOLMOD postorders the elimination tree in every case, which
+  changes no fill. The ordering is computed once per pattern, in `analyse`.
+
+Nested dissection. The CHOLMOD bundled with the cvxopt wheels has no METIS (no
+`metis`/`nesdis` symbol in `libcholmod`), so the ordering is computed with METIS through
+pymetis (a maintained binding that ships wheels) and passed to `cholmod.symbolic(A, p=p)`
+as the AMD ordering is. The graph is the pattern of the lower triangle without the diagonal,
+symmetrized; METIS's seed is fixed (`METIS_SEED`), so a pattern always gets the same
+ordering. METIS's `perm` is CHOLMOD's `p` (`p[k]` = the original index of the k-th pivot);
+its inverse `iperm` fills 5.4x more on a 40 x 40 Laplacian (tested) and 12x more on a
+128 x 128 one. A pattern without off-diagonal entries gets the identity (no fill in any
+order); disconnected graphs and isolated vertices are METIS's to handle (tested).
+
+`"auto"` is `cholmod_analyze`'s default strategy, which the METIS-less cvxopt build cannot
+run: order with AMD; keep it if its factor costs fewer than `AMD_FLOPS_PER_ENTRY` = 500
+flops per entry (`fl / lnz`, with `fl = sum_j c_j^2` and `lnz = sum_j c_j` over the column
+counts `c_j`) or fills fewer than `AMD_FILL_RATIO` = 5 times the lower triangle; otherwise
+also order with nested dissection and keep the ordering whose factor has fewer entries
+(CHOLMOD's test and thresholds, tuned by its authors on the SuiteSparse collection; CHOLMOD
+takes `fl` and `lnz` from AMD's estimates, here they are exact). The column counts are read
+from `cholmod.symbolic(A, p=...)` of each candidate (the `ColCount` array of the
+`cholmod_factor` struct, validated as for `nbytes`; if it does not validate, AMD is kept).
+The winner's symbolic factor goes into the factor pool, so the first factorization reuses
+it: where AMD is kept, `"auto"` costs what `"amd"` costs.
+
+Measured with `benchmarks/bench_orderings.py` (2 cores, one BLAS thread, another
+developer's tests running: load average 0.9-2.0). Each cell is AMD / nested dissection:
+ordering ms, factor MB (`nbytes`), numeric ms (refactorization in place, median; ND / AMD
+in parentheses), solve ms (one right-hand side); `fl/lnz` is AMD's, the rule's statistic;
+the cantilevers are 3D elasticity on trilinear hexahedra (examples/topology_optimization_3d):
+
+| matrix | n | fl/lnz | auto | ordering | MB | numeric | solve |
+|---|---|---|---|---|---|---|---|
+| Poisson 2D 512^2 | 262k | 244 | AMD | 78 / 998 | 132 / 105 | 156 / 136 (0.87) | 33 / 28 |
+| MBB beam 180x60 Q4 | 22k | 120 | AMD | 3.2 / 68 | 15 / 15 | 13.8 / 13.5 (0.98) | 3.0 / 3.0 |
+| cantilever 12x6x6 | 1.8k | 217 | AMD | 0.7 / 7.8 | 3 / 3 | 3.1 / 2.6 (0.83) | 0.2 / 0.1 |
+| Poisson 3D 24^3 | 14k | 517 | ND | 6.1 / 65 | 22 / 17 | 34 / 24 (0.71) | 3.0 / 2.6 |
+| cantilever 20x10x10 | 7.3k | 662 | ND | 3.5 / 41 | 29 / 20 | 57 / 31 (0.54) | 3.3 / 2.8 |
+| cantilever 30x15x15 | 23k | 1636 | ND | 12 / 164 | 177 / 100 | 705 / 242 (0.34) | 18 / 12 |
+| cantilever 48x24x24 | 90k | 3991 | ND | 55 / 812 | 1281 / 686 | 11.6k / 3.1k (0.27) | 118 / 72 |
+| Poisson 3D 64^3 | 262k | 4493 | ND | 266 / 1812 | 1893 / 1134 | 17.7k / 7.3k (0.41) | 182 / 122 |
+
+Where the rule picks nested dissection (3D meshes), the factor is 0.53-0.78x as large, the
+factorization 0.27-0.71x and a solve 0.61-0.87x as long, for an ordering 7-15x as slow as
+AMD's, paid once per pattern: at the 90k-dof cantilever, 0.8 s once against 8.5 s saved
+per factorization. Where it keeps AMD (2D meshes, small 3D ones), nested dissection would
+save at most 13% of the factorization (Poisson 512^2) for 0.9 s more per pattern, and
+nothing on the 2D beam. Average degree would not separate the two kinds (3D Poisson 5.9,
+2D beam 16.7), nor would n (both Poissons have 262k unknowns). The smallest 3D case the rule
+switches on (Poisson 24^3) pays 68 ms more in `analyse` to save 10 ms per factorization: a
+loss for fewer than 7 factorizations of the pattern, the price of CHOLMOD's rule, which
+does not weigh how often a pattern is refactorized; `ordering="amd"` avoids it.
 
 `cholmod.options` and `amd.options` are global dicts read by every cvxopt call. Around each
 call (on the owner thread) this backend replaces their contents with exactly its own settings
@@ -39,7 +90,8 @@ float64) + setter. cvxopt packs the template into its own `cholmod_sparse` on ev
 no live factor refers to it.
 
 Symbolic reuse. `cholmod.numeric(A, F)` overwrites `F` in place, so every live factor owns its
-own CHOLMOD factor object. `analyse` computes the ordering `p` once; a factorization either
+own CHOLMOD factor object. `analyse` computes the ordering `p` once (with `"auto"`, it also
+leaves the symbolic factor it chose by in the pool); a factorization either
 (a) runs `cholmod.symbolic(A, p=p)` (etree, column counts and supernodes, no ordering) and
 then `numeric`, or (b) refactors, with `numeric` alone, the factor object of a dead
 factorization of the same pattern, options and dtype: `_Factor.__del__` returns its object to a
@@ -139,6 +191,13 @@ PIVOT_FLOOR = 100
 POOL_SIZE = 1
 #: nnz(L) / nnz(tril(A)) assumed when the factor's size cannot be read.
 FILL_GUESS = 20
+#: METIS's random seed: fixed, so that a pattern always gets the same ordering.
+METIS_SEED = 0
+#: `ordering="auto"` keeps AMD's ordering when its factor costs fewer flops per entry than
+#: this, or fills less than `AMD_FILL_RATIO` times the lower triangle; else it also tries
+#: nested dissection and keeps the sparser factor. CHOLMOD's defaults (see the docstring).
+AMD_FLOPS_PER_ENTRY = 500
+AMD_FILL_RATIO = 5
 
 SUPERNODAL = {"auto": 1, "supernodal": 2, "simplicial": 0}
 FACTORIZATIONS, ORDERINGS = CHOLMOD_FACTORIZATIONS, CHOLMOD_ORDERINGS
@@ -167,13 +226,20 @@ class _Analysis:
     """Per-pattern data: lower-triangle gather, value templates, ordering, factor pools."""
 
     def __init__(
-        self, n: int, lower: np.ndarray, diagonal: np.ndarray, template: Any, ordering: Any
+        self,
+        n: int,
+        lower: np.ndarray,
+        diagonal: np.ndarray,
+        template: Any,
+        ordering: Any,
+        ordering_kind: str,
     ):
         self.n = n
         self.lower = lower  # positions of the lower triangle in the pattern's CSC values
         self.diagonal = diagonal  # positions of the diagonal within the lower triangle
         self.templates = {"d": template}  # typecode -> spmatrix with the lower structure
         self.ordering = ordering  # 'i' permutation passed to every `cholmod.symbolic`
+        self.ordering_kind = ordering_kind  # "amd", "nested_dissection" or "natural"
         self.pools = {tc: collections.deque(maxlen=POOL_SIZE) for tc in ("d", "z")}
         # typecode -> the factor's fill-reducing permutation (`P b`), the same for every
         # factor made from `ordering` with the same options; read once from the first.
@@ -224,6 +290,64 @@ class _Factor:
             self.pool.append(self.capsule)
 
 
+def fill_reducing_ordering(
+    kind: str, template: Any, lower_rows: np.ndarray, lower_cols: np.ndarray
+) -> Any:
+    """CHOLMOD's `p` (`p[k]` = the original index of the k-th pivot) as a cvxopt 'i'
+    matrix: `kind` is `"amd"`, `"nested_dissection"` or `"natural"`; `template` is the
+    lower triangle (n >= 1), its entries at `lower_rows`, `lower_cols`."""
+    n = template.size[0]
+    if kind == "amd":
+        with _global_options(amd.options, _AMD_OPTIONS):
+            return amd.order(template)
+    if kind == "nested_dissection":
+        return cvxopt.matrix(nested_dissection(n, lower_rows, lower_cols), tc="i")
+    return cvxopt.matrix(np.arange(n, dtype=np.int64), tc="i")
+
+
+def nested_dissection(n: int, lower_rows: np.ndarray, lower_cols: np.ndarray) -> np.ndarray:
+    """METIS's nested dissection ordering (int64, `p[k]` = the k-th pivot) of the graph of
+    a symmetric pattern given by its lower triangle (the diagonal is ignored)."""
+    strict = lower_rows > lower_cols
+    if not strict.any():  # a diagonal matrix: every order is fill-free
+        return np.arange(n, dtype=np.int64)
+    try:
+        import pymetis
+    except ImportError as error:
+        raise ImportError(
+            "`Cholmod(ordering='nested_dissection')` needs METIS through pymetis: "
+            "`pip install pymetis`."
+        ) from error
+    rows, cols = lower_rows[strict], lower_cols[strict]
+    lower = sp.coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n))
+    graph = (lower + lower.T).tocsr()  # strict triangles: no entry is summed
+    options = pymetis.Options()
+    options.seed = METIS_SEED
+    # METIS's `perm` is CHOLMOD's `p`: row k of the permuted matrix is row perm[k] of A
+    # (`iperm`, its inverse, fills 5-12x more on 2D Laplacians; tests/test_orderings.py).
+    perm, _ = pymetis.nested_dissection(
+        pymetis.CSRAdjacency(graph.indptr, graph.indices), options=options
+    )
+    # A fresh int64 array: `np.asarray(perm)` would be a view exporting the buffer format
+    # of pymetis's `array('q')`, which `cvxopt.matrix` refuses ("buffer format not
+    # supported"); numpy's own int64 arrays export one it takes.
+    permutation = np.empty(n, dtype=np.int64)
+    permutation[:] = perm
+    return permutation
+
+
+def amd_is_good_enough(counts: np.ndarray, strict_lower: int) -> bool:
+    """CHOLMOD's own test, after AMD, of whether METIS is worth trying (`cholmod_analyze`'s
+    default strategy): AMD's ordering is kept if its factor costs fewer than
+    `AMD_FLOPS_PER_ENTRY` flops per entry, or fills fewer than `AMD_FILL_RATIO` times the
+    lower triangle. `counts` are the factor's column counts (diagonal included);
+    `strict_lower` is the number of entries below the diagonal."""
+    entries = float(counts.sum())
+    flops = float(np.square(counts, dtype=np.float64).sum())
+    lower = strict_lower + counts.size
+    return flops < AMD_FLOPS_PER_ENTRY * entries or entries < AMD_FILL_RATIO * lower
+
+
 class CholmodBackend:
     requires_symmetric = True
     factors_per_pattern = 2
@@ -258,7 +382,7 @@ class CholmodBackend:
         n = pattern.n
         if n == 0:  # nothing to factorize (cvxopt has no 0 x 0 matrices)
             empty = np.zeros(0, dtype=np.int64)
-            return _Analysis(0, empty, empty, None, None)
+            return _Analysis(0, empty, empty, None, None, "natural")
         rows = pattern.row_indices.astype(np.int64)
         cols = np.repeat(np.arange(n, dtype=np.int64), np.diff(pattern.indptr))
         lower = np.flatnonzero(rows >= cols)
@@ -270,13 +394,41 @@ class CholmodBackend:
             cvxopt.matrix(cols[lower], tc="i"),
             (n, n),
         )
-        if self.ordering == "amd":
-            with _global_options(amd.options, _AMD_OPTIONS):
-                ordering = amd.order(template)
-        else:
-            ordering = cvxopt.matrix(np.arange(n, dtype=np.int64), tc="i")
+        ordering, kind, symbolic = self.order(template, rows[lower], cols[lower])
         diagonal = np.flatnonzero(rows[lower] == cols[lower])
-        return _Analysis(n, lower, diagonal, template, ordering)
+        analysis = _Analysis(n, lower, diagonal, template, ordering, kind)
+        if symbolic is not None:  # the first real factorization refactorizes it
+            analysis.pools["d"].append(symbolic)
+        return analysis
+
+    def order(self, template: Any, lower_rows: np.ndarray, lower_cols: np.ndarray):
+        """`(p, kind, symbolic)`: the ordering of `template` (the lower triangle, n >= 1)
+        as a cvxopt 'i' matrix, which one it is, and the symbolic factor made from it when
+        `"auto"` needed one to choose (else None).
+
+        `"auto"` follows CHOLMOD's default strategy, which cvxopt's METIS-less CHOLMOD
+        cannot run: AMD first; if `amd_is_good_enough` says no, nested dissection too, and
+        the ordering whose factor has fewer entries. The column counts come from CHOLMOD's
+        symbolic analysis of each ordering, which the first factorization then reuses.
+        """
+        if self.ordering != "auto":
+            order = fill_reducing_ordering(self.ordering, template, lower_rows, lower_cols)
+            return order, self.ordering, None
+        n = template.size[0]
+        amd_order = fill_reducing_ordering("amd", template, lower_rows, lower_cols)
+        with self._options():
+            amd_symbolic = cholmod.symbolic(template, p=amd_order)
+        amd_counts = _column_counts(amd_symbolic, n)
+        strict = int(np.count_nonzero(lower_rows > lower_cols))
+        if amd_counts is None or amd_is_good_enough(amd_counts, strict):
+            return amd_order, "amd", amd_symbolic
+        nd_order = fill_reducing_ordering("nested_dissection", template, lower_rows, lower_cols)
+        with self._options():
+            nd_symbolic = cholmod.symbolic(template, p=nd_order)
+        nd_counts = _column_counts(nd_symbolic, n)
+        if nd_counts is not None and nd_counts.sum() < amd_counts.sum():
+            return nd_order, "nested_dissection", nd_symbolic
+        return amd_order, "amd", amd_symbolic
 
     def setups(self, factor: _Factor) -> int:
         del factor
@@ -588,11 +740,12 @@ _capsule_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c
 )
 _CAPSULE_NAMES = (b"CHOLMOD FACTOR D L", b"CHOLMOD FACTOR Z L")
 _CHOLMOD_INT, _CHOLMOD_LONG = 0, 2
-_CHOLMOD_REAL, _CHOLMOD_COMPLEX = 1, 2
+_CHOLMOD_PATTERN, _CHOLMOD_REAL, _CHOLMOD_COMPLEX = 0, 1, 2
 
 
-def _factor_bytes(capsule: Any, n: int, typecode: str) -> int | None:
-    """Bytes held by a numeric CHOLMOD factor, or None if its struct does not validate."""
+def _factor_head(capsule: Any, n: int, typecode: str | None) -> _FactorHead | None:
+    """The validated head of a CHOLMOD factor's struct, numeric of `typecode` or symbolic
+    (`typecode=None`), or None if it does not validate (another CHOLMOD layout)."""
     try:
         name = _capsule_name(capsule)
         if name not in _CAPSULE_NAMES:
@@ -603,7 +756,11 @@ def _factor_bytes(capsule: Any, n: int, typecode: str) -> int | None:
     if not address:
         return None
     head = _FactorHead.from_address(address)
-    xtype = _CHOLMOD_COMPLEX if typecode == "z" else _CHOLMOD_REAL
+    xtype = {None: _CHOLMOD_PATTERN, "d": _CHOLMOD_REAL, "z": _CHOLMOD_COMPLEX}[typecode]
+    if typecode is None:  # a symbolic factor: only its column counts are read
+        if head.xtype != xtype or head.itype not in (_CHOLMOD_INT, _CHOLMOD_LONG):
+            return None
+        return head if head.n == n and head.dtype == 0 and head.ColCount else None
     if (
         head.n != n
         or head.minor != n
@@ -614,15 +771,46 @@ def _factor_bytes(capsule: Any, n: int, typecode: str) -> int | None:
         or head.is_super not in (0, 1)
     ):
         return None
-    index = 8 if head.itype == _CHOLMOD_LONG else 4
-    item = 16 if typecode == "z" else 8
     limit = 1 << 48
     if head.is_super:
         if not (head.is_ll and 0 < head.xsize < limit and head.ssize < limit):
             return None
+    elif not (n <= head.nzmax < limit):
+        return None
+    return head
+
+
+def _column_counts(capsule: Any, n: int) -> np.ndarray | None:
+    """The column counts of L (diagonal included) of a symbolic CHOLMOD factor (a copy), or
+    None if its struct or the counts do not validate."""
+    head = _factor_head(capsule, n, None)
+    if head is None:
+        return None
+    integer = ctypes.c_int64 if head.itype == _CHOLMOD_LONG else ctypes.c_int32
+    counts = np.ctypeslib.as_array((integer * n).from_address(head.ColCount)).astype(np.int64)
+    if counts.size and (counts.min() < 1 or counts.max() > n):
+        return None
+    return counts
+
+
+def _factor_entries(capsule: Any, n: int, typecode: str) -> int | None:
+    """Entries of L as CHOLMOD stores them (a supernodal factor's dense blocks in full), or
+    None if the factor's struct does not validate."""
+    head = _factor_head(capsule, n, typecode)
+    if head is None:
+        return None
+    return int(head.xsize if head.is_super else head.nzmax)
+
+
+def _factor_bytes(capsule: Any, n: int, typecode: str) -> int | None:
+    """Bytes held by a numeric CHOLMOD factor, or None if its struct does not validate."""
+    head = _factor_head(capsule, n, typecode)
+    if head is None:
+        return None
+    index = 8 if head.itype == _CHOLMOD_LONG else 4
+    item = 16 if typecode == "z" else 8
+    if head.is_super:
         integers = head.ssize + 3 * (head.nsuper + 1) + 2 * n
         return head.xsize * item + integers * index
-    if not (n <= head.nzmax < limit):
-        return None
     # Perm, ColCount, p, nz, next, prev (about n each) and the row indices.
     return head.nzmax * (item + index) + 6 * (n + 2) * index

@@ -1,0 +1,387 @@
+"""Benchmark CHOLMOD's fill-reducing orderings: AMD against METIS nested dissection.
+
+For each matrix and each ordering, as `lineax_sparse.Cholmod` runs them (the backend's own
+ordering code, then cvxopt's CHOLMOD with the backend's options: `nmethods=1`, postorder,
+`mode="auto"`):
+
+- the ordering, once per pattern in `analyse` (AMD: `cvxopt.amd.order`; nested dissection:
+  the symmetric graph of the pattern and `pymetis.nested_dissection`);
+- `cholmod.symbolic(A, p=p)`, also once per pattern;
+- the size of the factor: nnz(L) (CHOLMOD's stored entries, supernodal blocks included)
+  and its bytes (`_factor_bytes`, what the cache counts);
+- `cholmod.numeric`, refactorizing one factor object in place (an optimisation loop's
+  steady state), and one `cholmod.solve` with one right-hand side.
+
+Matrices: 2D Poisson (5-point, 512²), the MBB half-beam (Q4 plane stress, 180 × 60), 3D
+Poisson (7-point, 64³) and the cantilever of examples/topology_optimization_3d.py (trilinear
+hexahedra, 3 dofs per node, 30 × 15 × 15 and 48 × 24 × 24), all with unit values (densities
+1). The two orderings take turns within each repetition (medians over the repetitions after
+one warm-up), so that a drifting load weighs on both alike. BLAS runs on one thread
+(`OPENBLAS_NUM_THREADS=1`, set before any import), as the backend runs it. The Markdown
+table goes to stdout and to benchmarks/results/orderings.md.
+
+    python benchmarks/bench_orderings.py            # full run, about 4 minutes
+    python benchmarks/bench_orderings.py --quick    # small sizes, about 10 s
+    python benchmarks/bench_orderings.py --problems hex48 --repeats 3
+"""
+
+from __future__ import annotations
+
+import os
+
+
+os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before numpy and cvxopt load their BLAS
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cvxopt  # noqa: E402, I001  (first: it decides which BLAS CHOLMOD uses)
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+from cvxopt import cholmod  # noqa: E402
+
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "examples"))
+
+from common import (  # noqa: E402
+    environment,
+    markdown_table,
+    poisson_2d,
+    source_version,
+    Step,
+    time_interleaved,
+    Timing,
+    write_result,
+)
+from lineax_sparse.backends.cholmod import (  # noqa: E402
+    _column_counts,
+    _factor_bytes,
+    _factor_entries,
+    AMD_FILL_RATIO,
+    AMD_FLOPS_PER_ENTRY,
+    CholmodBackend,
+    fill_reducing_ordering,
+)
+
+
+ORDERINGS = ("amd", "nested_dissection")
+SHORT = {"amd": "AMD", "nested_dissection": "ND"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    name: str
+    build: Callable[[], sp.csc_matrix]
+    repeats: int
+
+
+def poisson_3d(grid: int) -> sp.csc_matrix:
+    """7-point Laplacian on a `grid`³ interior grid (unscaled)."""
+    second_difference = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(grid, grid))
+    eye = sp.identity(grid)
+    laplacian = (
+        sp.kron(sp.kron(eye, eye), second_difference)
+        + sp.kron(sp.kron(eye, second_difference), eye)
+        + sp.kron(sp.kron(second_difference, eye), eye)
+    )
+    return sp.csc_matrix(laplacian)
+
+
+def mbb(nelx: int, nely: int) -> sp.csc_matrix:
+    from bench_cholmod import elasticity2d
+
+    return sp.csc_matrix(elasticity2d(nelx, nely))
+
+
+def cantilever(nelx: int, nely: int, nelz: int) -> sp.csc_matrix:
+    """The stiffness of examples/topology_optimization_3d.py's cantilever, densities 1."""
+    from topology_optimization_3d import cantilever_problem, element_stiffness
+
+    problem, _ = cantilever_problem(nelx, nely, nelz, rmin=1.5)
+    indices = problem.indices
+    values = np.tile(element_stiffness().reshape(-1), nelx * nely * nelz)
+    values = values[np.asarray(problem.keep)]
+    n = problem.size
+    return sp.csc_matrix(sp.coo_matrix((values, (indices[:, 0], indices[:, 1])), shape=(n, n)))
+
+
+def problems(quick: bool, repeats: int | None) -> dict[str, Problem]:
+    def make(name, build, default):
+        return Problem(name, build, repeats or default)
+
+    if quick:
+        return {
+            "poisson2d": make("Poisson 2D 128²", lambda: poisson_2d(128), 3),
+            "mbb": make("MBB 60×20 Q4", lambda: mbb(60, 20), 5),
+            "poisson3d": make("Poisson 3D 24³", lambda: poisson_3d(24), 3),
+            "hex30": make("cantilever 12×6×6 H8", lambda: cantilever(12, 6, 6), 3),
+            "hex48": make("cantilever 20×10×10 H8", lambda: cantilever(20, 10, 10), 3),
+        }
+    return {
+        "poisson2d": make("Poisson 2D 512²", lambda: poisson_2d(512), 5),
+        "mbb": make("MBB 180×60 Q4", lambda: mbb(180, 60), 9),
+        "poisson3d": make("Poisson 3D 64³", lambda: poisson_3d(64), 2),
+        "hex30": make("cantilever 30×15×15 H8", lambda: cantilever(30, 15, 15), 5),
+        "hex48": make("cantilever 48×24×24 H8", lambda: cantilever(48, 24, 24), 2),
+    }
+
+
+def lower_triangle(matrix: sp.csc_matrix):
+    """`(template, rows, cols)`: the lower triangle as a `cvxopt.spmatrix`, and its indices."""
+    lower = sp.tril(matrix, format="csc")
+    lower.sort_indices()
+    coo = lower.tocoo()
+    rows, cols = coo.row.astype(np.int64), coo.col.astype(np.int64)
+    template = cvxopt.spmatrix(
+        cvxopt.matrix(coo.data),
+        cvxopt.matrix(rows, tc="i"),
+        cvxopt.matrix(cols, tc="i"),
+        matrix.shape,
+    )
+    return template, rows, cols
+
+
+def measure(problem: Problem) -> dict:
+    matrix = problem.build()
+    matrix.sum_duplicates()
+    n = matrix.shape[0]
+    template, rows, cols = lower_triangle(matrix)
+    backend = CholmodBackend("auto", "LL", "amd")  # for its CHOLMOD options
+    b = np.random.default_rng(0).standard_normal(n)
+
+    orderings = {}
+    timings = time_interleaved(
+        {
+            kind: Step(
+                lambda kind=kind: orderings.__setitem__(
+                    kind, fill_reducing_ordering(kind, template, rows, cols)
+                )
+            )
+            for kind in ORDERINGS
+        },
+        problem.repeats,
+    )
+    results = {kind: {"ordering": timings[kind]} for kind in ORDERINGS}
+
+    factors = {}
+    for kind in ORDERINGS:
+        with backend._options():
+            start = time.perf_counter()
+            factors[kind] = cholmod.symbolic(template, p=orderings[kind])
+            seconds = time.perf_counter() - start
+        results[kind]["symbolic"] = Timing(seconds, (seconds,))
+        if kind == "amd":  # the statistics `"auto"` decides by (a symbolic factor's)
+            counts = _column_counts(factors[kind], n)
+
+    def numeric(kind):
+        with backend._options():
+            cholmod.numeric(template, factors[kind])
+
+    rhs = {}
+
+    def solve(kind):
+        with backend._options():
+            cholmod.solve(factors[kind], rhs[kind])
+
+    def fresh_rhs(kind):
+        rhs[kind] = cvxopt.matrix(b)  # `solve` overwrites its argument
+
+    timings = time_interleaved(
+        {kind: Step(lambda kind=kind: numeric(kind)) for kind in ORDERINGS}, problem.repeats
+    )
+    for kind in ORDERINGS:
+        results[kind]["numeric"] = timings[kind]
+    timings = time_interleaved(
+        {
+            kind: Step(lambda kind=kind: solve(kind), lambda kind=kind: fresh_rhs(kind))
+            for kind in ORDERINGS
+        },
+        problem.repeats,
+    )
+    for kind in ORDERINGS:
+        results[kind]["solve"] = timings[kind]
+        x = np.asarray(rhs[kind]).ravel()
+        residual = np.linalg.norm(matrix @ x - b) / np.linalg.norm(b)
+        if not residual < 1e-8:
+            raise RuntimeError(f"{problem.name}, {kind}: relative residual {residual:.1e}")
+        results[kind]["nnz(L)"] = _factor_entries(factors[kind], n, "d")
+        results[kind]["bytes"] = _factor_bytes(factors[kind], n, "d")
+    factors.clear()
+
+    # What `ordering="auto"` pays in `analyse` and what it picks (its symbolic factor is
+    # then refactorized by the first factorization, so "amd" pays its symbolic too).
+    auto = CholmodBackend("auto", "LL", "auto")
+    picks = []
+
+    def auto_order():
+        picks.append(auto.order(template, rows, cols)[1])
+
+    def amd_order():
+        order = fill_reducing_ordering("amd", template, rows, cols)
+        with backend._options():
+            cholmod.symbolic(template, p=order)
+
+    timings = time_interleaved(
+        {"auto": Step(auto_order), "amd": Step(amd_order)}, min(problem.repeats, 3)
+    )
+    entries = float(counts.sum()) if counts is not None else float("nan")
+    flops = float(np.square(counts, dtype=np.float64).sum()) if counts is not None else 0.0
+    return {
+        "n": n,
+        "nnz": matrix.nnz,
+        "degree": (matrix.nnz - n) / n,
+        "auto": picks[-1],
+        "auto analyse": timings["auto"],
+        "amd analyse": timings["amd"],
+        "flops per entry": flops / entries,
+        "fill ratio": entries / (np.count_nonzero(rows > cols) + n),
+        "results": results,
+        "load": os.getloadavg()[0],
+    }
+
+
+def ms(timing: Timing) -> str:
+    return f"{timing.median * 1e3:,.1f}"
+
+
+def ratio(results: dict, key: str) -> str:
+    nd, amd = results["nested_dissection"][key], results["amd"][key]
+    if isinstance(nd, Timing):
+        nd, amd = nd.median, amd.median
+    return f"**{nd / amd:.2f}**" if key == "numeric" else f"{nd / amd:.2f}"
+
+
+def report(measured: dict[str, dict]) -> str:
+    header = [
+        "matrix",
+        "n",
+        "avg. degree",
+        "ordering",
+        "ordering ms",
+        "symbolic ms",
+        "nnz(L)",
+        "factor MB",
+        "numeric ms",
+        "solve ms",
+        "load",
+    ]
+    rows = []
+    for name, entry in measured.items():
+        results = entry["results"]
+        for kind in ORDERINGS:
+            r = results[kind]
+            rows.append(
+                [
+                    name,
+                    f"{entry['n']:,}",
+                    f"{entry['degree']:.1f}",
+                    SHORT[kind] + (" ← auto" if entry["auto"] == kind else ""),
+                    ms(r["ordering"]),
+                    ms(r["symbolic"]),
+                    f"{r['nnz(L)'] / 1e6:.2f}M",
+                    f"{r['bytes'] / 2**20:,.0f}",
+                    ms(r["numeric"]),
+                    ms(r["solve"]),
+                    f"{entry['load']:.2f}",
+                ]
+            )
+        rows.append(
+            [
+                name,
+                "",
+                "",
+                "ND / AMD",
+                ratio(results, "ordering"),
+                ratio(results, "symbolic"),
+                ratio(results, "nnz(L)"),
+                ratio(results, "bytes"),
+                ratio(results, "numeric"),
+                ratio(results, "solve"),
+                "",
+            ]
+        )
+    return markdown_table(header, rows)
+
+
+def auto_report(measured: dict[str, dict]) -> str:
+    header = [
+        "matrix",
+        "AMD: fl / nnz(L)",
+        "AMD: nnz(L) / nnz(tril A)",
+        "`auto` picks",
+        "`auto` ordering + symbolic ms",
+        "`amd` ordering + symbolic ms",
+        "load",
+    ]
+    rows = [
+        [
+            name,
+            f"{entry['flops per entry']:,.0f}",
+            f"{entry['fill ratio']:.1f}",
+            SHORT[entry["auto"]],
+            ms(entry["auto analyse"]),
+            ms(entry["amd analyse"]),
+            f"{entry['load']:.2f}",
+        ]
+        for name, entry in measured.items()
+    ]
+    return markdown_table(header, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
+    parser.add_argument("--repeats", type=int, help="timed repetitions of every step")
+    parser.add_argument(
+        "--problems",
+        default="poisson2d,mbb,poisson3d,hex30,hex48",
+        help="comma-separated subset of poisson2d,mbb,poisson3d,hex30,hex48 (default all)",
+    )
+    args = parser.parse_args()
+    available = problems(args.quick, args.repeats)
+    chosen = args.problems.split(",")
+    if not chosen or not set(chosen) <= set(available):
+        parser.error(f"--problems must name some of {','.join(available)}")
+
+    started = f"{environment()}, cvxopt {cvxopt.__version__}; source {source_version()}"
+    print(started, flush=True)
+    measured = {}
+    for key in chosen:
+        problem = available[key]
+        print(f"running {problem.name} (load {os.getloadavg()[0]:.2f}) ...", flush=True)
+        measured[problem.name] = measure(problem)
+
+    text = "\n".join(
+        [
+            f"CHOLMOD orderings benchmark{' (--quick)' if args.quick else ''}: {started}",
+            f"(load average at the end: {os.getloadavg()[0]:.2f})",
+            "",
+            report(measured),
+            "",
+            auto_report(measured),
+            "",
+            "Medians over the repetitions after one warm-up (symbolic: one call). "
+            "ordering = what `analyse` pays once per pattern; numeric = refactorization of "
+            "one factor object in place; solve = one right-hand side. nnz(L) counts the "
+            "supernodal blocks as CHOLMOD stores them. `load` = 1-minute load average after "
+            'the matrix\'s measurements; `← auto` marks what `ordering="auto"` chooses. '
+            f"`auto` tries nested dissection when AMD's factor costs ≥ {AMD_FLOPS_PER_ENTRY} "
+            f"flops per entry (fl = Σ c_j², c_j the column counts) and fills ≥ "
+            f"{AMD_FILL_RATIO}× the lower triangle, and keeps the sparser factor; its "
+            "ordering time includes the symbolic analyses it decides by, which the first "
+            "factorization reuses.",
+        ]
+    )
+    print()
+    print(text)
+    path = write_result("orderings.md", text)
+    print(f"\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    main()
