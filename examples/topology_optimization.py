@@ -256,7 +256,7 @@ def make_solver(name: str, problem: Problem):
     if name == "superlu":
         return lxs.SuperLU()
     if name == "amg":
-        return lxs.AMG(rtol=1e-10, near_nullspace=rigid_body_modes(problem), reuse=2)
+        return lxs.AMG(rtol=1e-10, near_nullspace=rigid_body_modes(problem), warm_start=True)
     raise ValueError(f"unknown solver {name!r}")
 
 

@@ -10,9 +10,12 @@ Two solvers are offered:
 
 - `--solver amg` (default): smoothed-aggregation AMG from pyamg as a CG preconditioner,
   given the six rigid body modes (three translations, three rotations) as near-nullspace
-  vectors, and keeping its hierarchy across iterations (`reuse`) while the step count
-  stays low;
-- `--solver cholmod`: sparse Cholesky (its symbolic analysis is done once).
+  vectors, each solve starting from the previous iteration's displacement
+  (`warm_start=True`). The hierarchy is rebuilt every iteration: the densities move by up
+  to 0.2 per iteration, and keeping it (`reuse=2`) cost 16% more time over 20 iterations
+  (79.4 against 68.4 s; with neither, 72.4 s);
+- `--solver cholmod`: sparse Cholesky, ordered by nested dissection (chosen by
+  `ordering="auto"` for this 3D mesh); its symbolic analysis is done once.
 
 The gradient of the compliance is `jax.grad` through the solve; one iteration is one jitted
 call. The script prints the compliance and the time per iteration; the last line reads
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
 
     problem, modes = cantilever_problem(args.nelx, args.nely, args.nelz, args.rmin)
     if args.solver == "amg":
-        solver = lxs.AMG(rtol=args.rtol, near_nullspace=modes, reuse=2)
+        solver = lxs.AMG(rtol=args.rtol, near_nullspace=modes, warm_start=True)
     else:
         solver = lxs.Cholmod()
     settings = Settings(args.volfrac, args.penal, density_filter=True)
