@@ -16,7 +16,15 @@ Measured on a 2D Poisson matrix (1024 x 1024 grid, n = 1,048,576) and a 3D Poiss
    ours with hierarchy reuse (`AMG(rtol=1e-8, reuse=2)`), ours rebuilding every step
    (`AMG(rtol=1e-8)`), and native pyamg rebuilding every step;
 4. for comparison, ours `lxs.Cholmod()` forward on the Poisson matrices, in a child process
-   abandoned after `--limit` seconds per call (the 3D fill is large).
+   abandoned after `--limit` seconds per call (the 3D fill is large);
+5. (`warm`) warm starts: 10 steps of `value_and_grad` of `|x|^2 / 2` (the backward pass
+   runs its own transposed solve) with `AMG(warm_start=True)` against cold starts, for the
+   random drift of 3., a smooth drift (5% per step along one direction) and a slow one
+   (1%); Krylov steps forward / backward counted by wrapping the backend's `solve`;
+6. (`rhs`) many right-hand sides on unstructured 2D Poisson (P1 elements on a Delaunay mesh
+   of random points): one vmapped call over k columns against k separate calls (the
+   hierarchy built before timing in both) and native pyamg column by column; 16 columns
+   at n = 32k and 64 at n = 260k (`--quick`: 16 at 8k and 32k). A table of its own.
 
 The two sides do not iterate alike: our backend holds BLAS to one thread, preconditions
 scipy's CG with one V-cycle called directly and stops on the true residual
@@ -28,7 +36,8 @@ Times are medians over the repetitions after one warm-up call (which includes co
 the rows compared are timed in turns within each repetition. The Markdown table goes to stdout
 and to benchmarks/results/amg.md.
 
-    python benchmarks/bench_amg.py            # full run: 12-15 minutes
+    python benchmarks/bench_amg.py            # full run: about 45 minutes (rhs: 20)
+    python benchmarks/bench_amg.py --parts warm --grid2 512 --problems 2d   # 4 minutes
     python benchmarks/bench_amg.py --quick    # smoke test: Poisson 256², 32³, under 2 minutes
 """
 
@@ -80,6 +89,7 @@ RTOL = 1e-8
 STEPS = 10  # matrices per changing-values loop
 DRIFT = 0.05  # each face coefficient changes by a factor in [1 - DRIFT, 1 + DRIFT] per step
 SIGMA = 1.0  # log-normal spread of the initial face coefficients
+SLOW_DRIFT = 0.01  # the warm-start loop's slowly changing variant
 # The measurements `--parts` chooses from ("rhs" and "orderings" are problems of their own).
 PARTS = ("forward", "grad", "loop", "warm", "cholmod", "rhs")
 FORWARD = lxs.AMG(rtol=RTOL)
@@ -409,13 +419,13 @@ def loop_steps(problem: Problem, controller: ThreadpoolController) -> dict[str, 
     return results
 
 
-def smooth_coefficients(grid: Grid) -> list[np.ndarray]:
-    """`STEPS` coefficient fields moving along one random direction, `DRIFT` per step (the
+def smooth_coefficients(grid: Grid, drift: float = DRIFT) -> list[np.ndarray]:
+    """`STEPS` coefficient fields moving along one random direction, `drift` per step (the
     way an optimization's design moves), from the same start as `loop_coefficients`."""
     rng = np.random.default_rng(1)
     coefficients = np.exp(SIGMA * rng.standard_normal(grid.faces))
     direction = np.random.default_rng(2).standard_normal(grid.faces)
-    return [coefficients * np.exp(DRIFT * k * direction) for k in range(STEPS)]
+    return [coefficients * np.exp(drift * k * direction) for k in range(STEPS)]
 
 
 class KrylovSteps:
@@ -464,6 +474,7 @@ def warm_steps(problem: Problem, counter: KrylovSteps) -> dict[str, Any]:
     for kind, fields in (
         ("random", loop_coefficients(problem.grid)),
         ("smooth", smooth_coefficients(problem.grid)),
+        ("slow", smooth_coefficients(problem.grid, SLOW_DRIFT)),
     ):
         results.update(_warm_loop(problem, counter, kind, fields))
     return results
@@ -699,6 +710,17 @@ ROWS = [
     ("warm starts, smooth drift: Krylov steps forward / backward, cold", "warm smooth cold steps"),
     ("warm starts, smooth drift: Krylov steps forward / backward, warm", "warm smooth warm steps"),
     ("**warm starts, smooth drift: fewer steps** forward / backward", "warm smooth saving"),
+    (f"warm starts, slow smooth drift: {STEPS} × `value_and_grad`, cold", "warm slow cold"),
+    ("warm starts, slow smooth drift: `AMG(warm_start=True)`", "warm slow warm"),
+    (
+        "warm starts, slow smooth drift: Krylov steps forward / backward, cold",
+        "warm slow cold steps",
+    ),
+    (
+        "warm starts, slow smooth drift: Krylov steps forward / backward, warm",
+        "warm slow warm steps",
+    ),
+    ("**warm starts, slow smooth drift: fewer steps** forward / backward", "warm slow saving"),
     ("ours `Cholmod()` forward, new values (child process)", "cholmod forward"),
     ("ours `Cholmod()` forward, first call (compile + analysis)", "cholmod first call"),
     ("ours `Cholmod()` factorizations per call", "cholmod setups"),
@@ -724,6 +746,7 @@ RATIOS = [
     ("ours `Cholmod` / ours `AMG` forward", "cholmod forward", "ours forward new"),
     ("warm starts, random drift: warm / cold time", "warm random warm", "warm random cold"),
     ("warm starts, smooth drift: warm / cold time", "warm smooth warm", "warm smooth cold"),
+    ("warm starts, slow smooth drift: warm / cold time", "warm slow warm", "warm slow cold"),
 ]
 
 
