@@ -113,8 +113,8 @@ class Cycle:
 
     def _coarse(self, x: np.ndarray, b: np.ndarray) -> None:
         for j in range(b.shape[1]):
-            x[:, j] = np.asarray(self.coarse_solver(self.coarsest, np.ascontiguousarray(b[:, j])))
-            x[:, j] = x[:, j].reshape(-1)
+            solution = self.coarse_solver(self.coarsest, np.ascontiguousarray(b[:, j]))
+            x[:, j] = np.asarray(solution).reshape(-1)
 
     def _solve(self, lvl: int, x: np.ndarray, b: np.ndarray, cycle: str) -> None:
         level = self.levels[lvl]
