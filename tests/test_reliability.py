@@ -630,3 +630,38 @@ def test_confirm_decides_by_condition_and_residual():
     assert not condition.singular and RCOND_LIMIT < rcond
     well = result([1e-12, 0.3])  # above 1e-12: condition numbers up to 1e12 must solve
     assert confirm(well, Condition(), estimate(1e-11)) is well
+
+
+def test_wide_blocks_are_checked_in_chunks(monkeypatch):
+    """A block wider than `CHUNK_BYTES` is solved and checked chunk by chunk, with the same
+    results column by column as in one piece (here: chunks of 3 columns out of 8)."""
+    from lineax_sparse.backends import checks
+    from lineax_sparse.backends.base import Pattern
+    from lineax_sparse.backends.cholmod import CholmodBackend
+
+    m = 12
+    t = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
+    matrix = sp.csc_matrix(sp.kron(sp.eye(m), t) + sp.kron(t, sp.eye(m)))
+    matrix.sort_indices()
+    n = matrix.shape[0]
+    columns = np.repeat(np.arange(n), np.diff(matrix.indptr))
+    pattern = Pattern(n, np.stack([matrix.indices, columns], axis=1))
+    backend = CholmodBackend("auto", "LL", "amd")
+    factor = backend.factor(pattern, backend.analyse(pattern), matrix, None)
+    rhs = np.random.default_rng(0).standard_normal((n, 8))
+    rhs[:, 5] = 0.0
+    whole = backend.solve(factor, rhs, False, False, None)
+    monkeypatch.setattr(checks, "CHUNK_BYTES", 3 * n * 8)
+    widths = []
+    original = backend._apply_inverse
+
+    def recorded(factor_, block, flip):
+        widths.append(block.shape[1])
+        return original(factor_, block, flip)
+
+    monkeypatch.setattr(backend, "_apply_inverse", recorded)
+    chunked = backend.solve(factor, rhs, False, False, None)
+    assert widths[:3] == [3, 3, 2]
+    for got, want in zip(chunked, whole, strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(matrix @ chunked.solution, rhs, atol=1e-12)
