@@ -546,14 +546,13 @@ def compare_native(args, solvers: list[str], size) -> None:
 
 NATIVE_NOTE = (
     "Native sensitivities come from the one forward solve (the compliance is self-adjoint); "
-    "ours differentiates through the solve, whose adjoint solve is a second CG run for AMG "
-    "(the `+` in the CG row). Native hierarchy reuse follows lineax-sparse's rule as of "
-    "4619787 (top3d_native.AMGSolver): keep a hierarchy while CG converges within reuse × "
-    "the iterations of its first solve, else build one for the current matrix and continue "
-    "from the iterate (the continuation's iterations become the baseline); after such a "
-    "rebuild the next 1, 2, 4, ... (≤ 16) matrices get a fresh hierarchy, and a reuse that "
-    "works halves that back-off (once per iteration natively; ours counts the adjoint solve "
-    "too)."
+    "ours differentiates through the solve, whose adjoint solve AMG answers from the forward "
+    "one when the values are exactly symmetric (else a second CG run: the `+` in the CG row). "
+    "Native hierarchy reuse follows lineax-sparse's rule (top3d_native.AMGSolver): keep a "
+    "hierarchy while CG converges within reuse × the iterations of its first solve from "
+    "scratch, else build one for the current matrix and continue from the iterate; after "
+    "such a rebuild the next 1, 2, 4, ... (≤ 16) matrices get a fresh hierarchy, and a reuse "
+    "that works halves that back-off (once per iteration on both sides)."
 )
 
 

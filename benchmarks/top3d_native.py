@@ -200,7 +200,8 @@ class AMGSolver:
     the first matrix, and the iteration count of its first solve is its baseline. Later
     matrices keep it as long as CG converges within `reuse` x baseline iterations; a solve
     that does not is continued from its iterate with a hierarchy built for the current
-    matrix, which becomes the kept one, its baseline the iterations of that continuation.
+    matrix, which becomes the kept one; its baseline is set by the next solve from scratch
+    (a continuation starts near the solution and would set it too low).
     With `backoff` (lineax-sparse since 4619787), each such rebuild makes the next `penalty`
     matrices (1, 2, 4, ... up to `MAX_SKIP`) build their own hierarchy without trying the
     kept one, and every reused hierarchy that converges in budget halves `penalty`.
@@ -301,7 +302,7 @@ class AMGSolver:
                 self.skip = self.penalty
             self._setup(matrix)
             u, more, converged = self._cg(matrix, load, u, self.max_steps)
-            self.baseline = more if converged else None
+            self.baseline = None
             steps += more
         if not converged:
             raise RuntimeError(f"CG did not reach rtol={self.rtol} in {steps} iterations")

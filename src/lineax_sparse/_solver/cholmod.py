@@ -109,7 +109,7 @@ Cholmod.__init__.__doc__ = """**Arguments:**
     costs at least 500 flops per entry and fills at least 5x the lower triangle (3D
     meshes, not 2D ones), also METIS's nested dissection, keeping the ordering with the
     sparser factor. Measured on 3D elasticity (hexahedra, 90k dofs): half the fill and
-    0.27x the factorization time of AMD, for 0.8 s more analysis once per pattern; on
+    0.28x the factorization time of AMD, for 0.8 s more analysis once per pattern; on
     2D problems it keeps AMD. `"amd"`: approximate minimum degree (cheapest to compute,
     best for 2D meshes and small problems). `"nested_dissection"`: METIS's nested
     dissection (through pymetis) always: 10-20x slower to compute than AMD. `"natural"`:

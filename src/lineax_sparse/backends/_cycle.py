@@ -1,11 +1,12 @@
 """Multigrid cycles of a pyamg hierarchy, applied to one vector or to a block of them.
 
 `Cycle(ml, cycle, plain_gauss_seidel)(r)` is `B r`: one V-, W- or F-cycle from a zero
-initial guess, the preconditioner of the Krylov methods in `amg.py`. `r` may be a vector
-`(n,)` or a block `(n, k)`; a block goes through every level as a block, so that the
-residuals, restrictions and prolongations are sparse-times-dense-block products (scipy's
-`csr_matvecs`: 1.8 ms for 16 columns against 4.5 ms for 16 products at n = 32k) and the
-Python work of the cycle is paid once per block, not per column.
+initial guess, the preconditioner of the Krylov methods in `amg.py`, which call it one
+vector `(n,)` at a time. It also takes a block `(n, k)`, which goes through every level as
+a block (the products become sparse-times-block products); that is tested against pyamg but
+not used by the solves: the cycle's cost is its Gauss-Seidel sweeps, which run one column
+at a time either way, and a 16-column block cost 3.51 ms per column against 3.15 ms for one
+vector (unstructured 2D Poisson, n = 32k; see README, "Many right-hand sides").
 
 It does what pyamg's own recursive cycle (`MultilevelSolver.__solve`) does, level by
 level: presmooth, residual, restrict, recurse (twice for W; F then V for F), prolong,
@@ -16,9 +17,10 @@ aggregation stores its coarse levels of a scalar problem that way), and whose sm
 pyamg's symmetric Gauss-Seidel (`plain_gauss_seidel`: the default smoother of smoothed
 aggregation and Ruge-Stuben, and `smoother="gauss_seidel"`), the sweeps call
 `amg_core.gauss_seidel` on a CSR copy of the level's matrix made once. pyamg itself runs
-`amg_core.bsr_gauss_seidel` with blocks of one entry there, the same arithmetic about eight
-times slower (0.25 against 0.03 ms per sweep on the 3,206-row second level of a 2D Poisson
-problem with n = 32k, where it took 40% of the cycle). Every other smoother (Jacobi, SOR,
+`amg_core.bsr_gauss_seidel` with blocks of one entry there, the same arithmetic much more
+slowly (one forward sweep on the 3,206-row second level of an unstructured 2D Poisson
+problem with n = 32k: 0.49 ms through pyamg against 0.027 ms on CSR; pyamg's sweeps there
+took 38% of its cycle, which went from 5.2 to 3.2 ms). Every other smoother (Jacobi, SOR,
 Chebyshev, AIR's F/C Jacobi, block Gauss-Seidel with real blocks) is pyamg's own function,
 called as pyamg calls it.
 """

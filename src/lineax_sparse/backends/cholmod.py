@@ -42,28 +42,29 @@ from `cholmod.symbolic(A, p=...)` of each candidate (the `ColCount` array of the
 The winner's symbolic factor goes into the factor pool, so the first factorization reuses
 it: where AMD is kept, `"auto"` costs what `"amd"` costs.
 
-Measured with `benchmarks/bench_orderings.py` (2 cores, one BLAS thread, another
-developer's tests running: load average 0.9-2.0). Each cell is AMD / nested dissection:
-ordering ms, factor MB (`nbytes`), numeric ms (refactorization in place, median; ND / AMD
-in parentheses), solve ms (one right-hand side); `fl/lnz` is AMD's, the rule's statistic;
-the cantilevers are 3D elasticity on trilinear hexahedra (examples/topology_optimization_3d):
+Measured with `benchmarks/bench_orderings.py` (2 cores, one BLAS thread, nothing else
+running: load average 0.9-1.0; the three small 3D rows are from an earlier `--quick` run at
+load 1.9). Each cell is AMD / nested dissection: ordering ms, factor MB (`nbytes`), numeric
+ms (refactorization in place, median; ND / AMD in parentheses), solve ms (one right-hand
+side); `fl/lnz` is AMD's, the rule's statistic; the cantilevers are 3D elasticity on
+trilinear hexahedra (examples/topology_optimization_3d):
 
 | matrix | n | fl/lnz | auto | ordering | MB | numeric | solve |
 |---|---|---|---|---|---|---|---|
-| Poisson 2D 512^2 | 262k | 244 | AMD | 78 / 998 | 132 / 105 | 156 / 136 (0.87) | 33 / 28 |
-| MBB beam 180x60 Q4 | 22k | 120 | AMD | 3.2 / 68 | 15 / 15 | 13.8 / 13.5 (0.98) | 3.0 / 3.0 |
+| Poisson 2D 512^2 | 262k | 244 | AMD | 79 / 971 | 132 / 105 | 163 / 139 (0.85) | 35 / 29 |
+| MBB beam 180x60 Q4 | 22k | 120 | AMD | 3.6 / 70 | 15 / 15 | 14.7 / 14.3 (0.97) | 3.4 / 3.3 |
 | cantilever 12x6x6 | 1.8k | 217 | AMD | 0.7 / 7.8 | 3 / 3 | 3.1 / 2.6 (0.83) | 0.2 / 0.1 |
 | Poisson 3D 24^3 | 14k | 517 | ND | 6.1 / 65 | 22 / 17 | 34 / 24 (0.71) | 3.0 / 2.6 |
 | cantilever 20x10x10 | 7.3k | 662 | ND | 3.5 / 41 | 29 / 20 | 57 / 31 (0.54) | 3.3 / 2.8 |
-| cantilever 30x15x15 | 23k | 1636 | ND | 12 / 164 | 177 / 100 | 705 / 242 (0.34) | 18 / 12 |
-| cantilever 48x24x24 | 90k | 3991 | ND | 55 / 812 | 1281 / 686 | 11.6k / 3.1k (0.27) | 118 / 72 |
-| Poisson 3D 64^3 | 262k | 4493 | ND | 266 / 1812 | 1893 / 1134 | 17.7k / 7.3k (0.41) | 182 / 122 |
+| cantilever 30x15x15 | 23k | 1636 | ND | 12 / 163 | 177 / 100 | 696 / 241 (0.35) | 18 / 13 |
+| cantilever 48x24x24 | 90k | 3991 | ND | 75 / 893 | 1281 / 686 | 11.6k / 3.2k (0.28) | 125 / 77 |
+| Poisson 3D 64^3 | 262k | 4493 | ND | 294 / 1867 | 1893 / 1134 | 17.8k / 8.0k (0.45) | 182 / 124 |
 
 Where the rule picks nested dissection (3D meshes), the factor is 0.53-0.78x as large, the
-factorization 0.27-0.71x and a solve 0.61-0.87x as long, for an ordering 7-15x as slow as
-AMD's, paid once per pattern: at the 90k-dof cantilever, 0.8 s once against 8.5 s saved
+factorization 0.28-0.71x and a solve 0.61-0.87x as long, for an ordering 6-15x as slow as
+AMD's, paid once per pattern: at the 90k-dof cantilever, 0.8 s once against 8.4 s saved
 per factorization. Where it keeps AMD (2D meshes, small 3D ones), nested dissection would
-save at most 13% of the factorization (Poisson 512^2) for 0.9 s more per pattern, and
+save at most 15% of the factorization (Poisson 512^2) for 0.9 s more per pattern, and
 nothing on the 2D beam. Average degree would not separate the two kinds (3D Poisson 5.9,
 2D beam 16.7), nor would n (both Poissons have 262k unknowns). The smallest 3D case the rule
 switches on (Poisson 24^3) pays 68 ms more in `analyse` to save 10 ms per factorization: a
