@@ -23,6 +23,12 @@ from ._solver.base import (
 )
 from ._solver.cholmod import Cholmod as Cholmod
 from ._solver.materialise import Materialise as Materialise, MaterialiseState as MaterialiseState
+from ._solver.petsc import (
+    PETSc as PETSc,
+    petsc_peak_memory as petsc_peak_memory,
+    petsc_ranks as petsc_ranks,
+    petsc_serve as petsc_serve,
+)
 from ._solver.superlu import SuperLU as SuperLU
 from ._sparsity import detect_sparsity as detect_sparsity
 

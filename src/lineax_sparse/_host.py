@@ -215,6 +215,18 @@ def at_exit(hook: Callable[[], None]) -> None:
     _exit_hooks.append(hook)
 
 
+def run_at_exit(hook: Callable[[], None]) -> None:
+    """Wait for in-flight work as the exit does, then run `hook` on the owner thread.
+
+    For exit handlers registered after this module's own (so run before it): a native
+    library initialized late (PETSc) registers its finalization then, and its objects must
+    be released before that runs.
+    """
+    if not _forked:
+        _drain()
+    run(hook)
+
+
 def at_fork(hook: Callable[[], None]) -> None:
     """Call `hook()` in the child after a fork (it must not block; no thread is running)."""
     _fork_hooks.append(hook)

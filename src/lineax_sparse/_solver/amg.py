@@ -1,12 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
-
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import lineax as lx
-import numpy as np
 from jaxtyping import Array
 
 from .._native import BackendSpec
@@ -21,38 +17,14 @@ from ..backends.options import (
     AMGMethod,
     AMGSmoother,
 )
-from .base import AbstractHostSolver, HostSolverState
+from .iterative import AbstractIterativeHostSolver, near_nullspace
 
 
 METHODS, KRYLOV, CYCLES, SMOOTHERS = AMG_METHODS, AMG_KRYLOV, AMG_CYCLES, AMG_SMOOTHERS
-#: The `options` `AMG` reads: initial guesses of the solve and of its transpose.
-GUESS_OPTIONS = ("y0", "adjoint_y0")
 _SYMMETRIC_METHODS = ("smoothed_aggregation", "ruge_stuben")
 
 
-def _near_nullspace(value: Any) -> Array | None:
-    """`AMG(near_nullspace=...)` as an (n, k) array leaf of the solver, without tangents."""
-    if value is None:
-        return None
-    array = jnp.asarray(value)
-    if array.ndim == 1:
-        array = array[:, None]
-    if array.ndim != 2 or array.shape[1] == 0 or array.shape[0] == 0:
-        raise ValueError(
-            "`AMG(near_nullspace=...)` must be an array of shape (n, k) with k >= 1 "
-            f"vectors, got shape {np.shape(value)}."
-        )
-    if not jnp.issubdtype(array.dtype, jnp.floating):
-        raise ValueError(
-            f"`AMG(near_nullspace=...)` must be real floating point, got {array.dtype}."
-        )
-    if not isinstance(array, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(array))):
-        raise ValueError("`AMG(near_nullspace=...)` must be finite.")
-    # The vectors steer the hierarchy, not the solution: they carry no derivative.
-    return jax.lax.stop_gradient(array)
-
-
-class AMG(AbstractHostSolver):
+class AMG(AbstractIterativeHostSolver):
     """Algebraic multigrid through pyamg, for systems too large to factorize.
 
     The multigrid hierarchy is built once per matrix on the host, kept in the cache under a
@@ -89,7 +61,9 @@ class AMG(AbstractHostSolver):
     adjoint_rtol: float | None = None
     cycle: AMGCycle = "V"
     smoother: AMGSmoother = "default"
-    near_nullspace: Array | None = eqx.field(default=None, converter=_near_nullspace)
+    near_nullspace: Array | None = eqx.field(
+        default=None, converter=lambda value: near_nullspace(value, "AMG")
+    )
     reuse: int = 0
     warm_start: bool = False
 
@@ -206,39 +180,6 @@ class AMG(AbstractHostSolver):
             ("warm_start", bool(self.warm_start)),
         )
         return "amg", options
-
-    def _initial_guess(self, vector: Array, options: dict[str, Any]) -> Array | None:
-        y0 = options.get("y0")
-        if y0 is None:
-            return None
-        if not eqx.is_array(y0) or y0.shape != vector.shape:
-            raise ValueError(
-                f"`AMG` option `y0` must be an array of shape {vector.shape}, got {jnp.shape(y0)}."
-            )
-        return jax.lax.stop_gradient(y0.astype(vector.dtype))
-
-    def transpose(self, state: HostSolverState, options: dict[str, Any]):
-        # The forward guess is no guess for the adjoint system: the transposed solve starts
-        # from `adjoint_y0` if given (then from its own previous solution with
-        # `warm_start`, else from zero), and its transpose (the forward solve) from `y0`.
-        transposed, _ = super().transpose(state, {})
-        swapped = {}
-        if options.get("adjoint_y0") is not None:
-            swapped["y0"] = options["adjoint_y0"]
-        if options.get("y0") is not None:
-            swapped["adjoint_y0"] = options["y0"]
-        return transposed, swapped
-
-    def conj(self, state: HostSolverState, options: dict[str, Any]):
-        conjugated, _ = super().conj(state, {})
-        return conjugated, {
-            key: jax.tree_util.tree_map(jnp.conj, options[key])
-            for key in GUESS_OPTIONS
-            if options.get(key) is not None
-        }
-
-    def assume_full_rank(self) -> bool:
-        return True
 
 
 AMG.__init__.__doc__ = """**Arguments:**

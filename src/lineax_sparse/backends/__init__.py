@@ -15,6 +15,7 @@ from .base import Backend
 _BACKENDS = {
     "amg": ("lineax_sparse.backends.amg", "AMGBackend", "pyamg"),
     "cholmod": ("lineax_sparse.backends.cholmod", "CholmodBackend", "cvxopt"),
+    "petsc": ("lineax_sparse.backends.petsc", "PETScBackend", "petsc4py"),
     "fallback": ("lineax_sparse.backends.fallback", "FallbackBackend", "scipy"),
     "superlu": ("lineax_sparse.backends.superlu", "SuperLUBackend", "scipy"),
 }

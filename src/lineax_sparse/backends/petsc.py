@@ -1,0 +1,338 @@
+"""PETSc through petsc4py: a KSP (Krylov method and preconditioner) per matrix.
+
+Options (the `PETSc` solver's static fields): `ksp_type`, `pc_type` (PETSc's names), `rtol`,
+`atol`, `max_steps`, `adjoint_rtol` as for `AMG`; `options`, PETSc options-database names and
+values applied under a prefix of this KSP's own (so they reach only it: `pc_hypre_type`,
+`pc_factor_mat_solver_type`, `pc_gamg_threshold`, `mat_mumps_icntl_14`, ...); `norm`: how
+the convergence test measures the residual ("unpreconditioned" for CG, "right" for GMRES
+with right preconditioning, whose residual is the true one; "" leaves PETSc's default);
+`block_size`: unknowns per mesh node (3 for 3D elasticity), which GAMG aggregates together;
+`direct`: whether the KSP is a direct solve (`preonly` with a factorization).
+
+Where the objects live. `petsc_mpi.channel()` is this process (`COMM_SELF`) or, after
+`lineax_sparse.petsc_serve()` under `mpiexec`, every rank of `MPI_COMM_WORLD`, each holding
+consecutive rows; this module only sees rank 0's view: the whole matrix (kept as scipy CSC
+for the checks) and whole vectors.
+
+Checks. PETSc's convergence test is not trusted: after every solve the true residual
+`|b - op(A) x|` is recomputed here. An iterative solve is `OK` only if it meets
+`max(rtol |b|, atol)` itself; one that PETSc calls converged but that does not (a
+preconditioned-norm test, a transpose the preconditioner does not really apply: hypre's
+BoomerAMG "converges" in 0 iterations with the residual of a zero solution) continues from
+its iterate with a tighter tolerance while that makes progress. A direct solve (`direct`)
+goes through `checks.checked_solve` (backward error, iterative refinement) like CHOLMOD's
+and SuperLU's. `KSPConvergedReason` maps onto statuses: `DIVERGED_ITS` -> `MAX_STEPS_REACHED`;
+a failed factorization (`DIVERGED_PC_FAILED`, zero pivot) -> `SINGULAR` for a direct solve;
+an indefinite matrix or preconditioner under CG -> `NOT_POSITIVE_DEFINITE`; every other
+divergence, PETSc error and non-finite iterate -> `BREAKDOWN`.
+
+Transposed solves (the backward pass). Exactly symmetric values use the same KSP with
+`KSPSolve`. Otherwise `KSPSolveTranspose`, except for the preconditioners that cannot apply
+their transpose (`hypre`, `ml`) or a factor whose transposed solve failed its check once:
+those use a KSP of `A^T` (the CSC arrays of `A` are the CSR arrays of `A^T`), built at the
+first transposed solve and kept with the factor.
+
+Scaling. The matrix is scaled by a power of two to a largest entry in [0.5, 1), each
+right-hand side likewise (exact), so no norm of the iteration overflows or underflows.
+
+Memory. `nbytes` is the growth of the C heap across the setup on every rank (PETSc, hypre
+and MUMPS allocate with malloc; see `_petsc_objects.heap_in_use`), plus the arrays kept here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import petsc_mpi
+from ._petsc_objects import Config, petsc
+from .base import FactorError, Pattern, single_threaded_blas, SolveResult, Status
+from .checks import checked_solve, column_norms, exponents, matrix_norm, NormBound, scale
+
+
+#: Preconditioners whose transpose PETSc 3.18 cannot apply (an error, or, for hypre, a
+#: silently wrong "converged" result): their transposed solves use a KSP of A^T.
+NO_TRANSPOSE = ("hypre", "ml")
+#: Rounds of a solve that PETSc calls converged but whose true residual is above the
+#: tolerance (each continues from the iterate with a tolerance tightened by the gap).
+ROUNDS = 4
+
+_REASON_MAX_IT = -3
+_REASON_INDEFINITE = (-8, -10)
+_REASON_PC_FAILED = -11
+
+_idents = itertools.count(1)
+
+
+class _Factor:
+    __slots__ = (
+        "ident",
+        "pattern",
+        "matrix",
+        "exponent",
+        "transposed",
+        "transpose_fails",
+        "nbytes",
+        "setups",
+        "_symmetric",
+        "__weakref__",
+    )
+
+    def __init__(self, ident, pattern, matrix, exponent, nbytes):
+        self.ident, self.pattern, self.matrix = ident, pattern, matrix
+        self.exponent, self.nbytes = exponent, nbytes
+        self.transposed = False  # whether a KSP of A^T was built
+        self.transpose_fails = False  # whether KSPSolveTranspose failed its check
+        self.setups = 1
+        self._symmetric: bool | None = None
+
+    def exactly_symmetric(self) -> bool:
+        if self._symmetric is None:
+            lower, upper, unpaired = self.pattern.symmetry_pairs()
+            data = self.matrix.data
+            self._symmetric = unpaired.size == 0 and np.array_equal(data[lower], data[upper])
+        return self._symmetric
+
+
+class PETScBackend:
+    requires_symmetric = False
+    # A KSP holds a hierarchy or a factorization: free the old one before the next setup.
+    factors_per_pattern = 1
+
+    def __init__(
+        self,
+        ksp_type: str,
+        pc_type: str,
+        rtol: float,
+        atol: float,
+        max_steps: int,
+        adjoint_rtol: float,
+        options: tuple[tuple[str, str], ...],
+        norm: str,
+        block_size: int,
+        direct: bool,
+    ):
+        self.rtol, self.atol, self.max_steps = rtol, atol, max_steps
+        self.adjoint_rtol = adjoint_rtol
+        self.pc_type, self.direct = pc_type, direct
+        self.config: Config = (ksp_type, pc_type, tuple(options), norm, block_size)
+
+    # ------------------------------------------------------------ factor
+
+    def analyse(self, pattern: Pattern) -> Any:
+        petsc()  # PETSc initialized on the owner thread, and import errors raised, here
+        return pattern.csr_structure()
+
+    def factor(self, pattern: Pattern, analysis: Any, matrix: sp.csc_matrix, aux) -> _Factor:
+        if np.iscomplexobj(matrix.data):
+            # PETSc is built for one scalar type; Debian's and conda-forge's default is real.
+            raise FactorError(Status.BREAKDOWN, "this PETSc is built for real matrices")
+        n = pattern.n
+        channel = petsc_mpi.channel()
+        block_size = self.config[4]
+        if n % block_size:
+            raise FactorError(Status.BREAKDOWN, f"n = {n} is not a multiple of {block_size}")
+        largest = float(np.max(np.abs(matrix.data), initial=0.0))
+        exponent = int(exponents(np.array([largest]))[0])
+        values = scale(matrix.data, -exponent)
+        positions, indptr, indices = analysis
+        nullspace = None
+        if aux is not None:
+            # Orthonormal, as PETSc's debug builds require; the span is what GAMG uses.
+            nullspace = np.linalg.qr(np.asarray(aux, dtype=np.float64))[0]
+        ident = next(_idents)
+        status, message, nbytes = channel.build(
+            ident, n, (indptr, indices, values[positions]), nullspace, self.config
+        )
+        if status != Status.OK:
+            raise FactorError(Status(status), message)
+        scaled = sp.csc_matrix((values, matrix.indices, matrix.indptr), shape=matrix.shape)
+        factor = _Factor(ident, pattern, scaled, exponent, nbytes + values.nbytes)
+        weakref.finalize(factor, channel.release, ident)
+        return factor
+
+    def setups(self, factor: _Factor) -> int:
+        return factor.setups
+
+    def nbytes(self, factor: _Factor) -> int:
+        return factor.nbytes
+
+    def answers_for(self, factor: _Factor, asked: tuple, known: tuple) -> bool:
+        """A solve with flags `known` answers one with `asked` for exactly symmetric values
+        when the asked tolerance is no tighter (the adjoint of a compliance)."""
+        if self.direct:
+            return factor.exactly_symmetric()
+
+        def tolerance(flags):
+            return self.adjoint_rtol if flags[0] else self.rtol
+
+        return tolerance(asked) >= tolerance(known) and factor.exactly_symmetric()
+
+    # ------------------------------------------------------------ solve
+
+    def solve(
+        self,
+        factor: _Factor,
+        rhs: np.ndarray,
+        transpose: bool,
+        conjugate: bool,
+        guess: np.ndarray | None,
+    ) -> SolveResult:
+        del conjugate  # a real matrix: conj(A) = A
+        with single_threaded_blas(), np.errstate(all="ignore"):
+            if np.iscomplexobj(rhs):
+                return self._solve_split(factor, rhs, transpose, guess)
+            return self._solve(factor, np.asarray(rhs, dtype=np.float64), transpose, guess)
+
+    def _mode(self, factor: _Factor, transpose: bool) -> str:
+        if not transpose or factor.exactly_symmetric():
+            return "forward"
+        if self.pc_type in NO_TRANSPOSE or factor.transpose_fails:
+            if not factor.transposed:
+                self._build_transposed(factor)
+            return "transposed"
+        return "transpose"
+
+    def _build_transposed(self, factor: _Factor) -> None:
+        matrix = factor.matrix  # the CSC arrays of A are the CSR arrays of A^T
+        status, message, nbytes = petsc_mpi.channel().build_transposed(
+            factor.ident,
+            matrix.shape[0],
+            (matrix.indptr, matrix.indices, matrix.data),
+            None,
+        )
+        if status != Status.OK:
+            raise FactorError(Status(status), message)
+        factor.transposed = True
+        factor.setups += 1
+        factor.nbytes += nbytes
+
+    def _solve(self, factor, rhs, transpose, guess) -> SolveResult:
+        n, k = rhs.shape
+        if self.direct:
+            return self._solve_direct(factor, rhs, transpose)
+        # S = 2^-e A, b = 2^f b': A x = b  <=>  S x' = b', x = 2^(f - e) x'.
+        shift = exponents(np.max(np.abs(rhs), axis=0, initial=0.0))
+        work = scale(rhs, -shift[None, :])
+        start = None if guess is None else scale(guess, factor.exponent - shift[None, :])
+        atol = np.ldexp(self.atol, -shift)
+        rtol = self.adjoint_rtol if transpose else self.rtol
+        x = np.zeros((n, k))
+        status = np.zeros(k, dtype=np.int32)
+        steps = np.zeros(k, dtype=np.int32)
+        residual = np.zeros(k)
+        for column in np.flatnonzero(np.any(work != 0, axis=0)):  # b = 0: x = 0, OK
+            x0 = None if start is None else start[:, column].copy()
+            try:
+                mode = self._mode(factor, transpose)
+            except FactorError as error:
+                status[column] = error.status
+                x[:, column] = np.nan
+                continue
+            outcome = self._iterate(
+                factor, mode, transpose, work[:, column], x0, rtol, atol[column]
+            )
+            if mode == "transpose" and outcome[1] == Status.BREAKDOWN:
+                # The preconditioner's transpose did not do its job: use a KSP of A^T.
+                factor.transpose_fails = True
+                try:
+                    mode = self._mode(factor, transpose)
+                except FactorError as error:
+                    status[column] = error.status
+                    x[:, column] = np.nan
+                    continue
+                outcome = self._iterate(
+                    factor, mode, transpose, work[:, column], x0, rtol, atol[column]
+                )
+            x[:, column], status[column], steps[column], residual[column] = outcome
+        x = scale(x, shift[None, :] - factor.exponent)
+        status[(status == Status.OK) & ~np.all(np.isfinite(x), axis=0)] = Status.BREAKDOWN
+        return SolveResult(x, status, steps, residual)
+
+    def _iterate(self, factor, mode, transpose, b, x0, rtol, atol):
+        """One column: `(x, status, steps, relative residual)`, checked on the true residual."""
+        channel = petsc_mpi.channel()
+        operator = factor.matrix.T if transpose else factor.matrix
+        norm_b = float(np.linalg.norm(b))
+        target = max(rtol * norm_b, atol)
+        steps, tolerance, previous, true = 0, rtol, np.inf, norm_b
+        x = x0
+        for _ in range(ROUNDS):
+            budget = self.max_steps - steps
+            if budget <= 0:
+                return x, Status.MAX_STEPS_REACHED, steps, true / norm_b
+            x, reason, taken, message = channel.solve(
+                factor.ident, mode, b, x, tolerance, atol, budget
+            )
+            steps += taken
+            if message or not np.all(np.isfinite(x)):
+                return np.nan, Status.BREAKDOWN, steps, np.nan
+            true = float(np.linalg.norm(b - operator @ x))
+            ratio = true / norm_b
+            if true <= target:
+                return x, Status.OK, steps, ratio
+            if reason == _REASON_MAX_IT or steps >= self.max_steps:
+                return x, Status.MAX_STEPS_REACHED, steps, ratio
+            if reason in _REASON_INDEFINITE:
+                return x, Status.NOT_POSITIVE_DEFINITE, steps, ratio
+            if reason < 0 or true >= previous:
+                return x, Status.BREAKDOWN, steps, ratio
+            # PETSc stopped on its own norm (preconditioned, or a transpose it could not
+            # apply): go on from here with the tolerance tightened by the gap.
+            previous = true
+            tolerance = max(tolerance * 0.5 * target / true, 1e-300)
+        return x, Status.BREAKDOWN, steps, true / norm_b
+
+    def _solve_direct(self, factor, rhs, transpose) -> SolveResult:
+        channel = petsc_mpi.channel()
+        failed = []
+
+        def apply_inverse(block: np.ndarray) -> np.ndarray:
+            mode = self._mode(factor, transpose)
+            out = np.empty_like(block)
+            for column in range(block.shape[1]):
+                x, reason, _, message = channel.solve(
+                    factor.ident, mode, np.ascontiguousarray(block[:, column]), None, 0.0, 0.0, 1
+                )
+                if message or reason == _REASON_PC_FAILED:
+                    failed.append(reason)
+                    x = np.full(block.shape[0], np.nan)
+                out[:, column] = x
+            return out
+
+        matrix = factor.matrix
+        norm = NormBound(0.0, lambda: matrix_norm(matrix))
+        try:
+            result = checked_solve(apply_inverse, matrix, norm, rhs, transpose, False)
+        except FactorError as error:
+            n, k = rhs.shape
+            return SolveResult(
+                np.full((n, k), np.nan),
+                np.full(k, error.status, dtype=np.int32),
+                np.zeros(k, dtype=np.int32),
+                np.full(k, np.nan),
+            )
+        # checked_solve solved S x = b; A = 2^e S.
+        return result._replace(solution=scale(result.solution, -factor.exponent))
+
+    def _solve_split(self, factor, rhs, transpose, guess) -> SolveResult:
+        """A real matrix is real-linear: real and imaginary parts as 2k real columns."""
+        k = rhs.shape[1]
+        both = np.concatenate([rhs.real, rhs.imag], axis=1)
+        start = None if guess is None else np.concatenate([guess.real, guess.imag], axis=1)
+        parts = self._solve(factor, both, transpose, start)
+        x = parts.solution[:, :k] + 1j * parts.solution[:, k:]
+        first, second = parts.status[:k], parts.status[k:]
+        status = np.where(first != Status.OK, first, second).astype(np.int32)
+        steps = np.maximum(parts.num_steps[:k], parts.num_steps[k:]).astype(np.int32)
+        norm = column_norms(rhs)
+        safe = np.where(norm > 0, norm, 1.0)
+        absolute = np.hypot(
+            parts.relative_residual[:k] * column_norms(rhs.real),
+            parts.relative_residual[k:] * column_norms(rhs.imag),
+        )
+        return SolveResult(x, status, steps, np.where(norm > 0, absolute / safe, 0.0))
