@@ -25,6 +25,7 @@ from ._solver.cholmod import Cholmod as Cholmod
 from ._solver.materialise import Materialise as Materialise, MaterialiseState as MaterialiseState
 from ._solver.petsc import (
     PETSc as PETSc,
+    petsc_held_memory as petsc_held_memory,
     petsc_peak_memory as petsc_peak_memory,
     petsc_ranks as petsc_ranks,
     petsc_serve as petsc_serve,

@@ -277,6 +277,13 @@ class Objects:
                 ksp.solve(rhs, x)
             return x.getArray().copy(), int(ksp.getConvergedReason()), ksp.getIterationNumber(), ""
         except PETSc.Error as error:
+            # The KSP may be corrupted (a preconditioner that raised inside a solve left
+            # freed vectors behind in PETSc 3.18; destroying it crashed): one more
+            # reference to each object makes every later destroy a mere decrement, so it
+            # is never freed. Rank 0 never solves with it again.
+            for item in (local.ksp, local.matrix, local.transposed_ksp, local.transposed_matrix):
+                if item is not None:
+                    item.incRef()
             return np.full(b.shape, np.nan), 0, 0, _message(error)
         finally:
             x.destroy()
@@ -287,6 +294,10 @@ class Objects:
             local = self.local.pop(ident, None)
             if local is not None:
                 local.destroy()
+
+    def held(self) -> int:
+        """Bytes this rank's live objects grew the heap by when they were set up."""
+        return sum(local.nbytes for local in self.local.values())
 
     def free_all(self) -> None:
         self.free(list(self.local))

@@ -27,10 +27,15 @@ an indefinite matrix or preconditioner under CG -> `NOT_POSITIVE_DEFINITE`; ever
 divergence, PETSc error and non-finite iterate -> `BREAKDOWN`.
 
 Transposed solves (the backward pass). Exactly symmetric values use the same KSP with
-`KSPSolve`. Otherwise `KSPSolveTranspose`, except for the preconditioners that cannot apply
-their transpose (`hypre`, `ml`) or a factor whose transposed solve failed its check once:
-those use a KSP of `A^T` (the CSC arrays of `A` are the CSR arrays of `A^T`), built at the
-first transposed solve and kept with the factor.
+`KSPSolve`. A direct solve by PETSc's or MUMPS's factorization uses `KSPSolveTranspose`
+(the same factors). Every other transposed solve uses a KSP of `A^T` (the CSC arrays of `A`
+are the CSR arrays of `A^T`), built at the first transposed solve and kept with the factor,
+as `AMG` does: see `TRANSPOSE_SOLVERS` for why the preconditioners' own transposes are
+never tried.
+
+A PETSc error inside a solve marks the factor broken: its later solves report `BREAKDOWN`
+without calling PETSc, and its objects are never destroyed (PETSc 3.18 can leave a KSP
+corrupted by an error; destroying it then crashed the process).
 
 Scaling. The matrix is scaled by a power of two to a largest entry in [0.5, 1), each
 right-hand side likewise (exact), so no norm of the iteration overflows or underflows.
@@ -54,9 +59,12 @@ from .base import FactorError, Pattern, single_threaded_blas, SolveResult, Statu
 from .checks import checked_solve, column_norms, exponents, matrix_norm, NormBound, scale
 
 
-#: Preconditioners whose transpose PETSc 3.18 cannot apply (an error, or, for hypre, a
-#: silently wrong "converged" result): their transposed solves use a KSP of A^T.
-NO_TRANSPOSE = ("hypre", "ml")
+#: Direct solvers whose `MatSolveTranspose` a transposed solve uses (`KSPSolveTranspose`).
+#: Iterative KSPs never call it: a preconditioner that cannot apply its transpose (SOR, as
+#: used by GAMG for non-symmetric matrices, hypre, ML) makes PETSc 3.18 raise an error and
+#: leaves the KSP corrupted (destroying it later crashed the process, measured), or, for
+#: hypre's BoomerAMG, report convergence in 0 iterations with the residual of x = 0.
+TRANSPOSE_SOLVERS = ("", "petsc", "mumps")
 #: Rounds of a solve that PETSc calls converged but whose true residual is above the
 #: tolerance (each continues from the iterate with a tolerance tightened by the gap).
 ROUNDS = 4
@@ -75,7 +83,7 @@ class _Factor:
         "matrix",
         "exponent",
         "transposed",
-        "transpose_fails",
+        "broken",
         "nbytes",
         "setups",
         "_symmetric",
@@ -86,7 +94,7 @@ class _Factor:
         self.ident, self.pattern, self.matrix = ident, pattern, matrix
         self.exponent, self.nbytes = exponent, nbytes
         self.transposed = False  # whether a KSP of A^T was built
-        self.transpose_fails = False  # whether KSPSolveTranspose failed its check
+        self.broken = False  # a PETSc error in a solve: the KSP is not used again
         self.setups = 1
         self._symmetric: bool | None = None
 
@@ -191,11 +199,13 @@ class PETScBackend:
     def _mode(self, factor: _Factor, transpose: bool) -> str:
         if not transpose or factor.exactly_symmetric():
             return "forward"
-        if self.pc_type in NO_TRANSPOSE or factor.transpose_fails:
-            if not factor.transposed:
-                self._build_transposed(factor)
-            return "transposed"
-        return "transpose"
+        if self.direct and dict(self.config[2]).get("pc_factor_mat_solver_type", "") in (
+            TRANSPOSE_SOLVERS
+        ):
+            return "transpose"
+        if not factor.transposed:
+            self._build_transposed(factor)
+        return "transposed"
 
     def _build_transposed(self, factor: _Factor) -> None:
         matrix = factor.matrix  # the CSC arrays of A are the CSR arrays of A^T
@@ -226,6 +236,10 @@ class PETScBackend:
         steps = np.zeros(k, dtype=np.int32)
         residual = np.zeros(k)
         for column in np.flatnonzero(np.any(work != 0, axis=0)):  # b = 0: x = 0, OK
+            if factor.broken:
+                status[column] = Status.BREAKDOWN
+                x[:, column] = np.nan
+                continue
             x0 = None if start is None else start[:, column].copy()
             try:
                 mode = self._mode(factor, transpose)
@@ -236,18 +250,6 @@ class PETScBackend:
             outcome = self._iterate(
                 factor, mode, transpose, work[:, column], x0, rtol, atol[column]
             )
-            if mode == "transpose" and outcome[1] == Status.BREAKDOWN:
-                # The preconditioner's transpose did not do its job: use a KSP of A^T.
-                factor.transpose_fails = True
-                try:
-                    mode = self._mode(factor, transpose)
-                except FactorError as error:
-                    status[column] = error.status
-                    x[:, column] = np.nan
-                    continue
-                outcome = self._iterate(
-                    factor, mode, transpose, work[:, column], x0, rtol, atol[column]
-                )
             x[:, column], status[column], steps[column], residual[column] = outcome
         x = scale(x, shift[None, :] - factor.exponent)
         status[(status == Status.OK) & ~np.all(np.isfinite(x), axis=0)] = Status.BREAKDOWN
@@ -269,7 +271,10 @@ class PETScBackend:
                 factor.ident, mode, b, x, tolerance, atol, budget
             )
             steps += taken
-            if message or not np.all(np.isfinite(x)):
+            if message:
+                factor.broken = True
+                return np.nan, Status.BREAKDOWN, steps, np.nan
+            if not np.all(np.isfinite(x)):
                 return np.nan, Status.BREAKDOWN, steps, np.nan
             true = float(np.linalg.norm(b - operator @ x))
             ratio = true / norm_b
@@ -289,7 +294,6 @@ class PETScBackend:
 
     def _solve_direct(self, factor, rhs, transpose) -> SolveResult:
         channel = petsc_mpi.channel()
-        failed = []
 
         def apply_inverse(block: np.ndarray) -> np.ndarray:
             mode = self._mode(factor, transpose)
@@ -298,8 +302,9 @@ class PETScBackend:
                 x, reason, _, message = channel.solve(
                     factor.ident, mode, np.ascontiguousarray(block[:, column]), None, 0.0, 0.0, 1
                 )
-                if message or reason == _REASON_PC_FAILED:
-                    failed.append(reason)
+                if message:
+                    factor.broken = True
+                if message or reason == _REASON_PC_FAILED or factor.broken:
                     x = np.full(block.shape[0], np.nan)
                 out[:, column] = x
             return out

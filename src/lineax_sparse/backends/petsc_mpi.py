@@ -118,6 +118,8 @@ def _serve_worker(comm, world) -> None:
                 answer = objects.solve(*arguments)
             elif operation == "peak":
                 answer = peak_resident()
+            elif operation == "held":
+                answer = objects.held()
             else:
                 answer = (int(Status.BREAKDOWN), f"unknown command {operation!r}", 0)
         except Exception:  # noqa: BLE001 - a bug must not leave rank 0 waiting
@@ -143,8 +145,15 @@ class Local:
         """Queue `ident` to be freed (any thread; from a finalizer)."""
         self._pending.append(ident)
 
+    def _take_pending(self) -> list[int]:
+        # `list.pop` is atomic: a finalizer appending meanwhile loses nothing.
+        pending = []
+        while self._pending:
+            pending.append(self._pending.pop())
+        return pending
+
     def flush(self) -> None:
-        pending, self._pending[:] = list(self._pending), []
+        pending = self._take_pending()
         if pending:
             self.objects.free(pending)
 
@@ -162,6 +171,10 @@ class Local:
 
     def peak_memory(self) -> list[int]:
         return [peak_resident()]
+
+    def held_memory(self) -> list[int]:
+        self.flush()
+        return [self.objects.held()]
 
     def close(self) -> None:
         self.flush()
@@ -187,7 +200,7 @@ class Distributed(Local):
         return answers
 
     def flush(self) -> None:
-        pending, self._pending[:] = list(self._pending), []
+        pending = self._take_pending()
         if pending and not self.closed:
             for rank in range(1, self.ranks):
                 self._send(rank, "free", pending)
@@ -257,6 +270,12 @@ class Distributed(Local):
         for rank in range(1, self.ranks):
             self._send(rank, "peak")
         return [peak_resident()] + self._replies()
+
+    def held_memory(self) -> list[int]:
+        self.flush()
+        for rank in range(1, self.ranks):
+            self._send(rank, "held")
+        return [self.objects.held()] + self._replies()
 
     def close(self) -> None:
         if self.closed:
