@@ -1,0 +1,721 @@
+"""Benchmark `lineax_sparse.PETSc` on 3D linear elasticity against `lxs.AMG` and `lxs.Cholmod`.
+
+The problem is the cantilever of examples/elasticity_3d_petsc.py (unit trilinear hexahedra,
+clamped at x = 0, tip load, log-normal Young's modulus per element, stiffness assembled in
+JAX from the moduli), on a 2k x k x k grid: k = 25 gives 101,400 dofs, k = 43 499,488 and
+k = 63 1,548,288. Every solver's operator is tagged symmetric positive semidefinite, and
+every iterative solve runs to a relative residual of 1e-8 (checked on the true residual).
+
+Parts (`--part`):
+
+1. `table` (default): one row per solver and size, each solver in a fresh child process
+   (so that peak memories do not mix and every solver starts cold):
+   - PETSc CG + GAMG, with the six rigid body modes as near-nullspace;
+   - PETSc CG + hypre BoomerAMG with the systems options of the example's `HYPRE_OPTIONS`
+     (block size 3, nodal coarsening on the 3 x 3 blocks, PMIS, ext+i, one level of
+     aggressive coarsening; `lxs.PETSc` accepts rigid body modes for GAMG only);
+   - `lxs.AMG` (pyamg smoothed aggregation + CG) with the rigid body modes;
+   - PETSc MUMPS, sparse Cholesky (`preonly` + `cholesky`), and `lxs.Cholmod()` (nested
+     dissection, which `ordering="auto"` picks for these meshes).
+   Columns: the first call (compilation excluded: the functions are compiled ahead of
+   time, so it is the pattern's analysis, the setup and the solve); setup + solve with new
+   moduli (a new hierarchy or factorization); a solve with a new right-hand side and the
+   same moduli (the hierarchy or factorization reused); `jax.value_and_grad` of the
+   compliance f^T u with respect to the moduli, new moduli (setup, forward solve, and the
+   adjoint solve, which for this self-adjoint loss is answered from the forward one); the
+   iterations (`Solution.stats`); the largest difference of the solution from CHOLMOD's;
+   the child's peak RSS above its RSS before the first solve, over the first solve and
+   over the whole run; and the times relative to `lxs.AMG` (iterative rows) or
+   `lxs.Cholmod` (MUMPS). Medians over `--repeats` rounds of new moduli.
+2. `ranks`: PETSc CG + GAMG on 1 rank and on 2 MPI ranks, side by side: the same child
+   measurement under `mpiexec -n 1` and `mpiexec -n 2`, with the peak RSS of every rank
+   (`lxs.petsc_peak_memory()`), and the largest difference between the two solutions
+   (saved with `np.save`). Launched under `mpiexec` itself, `--part ranks` is the
+   measurement (`lxs.petsc_serve()` first), which the driver runs.
+3. `huge`: a size whose CHOLMOD factor does not fit in this machine's memory (default
+   126 x 63 x 63, 1.55M dofs). CHOLMOD's symbolic analysis, exactly as `lxs.Cholmod()`
+   does it (`ordering="auto"`: AMD, then METIS nested dissection, keeping the sparser
+   factor; no numeric factorization is attempted) predicts the factor's bytes from
+   `cholmod_factor`'s `xsize`/`ssize` (values and row indices of the supernodal factor, as
+   `backends/cholmod.py` counts a factor's `nbytes`); that is compared with the physical
+   memory. Then PETSc CG + GAMG solves it (first call, setup + solve with new moduli, a
+   new right-hand side, `value_and_grad`) with its time, iterations and peak memory.
+
+Caches: the children run with `LINEAX_SPARSE_CACHE_BYTES` = 10 GB unless the environment
+sets it, so that a factorization of the 5e5-dof system (a 7.8 GB CHOLMOD factor) stays
+cached for its second solve; a CHOLMOD run there peaks with two factors alive (the next
+one is made before the previous is evicted), about 19 GB.
+
+    python benchmarks/bench_petsc.py                      # table at 1e5 and 5e5 dofs
+    python benchmarks/bench_petsc.py --quick              # tiny sizes, about a minute
+    python benchmarks/bench_petsc.py --sizes 1e5 --repeats 3 --solvers gamg,amg
+    python benchmarks/bench_petsc.py --part ranks --sizes 5e5   # 1 rank vs 2 ranks
+    mpiexec -n 2 python benchmarks/bench_petsc.py --part ranks --sizes 1e5  # 2 ranks alone
+    python benchmarks/bench_petsc.py --part huge          # 1.55M dofs: CHOLMOD out of memory
+    # Open MPI as root needs `--allow-run-as-root --oversubscribe` after `mpiexec`.
+
+The tables go to stdout and to benchmarks/results/petsc.md, petsc_ranks.md, petsc_huge.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+# Before NumPy loads OpenBLAS: on a shared 2-core machine threaded BLAS only adds noise, and
+# lineax-sparse holds its own host calls to one thread anyway. (PETSc's MUMPS uses Debian's
+# libblas, which is single-threaded.)
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import cvxopt  # noqa: E402, F401  (before PETSc, which links Debian's CHOLMOD: the first decides)
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "examples"))
+
+import elasticity_3d_petsc as example  # noqa: E402
+import lineax_sparse as lxs  # noqa: E402
+from common import environment, markdown_table, source_version, write_result  # noqa: E402
+
+
+jax.config.update("jax_enable_x64", True)
+
+RTOL = 1e-8
+#: Rows of the table, in order: name -> label.
+SOLVERS = {
+    "gamg": "PETSc CG + GAMG (rigid body modes)",
+    "hypre": "PETSc CG + BoomerAMG (hypre, nodal)",
+    "amg": "`lxs.AMG` (pyamg SA + CG, rigid body modes)",
+    "mumps": "PETSc MUMPS Cholesky",
+    "cholmod": "`lxs.Cholmod` (ordering auto: ND in 3D)",
+}
+#: Each PETSc row against: GAMG and BoomerAMG against `lxs.AMG`, MUMPS against CHOLMOD.
+REFERENCE = {"gamg": "amg", "hypre": "amg", "mumps": "cholmod"}
+DEFAULT_SIZES = "1e5,5e5"
+QUICK_SIZES = "8x4x4,16x8x8"
+HUGE = "126x63x63"
+CACHE_BYTES = str(10 * 10**9)
+
+
+def make_solver(name: str, modes: np.ndarray):
+    if name in ("gamg", "hypre", "mumps"):
+        return example.make_solver(name, modes, rtol=RTOL)
+    if name == "amg":
+        return lxs.AMG(rtol=RTOL, near_nullspace=modes)
+    if name == "cholmod":
+        return lxs.Cholmod()
+    raise ValueError(f"unknown solver {name!r}: one of {', '.join(SOLVERS)}")
+
+
+def grid_for(size: str) -> tuple[int, int, int]:
+    """`"50x25x25"` as given, or a number of dofs (`"1e5"`): the 2k x k x k grid nearest it
+    (3 * 2k * (k + 1)^2 free dofs)."""
+    if "x" in size:
+        nel = tuple(int(part) for part in size.split("x"))
+        if len(nel) != 3 or min(nel) < 1:
+            raise ValueError(f"a grid is three positive integers, e.g. 50x25x25, got {size!r}")
+        return nel  # type: ignore[return-value]
+    target = float(size)
+    k = min(range(1, 400), key=lambda k: abs(6 * k * (k + 1) ** 2 - target))
+    return (2 * k, k, k)
+
+
+def dofs_of(nel: tuple[int, int, int]) -> int:
+    nelx, nely, nelz = nel
+    return 3 * nelx * (nely + 1) * (nelz + 1)
+
+
+# --- Memory of this process (Linux).
+
+
+def _status(field: str) -> int:
+    """A `VmRSS` / `VmHWM` line of /proc/self/status, in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak() -> int:
+    """Reset the peak RSS (`VmHWM`) to the current RSS, which it returns (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+    return _status("VmRSS")
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+# --- One measurement (in a child process).
+
+
+def timed(fn, *args) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start, out
+
+
+def measure(name: str, nel, repeats: int, grad: bool, save: str | None) -> dict[str, Any]:
+    """Build the problem, compile ahead of time, then time the first solve and `repeats`
+    rounds of (new moduli: setup + solve; new right-hand side: solve; new moduli:
+    `value_and_grad`)."""
+    start = time.perf_counter()
+    problem, modes = example.cantilever(*nel)
+    solver = make_solver(name, modes)
+    young = example.moduli(problem, 0)
+    rng = np.random.default_rng(1)
+
+    def new_moduli():
+        return young * jax.numpy.asarray(rng.uniform(0.9, 1.1, young.size))
+
+    moduli = [new_moduli() for _ in range(repeats)]
+    grad_moduli = [new_moduli() for _ in range(repeats)]
+    loads = [jax.numpy.asarray(rng.standard_normal(problem.size)) for _ in range(repeats)]
+    built = time.perf_counter() - start
+    start = time.perf_counter()
+    solve = example.solve.lower(problem, young, problem.load, solver).compile()
+    value_and_grad = None
+    if grad and repeats:
+        value_and_grad = example.compliance_and_gradient.lower(problem, young, solver).compile()
+    compiled = time.perf_counter() - start
+    jax.block_until_ready(moduli + grad_moduli + loads)
+
+    base = reset_peak()
+    first, solution = timed(solve, problem, young, problem.load, solver)
+    peak_first = _status("VmHWM") - base
+    u = np.asarray(solution.value)
+    if save:
+        np.save(save, u)
+    result: dict[str, Any] = {
+        "solver": name,
+        "nel": list(nel),
+        "dofs": problem.size,
+        "nnz": problem.nnz,
+        "build_s": built,
+        "compile_s": compiled,
+        "first_s": first,
+        "first_iterations": int(solution.stats["num_steps"]),
+        "setup_s": [],
+        "solve_s": [],
+        "grad_s": [],
+        "iterations": [],
+        "rhs_iterations": [],
+        "residual": [],
+    }
+    csr = _csr(problem, young)
+    load = np.asarray(problem.load)
+    result["true_residual"] = float(np.linalg.norm(load - csr @ u) / np.linalg.norm(load))
+    for k in range(repeats):
+        seconds, solution = timed(solve, problem, moduli[k], problem.load, solver)
+        result["setup_s"].append(seconds)
+        result["iterations"].append(int(solution.stats["num_steps"]))
+        result["residual"].append(float(solution.stats["relative_residual"]))
+        seconds, solution = timed(solve, problem, moduli[k], loads[k], solver)
+        result["solve_s"].append(seconds)
+        result["rhs_iterations"].append(int(solution.stats["num_steps"]))
+        if value_and_grad is not None:
+            seconds, _ = timed(value_and_grad, problem, grad_moduli[k], solver)
+            result["grad_s"].append(seconds)
+    result["peak_first"] = peak_first
+    result["peak_run"] = _status("VmHWM") - base
+    result["rss_before"] = base
+    result["hwm"] = _status("VmHWM")
+    if name in ("gamg", "hypre", "mumps"):
+        result["ranks"] = lxs.petsc_ranks()
+        result["petsc_peaks"] = lxs.petsc_peak_memory()
+    result["cache"] = str(lxs.cache_info())
+    return result
+
+
+def _csr(problem, young):
+    import scipy.sparse as sp
+
+    matrix = problem.stiffness(young).matrix
+    indices = np.asarray(matrix.indices)
+    return sp.csr_matrix(
+        (np.asarray(matrix.data), (indices[:, 0], indices[:, 1])), shape=matrix.shape
+    )
+
+
+def cholmod_prediction(nel) -> dict[str, Any]:
+    """CHOLMOD's symbolic analysis of the pattern as `lxs.Cholmod()` makes it (no numeric
+    factorization): the ordering `ordering="auto"` keeps, nnz(L), and the factor's bytes."""
+    from lineax_sparse.backends import cholmod as backend
+
+    start = time.perf_counter()
+    problem, _ = example.cantilever(*nel)
+    built = time.perf_counter() - start
+    start = time.perf_counter()
+    analysis = backend.CholmodBackend("auto", "LL", "auto").analyse(problem.pattern.host)
+    seconds = time.perf_counter() - start
+    n = problem.size
+    symbolic = analysis.pools["d"][0]
+    head = backend._factor_head(symbolic, n, None)
+    counts = backend._column_counts(symbolic, n)
+    if head is None or counts is None:
+        raise RuntimeError("CHOLMOD's factor struct did not validate: no prediction")
+    index = 8 if head.itype == backend._CHOLMOD_LONG else 4
+    if head.is_super:  # as backend._factor_bytes counts a numeric supernodal factor
+        factor = head.xsize * 8 + (head.ssize + 3 * (head.nsuper + 1) + 2 * n) * index
+    else:
+        factor = int(counts.sum()) * (8 + index) + 6 * (n + 2) * index
+    lower = int(analysis.lower.size)
+    return {
+        "nel": list(nel),
+        "dofs": n,
+        "nnz": problem.nnz,
+        "build_s": built,
+        "analysis_s": seconds,
+        "ordering": analysis.ordering_kind,
+        "supernodal": bool(head.is_super),
+        "nnz_L": int(counts.sum()),
+        "stored_L": int(head.xsize) if head.is_super else int(counts.sum()),
+        "factor_bytes": int(factor),
+        # The lower triangle cvxopt hands CHOLMOD (values and 64-bit row indices).
+        "matrix_bytes": lower * 16,
+        "largest_update": int(head.maxcsize) * 8 if head.is_super else 0,
+        "physical": physical_memory(),
+        "hwm": _status("VmHWM"),
+    }
+
+
+# --- Children.
+
+
+def child_main(args) -> None:
+    """`--part child`: one measurement, written as JSON to `--result`."""
+    try:
+        nel = grid_for(args.nel)
+        if args.what == "predict":
+            result = cholmod_prediction(nel)
+        else:
+            result = measure(args.solver, nel, args.repeats, not args.no_grad, args.save)
+        result["ok"] = True
+    except Exception as error:  # reported in the table
+        result = {"ok": False, "error": f"{type(error).__name__}: {error}".splitlines()[0]}
+        traceback.print_exc()
+    Path(args.result).write_text(json.dumps(result))
+
+
+def mpiexec(ranks: int) -> list[str]:
+    launcher = shutil.which("mpiexec") or "mpiexec"
+    flags = []
+    version = subprocess.run([launcher, "--version"], capture_output=True, text=True).stdout
+    if "Open MPI" in version or "OpenRTE" in version:
+        flags.append("--oversubscribe")
+        if os.geteuid() == 0:
+            flags.append("--allow-run-as-root")
+    return [launcher, *flags, "-n", str(ranks)]
+
+
+def child_arguments(part, solver, nel, repeats, save, no_grad) -> list[str]:
+    grid = "x".join(map(str, nel))
+    # The ranks part names its size with --sizes (as a user launching it under mpiexec does).
+    arguments = ["--part", part, "--solver", solver, "--repeats", str(repeats)]
+    arguments += ["--sizes" if part == "ranks" else "--nel", grid]
+    arguments += ["--save", save] if save else []
+    return arguments + (["--no-grad"] if no_grad else [])
+
+
+def run_child(arguments: list[str], limit: float, prefix: list[str] | None = None) -> dict:
+    """Run this script with `arguments` in a child process; its JSON result, or why not."""
+    env = dict(os.environ)
+    env.setdefault("LINEAX_SPARSE_CACHE_BYTES", CACHE_BYTES)
+    with tempfile.TemporaryDirectory() as directory:
+        result = Path(directory) / "result.json"
+        command = [*(prefix or []), sys.executable, __file__, *arguments, "--result", str(result)]
+        try:
+            done = subprocess.run(command, env=env, timeout=limit, capture_output=True, text=True)
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "error": f"> {limit:.0f} s, abandoned"}
+        if result.exists():
+            out = json.loads(result.read_text())
+            if not out.get("ok"):
+                sys.stderr.write(done.stderr[-3000:])
+            return out
+        sys.stderr.write(done.stderr[-3000:])
+        return {"ok": False, "error": f"crashed (exit code {done.returncode})"}
+
+
+# --- Formatting.
+
+
+def seconds_text(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value >= 100:
+        return f"{value:.0f} s"
+    if value >= 1:
+        return f"{value:.2f} s"
+    return f"{value * 1e3:.0f} ms"
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def gigabytes(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value / 1e9:.2f} GB"
+
+
+def iterations_text(result: dict) -> str:
+    counts = sorted(set(result["iterations"])) or [result["first_iterations"]]
+    rhs = sorted(set(result["rhs_iterations"]))
+    text = "/".join(str(c) for c in counts)
+    if rhs:
+        text += f"; new rhs {'/'.join(str(c) for c in rhs)}"
+    return text
+
+
+def ratios_text(result: dict, reference: dict | None, label: str) -> str:
+    if not reference or not reference.get("ok"):
+        return "–"
+    parts = []
+    for key in ("setup_s", "solve_s", "grad_s"):
+        ours, theirs = median(result[key]), median(reference[key])
+        parts.append(f"{ours / theirs:.2f}" if ours and theirs else "–")
+    return f"{' / '.join(parts)} (vs {label})"
+
+
+def difference(u: np.ndarray | None, reference: np.ndarray | None) -> str:
+    if u is None or reference is None:
+        return "–"
+    return f"{np.max(np.abs(u - reference)) / np.max(np.abs(reference)):.1e}"
+
+
+TABLE_HEADER = [
+    "size / solver",
+    "first call",
+    "setup + solve, new moduli",
+    "solve, new rhs",
+    "`value_and_grad`",
+    "iterations",
+    "max ‖u − u_CHOLMOD‖ / max ‖u‖ (entries)",
+    "peak RSS increase: first solve / run",
+    "time ratio setup+solve / solve / v&g",
+]
+
+
+def table_rows(nel, results: dict[str, dict], solutions: dict[str, np.ndarray]) -> list[list[str]]:
+    reference_u = solutions.get("cholmod", solutions.get("mumps"))
+    rows = []
+    some = next((r for r in results.values() if r.get("ok")), None)
+    size = f"{nel[0]}x{nel[1]}x{nel[2]}"
+    if some:
+        size += f": {some['dofs']:,} dofs, nnz {some['nnz']:,}"
+    rows.append([f"**{size}**"] + [""] * (len(TABLE_HEADER) - 1))
+    for name, result in results.items():
+        if not result.get("ok"):
+            rows.append([SOLVERS[name], result["error"]] + ["–"] * (len(TABLE_HEADER) - 2))
+            continue
+        reference = REFERENCE.get(name)
+        rows.append(
+            [
+                SOLVERS[name],
+                seconds_text(result["first_s"]),
+                seconds_text(median(result["setup_s"])),
+                seconds_text(median(result["solve_s"])),
+                seconds_text(median(result["grad_s"])),
+                iterations_text(result),
+                difference(solutions.get(name), None if name == "cholmod" else reference_u),
+                f"{gigabytes(result['peak_first'])} / {gigabytes(result['peak_run'])}",
+                ratios_text(result, results.get(reference), reference) if reference else "",
+            ]
+        )
+    return rows
+
+
+# --- Parts.
+
+
+def table_part(args, started: str) -> str:
+    solvers = [name for name in args.solvers.split(",") if name]
+    unknown = set(solvers) - set(SOLVERS)
+    if unknown:
+        raise SystemExit(f"unknown solvers {sorted(unknown)}: choose from {', '.join(SOLVERS)}")
+    rows = []
+    with tempfile.TemporaryDirectory() as directory:
+        for size in args.sizes.split(","):
+            nel = grid_for(size)
+            results, solutions = {}, {}
+            for name in SOLVERS:
+                if name not in solvers:
+                    continue
+                print(f"{nel} {name} ...", flush=True)
+                path = Path(directory) / f"{name}.npy"
+                arguments = child_arguments("child", name, nel, args.repeats, str(path), False)
+                results[name] = run_child(arguments, args.limit)
+                if results[name].get("ok"):
+                    solutions[name] = np.load(path)
+                    path.unlink()
+                    r = results[name]
+                    print(
+                        f"  first {seconds_text(r['first_s'])}, setup+solve "
+                        f"{seconds_text(median(r['setup_s']))}, solve "
+                        f"{seconds_text(median(r['solve_s']))}, v&g "
+                        f"{seconds_text(median(r['grad_s']))}, iterations {iterations_text(r)}, "
+                        f"peak +{gigabytes(r['peak_run'])}",
+                        flush=True,
+                    )
+                else:
+                    print(f"  {results[name]['error']}", flush=True)
+            rows += table_rows(nel, results, solutions)
+    return "\n".join(
+        [
+            f"PETSc benchmark{' (--quick)' if args.quick else ''}: {started}",
+            f"(load average at the end: {os.getloadavg()[0]:.2f}; {args.repeats} rounds of new "
+            "moduli per row, medians)",
+            "",
+            markdown_table(TABLE_HEADER, rows),
+            "",
+            "3D elasticity, cantilever of unit hexahedra (examples/elasticity_3d_petsc.py), "
+            f"relative tolerance {RTOL:g} on the true residual for the iterative rows. Each row "
+            "runs in its own process, one after the other. First call: the first solve after "
+            "ahead-of-time compilation (pattern analysis, setup, solve). Setup + solve: new "
+            "moduli, so a new hierarchy or factorization. Solve, new rhs: same moduli, a new "
+            "right-hand side (the cached hierarchy or factorization). `value_and_grad`: of the "
+            "compliance with respect to the element moduli, new moduli. Iterations: Krylov "
+            "iterations of the setup + solve rounds (direct rows: refinement steps). Peak RSS "
+            "increase: the process's peak above its RSS before the first solve. Time ratio: "
+            "PETSc rows against `lxs.AMG` (iterative) or `lxs.Cholmod` (MUMPS); below 1 is "
+            "faster.",
+        ]
+    )
+
+
+def ranks_measure(args) -> None:
+    """Under mpiexec: the GAMG measurement on every rank of the job (printed and saved)."""
+    lxs.petsc_serve()  # ranks > 0 serve rank 0's PETSc work here, and exit
+    nel = grid_for(args.sizes.split(",")[0])
+    result = measure(args.solver or "gamg", nel, args.repeats, not args.no_grad, args.save)
+    result["ok"] = True
+    if args.result:
+        Path(args.result).write_text(json.dumps(result))
+    peaks = ", ".join(gigabytes(p) for p in result.get("petsc_peaks", []))
+    times = ", ".join(
+        f"{label} {seconds_text(median(result[key]))}"
+        for label, key in (("setup + solve", "setup_s"), ("solve", "solve_s"), ("v&g", "grad_s"))
+    )
+    print(
+        f"{result['solver']} on {result.get('ranks', 1)} rank(s), {result['dofs']:,} dofs: "
+        f"first {seconds_text(result['first_s'])}, {times}, iterations "
+        f"{iterations_text(result)}; peak RSS per rank {peaks}"
+    )
+
+
+def ranks_part(args, started: str) -> str:
+    """The driver: the measurement under `mpiexec -n 1` and `-n 2`, side by side."""
+    nel = grid_for(args.sizes.split(",")[0])
+    solver = args.solver or "gamg"
+    results, solutions = {}, {}
+    with tempfile.TemporaryDirectory() as directory:
+        for ranks in (1, 2):
+            print(f"{nel} {solver} on {ranks} rank(s) ...", flush=True)
+            path = Path(directory) / f"{ranks}.npy"
+            arguments = child_arguments("ranks", solver, nel, args.repeats, str(path), args.no_grad)
+            results[ranks] = run_child(arguments, args.limit, prefix=mpiexec(ranks))
+            if results[ranks].get("ok"):
+                solutions[ranks] = np.load(path)
+            else:
+                print(f"  {results[ranks]['error']}", flush=True)
+
+    def column(ranks):
+        r = results[ranks]
+        if not r.get("ok"):
+            return [r["error"]] + ["–"] * 7
+        return [
+            str(r.get("ranks", "?")),
+            seconds_text(r["first_s"]),
+            seconds_text(median(r["setup_s"])),
+            seconds_text(median(r["solve_s"])),
+            seconds_text(median(r["grad_s"])),
+            iterations_text(r),
+            " + ".join(gigabytes(p) for p in r.get("petsc_peaks", [])),
+            gigabytes(r["peak_run"]),
+        ]
+
+    labels = [
+        "ranks in use (`lxs.petsc_ranks()`)",
+        "first call",
+        "setup + solve, new moduli",
+        "solve, new rhs",
+        "`value_and_grad`",
+        "iterations",
+        "peak RSS per rank (`lxs.petsc_peak_memory()`)",
+        "rank 0: peak RSS increase during the solves",
+    ]
+    one, two = column(1), column(2)
+    rows = [[label, a, b] for label, a, b in zip(labels, one, two, strict=True)]
+    if 1 in solutions and 2 in solutions:
+        rows.append(
+            ["max ‖u₂ − u₁‖ / max ‖u₁‖ (entries)", difference(solutions[2], solutions[1]), ""]
+        )
+    dofs = next((r["dofs"] for r in results.values() if r.get("ok")), dofs_of(nel))
+    return "\n".join(
+        [
+            f"PETSc on 1 and 2 MPI ranks: {started}",
+            f"(load average at the end: {os.getloadavg()[0]:.2f})",
+            "",
+            f"{SOLVERS[solver]}, cantilever {nel[0]}x{nel[1]}x{nel[2]} ({dofs:,} dofs), "
+            f"{args.repeats} rounds, medians:",
+            "",
+            markdown_table(["", "1 rank", "2 ranks"], rows),
+            "",
+            "Each column is `mpiexec -n P python benchmarks/bench_petsc.py --part ranks`: "
+            "rank 0 runs the JAX program and holds the whole problem, the other rank holds "
+            "only its rows of the matrix and of the hierarchy. The peaks per rank are "
+            "absolute (rank 0's includes JAX and the problem).",
+        ]
+    )
+
+
+def huge_part(args, started: str) -> str:
+    nel = grid_for(args.sizes.split(",")[0]) if args.sizes_given else grid_for(HUGE)
+    print(f"{nel}: CHOLMOD's symbolic analysis ...", flush=True)
+    predicted = run_child(
+        ["--part", "child", "--what", "predict", "--nel", "x".join(map(str, nel))], args.limit
+    )
+    print(f"  {predicted}", flush=True)
+    print(f"{nel}: PETSc CG + GAMG ...", flush=True)
+    arguments = child_arguments("child", "gamg", nel, args.repeats, None, args.no_grad)
+    solved = run_child(arguments, args.limit)
+    print(f"  {'ok' if solved.get('ok') else solved.get('error')}", flush=True)
+    rows = []
+    if predicted.get("ok"):
+        p = predicted
+        needed = p["factor_bytes"] + p["matrix_bytes"]
+        verdict = "**does not fit**" if needed > p["physical"] else "fits"
+        rows += [
+            ["dofs / nnz", f"{p['dofs']:,} / {p['nnz']:,}"],
+            [
+                "CHOLMOD symbolic analysis (`ordering='auto'`)",
+                f"{seconds_text(p['analysis_s'])}: {p['ordering']}, "
+                f"{'supernodal' if p['supernodal'] else 'simplicial'}",
+            ],
+            ["nnz(L) (column counts) / entries stored", f"{p['nnz_L']:,} / {p['stored_L']:,}"],
+            ["predicted factor (values + indices)", gigabytes(p["factor_bytes"])],
+            ["+ the lower triangle passed to CHOLMOD", gigabytes(p["matrix_bytes"])],
+            [
+                "physical memory",
+                f"{gigabytes(p['physical'])} ({p['physical'] / 2**30:.1f} GiB): {verdict}",
+            ],
+            ["peak RSS of the analysis process", gigabytes(p["hwm"])],
+        ]
+    else:
+        rows.append(["CHOLMOD prediction", predicted.get("error", "?")])
+    if solved.get("ok"):
+        s = solved
+        rows += [
+            ["PETSc CG + GAMG: first call (analysis + setup + solve)", seconds_text(s["first_s"])],
+            ["setup + solve, new moduli", seconds_text(median(s["setup_s"]))],
+            ["solve, new right-hand side", seconds_text(median(s["solve_s"]))],
+            ["`value_and_grad` of the compliance", seconds_text(median(s["grad_s"]))],
+            [
+                "iterations / true relative residual of the first solve",
+                f"{iterations_text(s)} / {s['true_residual']:.1e}",
+            ],
+            ["peak RSS increase during the solves", gigabytes(s["peak_run"])],
+            ["peak RSS of the process (problem, JAX, PETSc)", gigabytes(s["hwm"])],
+            [
+                "assembly of the problem / ahead-of-time compilation",
+                f"{seconds_text(s['build_s'])} / {seconds_text(s['compile_s'])}",
+            ],
+        ]
+    else:
+        rows.append(["PETSc CG + GAMG", solved.get("error", "?")])
+    return "\n".join(
+        [
+            f"Beyond CHOLMOD's memory: {started}",
+            f"(load average at the end: {os.getloadavg()[0]:.2f})",
+            "",
+            markdown_table([f"cantilever {nel[0]}x{nel[1]}x{nel[2]}", ""], rows),
+            "",
+            "The prediction is CHOLMOD's own symbolic analysis of the pattern, as "
+            "`lxs.Cholmod()` runs it before factorizing (AMD, and METIS nested dissection "
+            "where AMD's factor is expensive, keeping the sparser); the factor's size counts "
+            "the supernodal values and row indices as `backends/cholmod.py` does for `nbytes`. "
+            "No numeric factorization was attempted. CHOLMOD needs the factor and the matrix "
+            "at once, and more (its update workspace) while factorizing.",
+        ]
+    )
+
+
+def under_mpiexec() -> bool:
+    return any(
+        name in os.environ
+        for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("table", "ranks", "huge", "child"), default="table")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one round")
+    parser.add_argument(
+        "--sizes",
+        help=f"comma-separated sizes: dofs (1e5) or grids (50x25x25); default {DEFAULT_SIZES} "
+        f"(ranks: the first of them; huge: {HUGE})",
+    )
+    parser.add_argument("--solvers", default=",".join(SOLVERS), help="rows of the table")
+    parser.add_argument("--solver", help="ranks part: the solver (default gamg)")
+    parser.add_argument("--repeats", type=int, help="rounds of new moduli (default 3, quick 1)")
+    parser.add_argument("--limit", type=float, default=3600.0, help="seconds per child process")
+    parser.add_argument("--no-grad", action="store_true", help="skip value_and_grad")
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    # Internal (child processes).
+    parser.add_argument("--what", default="measure", help=argparse.SUPPRESS)
+    parser.add_argument("--nel", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--save", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.sizes_given = args.sizes is not None
+    if args.sizes is None:
+        args.sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
+    if args.repeats is None:
+        args.repeats = 1 if args.quick or args.part == "huge" else 3
+
+    if args.part == "child":
+        child_main(args)
+        return
+    if args.part == "ranks" and (args.measure or under_mpiexec()):
+        ranks_measure(args)
+        return
+    started = f"{environment()}; source {source_version()}"
+    if args.part == "table":
+        text, name = table_part(args, started), "petsc.md"
+    elif args.part == "ranks":
+        text, name = ranks_part(args, started), "petsc_ranks.md"
+    else:
+        if args.quick and not args.sizes_given:
+            args.sizes, args.sizes_given = "16x8x8", True
+        text, name = huge_part(args, started), "petsc_huge.md"
+    print()
+    print(text)
+    if not args.quick:
+        print(f"\nwritten to {write_result(name, text)}")
+
+
+if __name__ == "__main__":
+    main()
