@@ -56,7 +56,19 @@ import scipy.sparse as sp
 from . import petsc_mpi
 from ._petsc_objects import Config, petsc
 from .base import FactorError, Pattern, single_threaded_blas, SolveResult, Status
-from .checks import checked_solve, column_norms, exponents, matrix_norm, NormBound, scale
+from .checks import (
+    checked_solve,
+    column_norms,
+    Condition,
+    confirm,
+    estimate_rcond,
+    exponents,
+    matrix_norm,
+    NormBound,
+    one_norm,
+    scale,
+    singular_result,
+)
 
 
 #: Direct solvers whose `MatSolveTranspose` a transposed solve uses (`KSPSolveTranspose`).
@@ -84,6 +96,7 @@ class _Factor:
         "exponent",
         "transposed",
         "broken",
+        "condition",
         "nbytes",
         "setups",
         "_symmetric",
@@ -95,6 +108,7 @@ class _Factor:
         self.exponent, self.nbytes = exponent, nbytes
         self.transposed = False  # whether a KSP of A^T was built
         self.broken = False  # a PETSc error in a solve: the KSP is not used again
+        self.condition = Condition()  # a direct solve's conditioning, once estimated
         self.setups = 1
         self._symmetric: bool | None = None
 
@@ -292,35 +306,55 @@ class PETScBackend:
             tolerance = max(tolerance * 0.5 * target / true, 1e-300)
         return x, Status.BREAKDOWN, steps, true / norm_b
 
-    def _solve_direct(self, factor, rhs, transpose) -> SolveResult:
+    def _apply_inverse(self, factor: _Factor, block: np.ndarray, transpose: bool) -> np.ndarray:
+        """`op(S)^-1 block` through the factorization, column by column; NaN columns where
+        the factorization failed (`DIVERGED_PC_FAILED`) or PETSc raised."""
         channel = petsc_mpi.channel()
-
-        def apply_inverse(block: np.ndarray) -> np.ndarray:
-            mode = self._mode(factor, transpose)
-            out = np.empty_like(block)
-            for column in range(block.shape[1]):
-                x, reason, _, message = channel.solve(
-                    factor.ident, mode, np.ascontiguousarray(block[:, column]), None, 0.0, 0.0, 1
-                )
-                if message:
-                    factor.broken = True
-                if message or reason == _REASON_PC_FAILED or factor.broken:
-                    x = np.full(block.shape[0], np.nan)
-                out[:, column] = x
+        out = np.full(block.shape, np.nan)
+        if factor.broken:
             return out
+        mode = self._mode(factor, transpose)
+        for column in range(block.shape[1]):
+            x, reason, _, message = channel.solve(
+                factor.ident, mode, np.ascontiguousarray(block[:, column]), None, 0.0, 0.0, 1
+            )
+            if message:
+                factor.broken = True
+                return out
+            if reason != _REASON_PC_FAILED:
+                out[:, column] = x
+        return out
 
+    def _solve_direct(self, factor, rhs, transpose) -> SolveResult:
         matrix = factor.matrix
         norm = NormBound(0.0, lambda: matrix_norm(matrix))
         try:
-            result = checked_solve(apply_inverse, matrix, norm, rhs, transpose, False)
-        except FactorError as error:
-            n, k = rhs.shape
-            return SolveResult(
-                np.full((n, k), np.nan),
-                np.full(k, error.status, dtype=np.int32),
-                np.zeros(k, dtype=np.int32),
-                np.full(k, np.nan),
+            result = checked_solve(
+                lambda block: self._apply_inverse(factor, block, transpose),
+                matrix,
+                norm,
+                rhs,
+                transpose,
+                False,
             )
+        except FactorError as error:  # a KSP of A^T that could not be set up
+            n, k = rhs.shape
+            result = singular_result(n, k, np.float64)
+            result.status[:] = error.status
+            return result
+
+        def estimate() -> float:
+            # Pivots alone miss a singular matrix factorized with rounding-level pivots
+            # (its solves have a tiny backward error and a huge solution).
+            return estimate_rcond(
+                lambda block: self._apply_inverse(factor, block, False),
+                lambda block: self._apply_inverse(factor, block, True),
+                matrix.shape[0],
+                one_norm(matrix),
+                np.float64,
+            )
+
+        result = confirm(result, factor.condition, estimate)
         # checked_solve solved S x = b; A = 2^e S.
         return result._replace(solution=scale(result.solution, -factor.exponent))
 
