@@ -498,3 +498,46 @@ def test_importing_the_package_loads_neither_petsc_nor_mpi():
     )
     done = _run([sys.executable, "-c", script])
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- the example
+
+EXAMPLE = HERE.parent / "examples" / "elasticity_3d_petsc.py"
+
+
+def _fields(stdout: str) -> dict[str, str]:
+    import re
+
+    return dict(re.findall(r"(\w+)=(\S+)", stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("pc", ["gamg", "hypre", "mumps"])
+def test_elasticity_example_small(pc):
+    done = _run([sys.executable, str(EXAMPLE), "--small", "--pc", pc])
+    assert done.returncode == 0, done.stderr[-3000:]
+    fields = _fields(done.stdout)
+    assert int(fields["dofs"]) == 1764 and fields["ranks"] == "1"
+    assert float(fields["true_residual"]) < 1e-8
+    assert float(fields["gradient_check"]) < 1e-6
+    assert float(fields["closed_form_check"]) < 1e-7
+
+
+def test_elasticity_example_on_two_ranks():
+    one = _fields(_run([sys.executable, str(EXAMPLE), "--small"]).stdout)
+    done = _run(_mpiexec(2) + [sys.executable, str(EXAMPLE), "--small"])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    two = _fields(done.stdout)
+    assert two["ranks"] == "2"
+    assert float(two["true_residual"]) < 1e-8 and float(two["gradient_check"]) < 1e-6
+    # The same compliance to the solver's tolerance (GAMG's hierarchy differs by rank).
+    assert abs(float(two["compliance"]) / float(one["compliance"]) - 1) < 1e-7
+
+
+def test_serving_without_mpi_is_a_no_op():
+    script = (
+        "import sys; sys.modules['mpi4py'] = None\n"
+        "import lineax_sparse as lxs\n"
+        "print(lxs.petsc_serve(), lxs.petsc_ranks())"
+    )
+    done = _run([sys.executable, "-c", script])
+    assert done.returncode == 0 and done.stdout.split() == ["0", "1"], done.stderr[-2000:]

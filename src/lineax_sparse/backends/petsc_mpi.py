@@ -29,6 +29,7 @@ to every worker, at the start of the next operation and at exit.
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import threading
 import time
@@ -65,6 +66,8 @@ def _mpi():
 def serve(exit: bool = True) -> int:
     """Make the ranks of `mpiexec` serve rank 0's PETSc solves; see `lineax_sparse.petsc_serve`."""
     global _world, _served
+    if _launched_ranks() <= 1 and not _importable("mpi4py"):
+        return 0  # a plain process: nothing to serve, whatever is installed
     MPI, pkl5 = _mpi()
     with _lock:
         if _served:
@@ -89,6 +92,25 @@ def serve(exit: bool = True) -> int:
         # The user's program must not run on a worker: end here, finalizing PETSc and MPI.
         sys.exit(0)
     return rank
+
+
+#: What MPI launchers tell each process: Open MPI, MPICH / Intel MPI (PMI), PMIx.
+_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+
+
+def _launched_ranks() -> int:
+    """The number of ranks `mpiexec` started, from the environment (1 without a launcher)."""
+    for name in _SIZE_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
 
 
 def _serve_worker(comm, world) -> None:
