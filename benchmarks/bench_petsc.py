@@ -3,7 +3,7 @@
 The problem is the cantilever of examples/elasticity_3d_petsc.py (unit trilinear hexahedra,
 clamped at x = 0, tip load, log-normal Young's modulus per element, stiffness assembled in
 JAX from the moduli), on a 2k x k x k grid: k = 25 gives 101,400 dofs, k = 43 499,488 and
-k = 63 1,548,288. Every solver's operator is tagged symmetric positive semidefinite, and
+k = 60 1,339,560. Every solver's operator is tagged symmetric positive semidefinite, and
 every iterative solve runs to a relative residual of 1e-8 (checked on the true residual).
 
 Parts (`--part`):
@@ -33,25 +33,31 @@ Parts (`--part`):
    (saved with `np.save`). Launched under `mpiexec` itself, `--part ranks` is the
    measurement (`lxs.petsc_serve()` first), which the driver runs.
 3. `huge`: a size whose CHOLMOD factor does not fit in this machine's memory (default
-   126 x 63 x 63, 1.55M dofs). CHOLMOD's symbolic analysis, exactly as `lxs.Cholmod()`
-   does it (`ordering="auto"`: AMD, then METIS nested dissection, keeping the sparser
-   factor; no numeric factorization is attempted) predicts the factor's bytes from
-   `cholmod_factor`'s `xsize`/`ssize` (values and row indices of the supernodal factor, as
-   `backends/cholmod.py` counts a factor's `nbytes`); that is compared with the physical
-   memory. Then PETSc CG + GAMG solves it (first call, setup + solve with new moduli, a
-   new right-hand side, `value_and_grad`) with its time, iterations and peak memory.
+   120 x 60 x 60, 1.34M dofs, 106M stored entries). CHOLMOD's symbolic analysis, exactly
+   as `lxs.Cholmod()` does it (`ordering="auto"`: AMD, then METIS nested dissection,
+   keeping the sparser factor; no numeric factorization is attempted) predicts the
+   factor's bytes from `cholmod_factor`'s `xsize`/`ssize` (values and row indices of the
+   supernodal factor, as `backends/cholmod.py` counts a factor's `nbytes`), compared with
+   the physical memory: 29.6 GB predicted against 25.3 GB (measured: 32 s of analysis,
+   10.8 GB peak for it). Then PETSc CG + GAMG solves it (first call, setup + solve with
+   new moduli, a new right-hand side; `--grad` adds `value_and_grad`) with its time,
+   iterations and peak memory. Extrapolated from 5e5 dofs (5.5 GB peak without the
+   gradient), the solve should peak near 14 GB; its `value_and_grad` program alone took
+   2 GB more to compile at 5e5, hence off by default here.
 
-Caches: the children run with `LINEAX_SPARSE_CACHE_BYTES` = 10 GB unless the environment
+Memory: the children run with `LINEAX_SPARSE_CACHE_BYTES` = 10 GB unless the environment
 sets it, so that a factorization of the 5e5-dof system (a 7.8 GB CHOLMOD factor) stays
-cached for its second solve; a CHOLMOD run there peaks with two factors alive (the next
-one is made before the previous is evicted), about 19 GB.
+cached for its second solve. A CHOLMOD run there holds two factors from its second matrix
+on (the next one is made before the previous is evicted, whose object stays in the pool
+for the one after): about 16 GB, plus 4 GB of problem and compiled programs. Run it with
+nothing else on the machine, or leave it out (`--solvers gamg,hypre,amg,mumps`).
 
     python benchmarks/bench_petsc.py                      # table at 1e5 and 5e5 dofs
     python benchmarks/bench_petsc.py --quick              # tiny sizes, about a minute
     python benchmarks/bench_petsc.py --sizes 1e5 --repeats 3 --solvers gamg,amg
     python benchmarks/bench_petsc.py --part ranks --sizes 5e5   # 1 rank vs 2 ranks
     mpiexec -n 2 python benchmarks/bench_petsc.py --part ranks --sizes 1e5  # 2 ranks alone
-    python benchmarks/bench_petsc.py --part huge          # 1.55M dofs: CHOLMOD out of memory
+    python benchmarks/bench_petsc.py --part huge          # 1.34M dofs: CHOLMOD out of memory
     # Open MPI as root needs `--allow-run-as-root --oversubscribe` after `mpiexec`.
 
 The tables go to stdout and to benchmarks/results/petsc.md, petsc_ranks.md, petsc_huge.md.
@@ -108,7 +114,7 @@ SOLVERS = {
 REFERENCE = {"gamg": "amg", "hypre": "amg", "mumps": "cholmod"}
 DEFAULT_SIZES = "1e5,5e5"
 QUICK_SIZES = "8x4x4,16x8x8"
-HUGE = "126x63x63"
+HUGE = "120x60x60"
 CACHE_BYTES = str(10 * 10**9)
 
 
@@ -676,7 +682,11 @@ def main() -> None:
     parser.add_argument("--solver", help="ranks part: the solver (default gamg)")
     parser.add_argument("--repeats", type=int, help="rounds of new moduli (default 3, quick 1)")
     parser.add_argument("--limit", type=float, default=3600.0, help="seconds per child process")
-    parser.add_argument("--no-grad", action="store_true", help="skip value_and_grad")
+    parser.add_argument(
+        "--grad",
+        action=argparse.BooleanOptionalAction,
+        help="time value_and_grad of the compliance (default: yes, except in the huge part)",
+    )
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     # Internal (child processes).
     parser.add_argument("--what", default="measure", help=argparse.SUPPRESS)
@@ -689,6 +699,9 @@ def main() -> None:
         args.sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     if args.repeats is None:
         args.repeats = 1 if args.quick or args.part == "huge" else 3
+    if args.grad is None:
+        args.grad = args.part != "huge"
+    args.no_grad = not args.grad
 
     if args.part == "child":
         child_main(args)
