@@ -15,17 +15,19 @@ stiffness K(E) = sum_e E_e K_e is assembled in JAX straight into its coalesced p
 - `--pc mumps`: a direct solve, MUMPS's sparse Cholesky factorization (`KSP preonly`).
 
 It then differentiates the compliance c(E) = f^T u(E), K(E) u = f, with
-`jax.value_and_grad` (the backward pass is one more solve with the same preconditioner or
-factorization), and checks the gradient against its closed form dc/dE_e = -u_e^T k u_e
+`jax.value_and_grad`: one setup and one solve, since the backward pass's adjoint solve
+K w = f, with K exactly symmetric, is answered from the forward one
+(`lxs.cache_info().reused_solutions`), and checks the gradient against its closed form dc/dE_e = -u_e^T k u_e
 (k the unit element stiffness) and against a central finite difference along a random
 direction. It prints the sizes, the times (first call with compilation; setup + solve for
 new values of E; a solve with a new right-hand side for the same E; `value_and_grad`),
 PETSc's iteration counts and residuals (`Solution.stats`), and the peak memory of every
 rank (`lxs.petsc_peak_memory()`). The last line holds the figures as `name=value` pairs.
 
-Several MPI ranks: `lxs.petsc_serve()` (the first line of `main`) returns at once on rank 0,
-which runs this program (JAX included) alone; the other ranks serve PETSc's work and exit
-when rank 0 finishes, so the matrix and the preconditioner are distributed over all ranks.
+Several MPI ranks: `lxs.petsc_serve()` (in `main`, right after the command line is read)
+returns at once on rank 0, which runs this program (JAX included) alone; the other ranks
+serve PETSc's work and exit when rank 0 finishes, so the matrix and the preconditioner are
+distributed over all ranks.
 
     python examples/elasticity_3d_petsc.py                  # 50 x 25 x 25: 101,400 dofs
     python examples/elasticity_3d_petsc.py --small          # 12 x 6 x 6: 1,764 dofs, seconds
@@ -289,7 +291,6 @@ def describe(solution: lx.Solution) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    lxs.petsc_serve()  # ranks > 0 serve PETSc's work here and exit; rank 0 goes on
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -302,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rtol", type=float, default=1e-8, help="CG's relative tolerance")
     parser.add_argument("--seed", type=int, default=0, help="seed of the moduli and directions")
     args = parser.parse_args(argv)
+    lxs.petsc_serve()  # ranks > 0 serve PETSc's work here and exit; rank 0 goes on
     if args.small:
         args.nelx, args.nely, args.nelz = 12, 6, 6
     for name in ("nelx", "nely", "nelz"):
