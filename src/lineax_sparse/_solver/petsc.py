@@ -20,6 +20,10 @@ from .iterative import AbstractIterativeHostSolver, near_nullspace
 #: Preconditioners that factorize: with `ksp_type="preonly"` they make a direct solve.
 DIRECT_PCS = ("lu", "cholesky")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_OPTION = re.compile(r"^[a-z][a-z0-9_+]*$", re.IGNORECASE)
+#: Preconditioners that read near-nullspace vectors: GAMG; BoomerAMG with
+#: `pc_hypre_boomeramg_vec_interp_variant`; ML.
+NULLSPACE_PCS = ("auto", "gamg", "hypre", "ml")
 #: GAMG's settings for operators not tagged positive semidefinite: aggregates from the
 #: symmetrized graph (PETSc needs it for non-symmetric matrices) and SOR smoothing (GAMG's
 #: default Chebyshev smoother assumes a positive definite matrix). Measured on upwind
@@ -46,7 +50,7 @@ def _options(value: Any) -> tuple[tuple[str, str], ...]:
         )
     items = []
     for name, setting in value.items():
-        if not isinstance(name, str) or not _NAME.match(name.lstrip("-")):
+        if not isinstance(name, str) or not _OPTION.match(name.lstrip("-")):
             raise ValueError(
                 "`PETSc(options=...)` names must be PETSc option names such as "
                 f'"pc_gamg_threshold" (a leading "-" is allowed), got {name!r}.'
@@ -62,7 +66,8 @@ def _options(value: Any) -> tuple[tuple[str, str], ...]:
             )
         if name.lstrip("-").startswith("options_") or name.lstrip("-") in ("help", "log_view"):
             raise ValueError(f"`PETSc(options=...)` cannot set the global option {name!r}.")
-        items.append((name.lstrip("-"), text))
+        # PETSc's option names are case-insensitive (hypre's `P_max` is `p_max`).
+        items.append((name.lstrip("-").lower(), text))
     return tuple(sorted(items))
 
 
@@ -136,10 +141,11 @@ class PETSc(AbstractIterativeHostSolver):
                 f"only with a factorization: use `pc_type='lu'` or `'cholesky'` with it, got "
                 f"{self.pc_type!r}."
             )
-        if self.near_nullspace is not None and self.pc_type not in ("auto", "gamg"):
+        if self.near_nullspace is not None and self.pc_type not in NULLSPACE_PCS:
             raise ValueError(
-                "`PETSc(near_nullspace=...)` is used by GAMG only: use `pc_type='gamg'` (or "
-                f"'auto') with it, got {self.pc_type!r}."
+                "`PETSc(near_nullspace=...)` is read by GAMG, hypre's BoomerAMG (with "
+                "`options={'pc_hypre_boomeramg_vec_interp_variant': 2}`) and ML: use "
+                f"`pc_type` 'gamg' (or 'auto'), 'hypre' or 'ml' with it, got {self.pc_type!r}."
             )
 
     @staticmethod
@@ -152,19 +158,22 @@ class PETSc(AbstractIterativeHostSolver):
     def _choices(self, positive: bool, symmetric: bool) -> tuple[str, str, str, tuple]:
         """`(ksp_type, pc_type, norm, defaults)`: "auto" resolved from the tags.
 
-        Positive semidefinite: CG + GAMG, tested on the unpreconditioned residual. Otherwise
-        GMRES + GAMG with right preconditioning (its residual is the true one), with GAMG
-        set for matrices that are not positive definite (`_GAMG_GENERAL`).
+        Positive semidefinite: CG + GAMG. Otherwise GMRES + GAMG, with GAMG set for
+        matrices that are not positive definite (`_GAMG_GENERAL`). CG tests the
+        unpreconditioned residual, GMRES is preconditioned on the right (its residual is the
+        true one).
         """
         ksp_type, pc_type = self.ksp_type, self.pc_type
         if ksp_type == "auto":
             ksp_type = "cg" if positive else "gmres"
         if pc_type == "auto":
             pc_type = "gamg"
+        # Tested on the true residual where the method allows it, so that PETSc stops
+        # where the host's check will pass (options may still choose otherwise).
         norm = ""
-        if ksp_type == "cg" and self.ksp_type == "auto":
+        if ksp_type == "cg":
             norm = "unpreconditioned"
-        elif ksp_type in ("gmres", "fgmres") and self.ksp_type == "auto":
+        elif ksp_type in ("gmres", "fgmres"):
             norm = "right"
         defaults = ()
         if pc_type == "gamg" and not positive:
@@ -240,8 +249,9 @@ PETSc.__init__.__doc__ = """**Arguments:**
     `{"pc_hypre_boomeramg_strong_threshold": 0.5}`, `{"mat_mumps_icntl_14": 50}`. They are
     read after `ksp_type` and `pc_type`, so `{"ksp_type": ...}` overrides those. A
     misspelled name is ignored, as by PETSc itself.
-- `near_nullspace`: optional `(n, k)` array of near-nullspace vectors for GAMG: the rigid
-    body modes of an elasticity problem (3 in 2D, 6 in 3D).
+- `near_nullspace`: optional `(n, k)` array of near-nullspace vectors: the rigid body
+    modes of an elasticity problem (3 in 2D, 6 in 3D), read by GAMG, by ML, and by
+    BoomerAMG when `options` set `pc_hypre_boomeramg_vec_interp_variant`.
 - `block_size`: unknowns per mesh node (2 or 3 for elasticity), which GAMG aggregates
     together; it must divide the operator's size.
 """

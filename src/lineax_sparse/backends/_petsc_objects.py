@@ -210,9 +210,12 @@ class Objects:
                 for name, _ in options:
                     database.delValue(prefix + name)
         except PETSc.Error:
-            for item in (ksp, matrix):
-                if item is not None:
-                    item.destroy()
+            # Not destroyed: after an error PETSc's objects may be inconsistent, and their
+            # destruction can fail in turn (BoomerAMG's `vec_interp_variant` without nodal
+            # coarsening: an error at setup, another in KSPDestroy) or crash (see `solve`).
+            # A reference more makes every later destroy a decrement: the memory of a
+            # failed setup is leaked, never freed twice.
+            _keep_forever(ksp, matrix)
             raise
         return matrix, ksp
 
@@ -299,9 +302,7 @@ class Objects:
             # freed vectors behind in PETSc 3.18; destroying it crashed): one more
             # reference to each object makes every later destroy a mere decrement, so it
             # is never freed. Rank 0 never solves with it again.
-            for item in (local.ksp, local.matrix, local.transposed_ksp, local.transposed_matrix):
-                if item is not None:
-                    item.incRef()
+            _keep_forever(local.ksp, local.matrix, local.transposed_ksp, local.transposed_matrix)
             return np.full(b.shape, np.nan), 0, 0, _message(error)
         finally:
             x.destroy()
@@ -319,6 +320,12 @@ class Objects:
 
     def free_all(self) -> None:
         self.free(list(self.local))
+
+
+def _keep_forever(*items) -> None:
+    for item in items:
+        if item is not None:
+            item.incRef()
 
 
 def _message(error) -> str:

@@ -41,7 +41,10 @@ Scaling. The matrix is scaled by a power of two to a largest entry in [0.5, 1), 
 right-hand side likewise (exact), so no norm of the iteration overflows or underflows.
 
 Memory. `nbytes` is the growth of the C heap across the setup on every rank (PETSc, hypre
-and MUMPS allocate with malloc; see `_petsc_objects.heap_in_use`), plus the arrays kept here.
+and MUMPS allocate with malloc; see `_petsc_objects.heap_in_use`), plus the values kept
+here (the matrix given to `factor`, unscaled: with a static pattern, the cache entry's own
+array). Exactly symmetric values go to PETSc straight from the CSC arrays, which are then
+the CSR arrays; others through the pattern's CSR structure.
 """
 
 from __future__ import annotations
@@ -104,7 +107,8 @@ class _Factor:
     )
 
     def __init__(self, ident, pattern, matrix, exponent, nbytes):
-        self.ident, self.pattern, self.matrix = ident, pattern, matrix
+        self.ident, self.pattern = ident, pattern
+        self.matrix = matrix  # A itself (unscaled), for the checks
         self.exponent, self.nbytes = exponent, nbytes
         self.transposed = False  # whether a KSP of A^T was built
         self.broken = False  # a PETSc error in a solve: the KSP is not used again
@@ -146,10 +150,12 @@ class PETScBackend:
     # ------------------------------------------------------------ factor
 
     def analyse(self, pattern: Pattern) -> Any:
+        del pattern  # the CSR structure is derived only when the values need it
         petsc()  # PETSc initialized on the owner thread, and import errors raised, here
-        return pattern.csr_structure()
+        return None
 
     def factor(self, pattern: Pattern, analysis: Any, matrix: sp.csc_matrix, aux) -> _Factor:
+        del analysis
         if np.iscomplexobj(matrix.data):
             # PETSc is built for one scalar type; Debian's and conda-forge's default is real.
             raise FactorError(Status.BREAKDOWN, "this PETSc is built for real matrices")
@@ -160,21 +166,28 @@ class PETScBackend:
             raise FactorError(Status.BREAKDOWN, f"n = {n} is not a multiple of {block_size}")
         largest = float(np.max(np.abs(matrix.data), initial=0.0))
         exponent = int(exponents(np.array([largest]))[0])
-        values = scale(matrix.data, -exponent)
-        positions, indptr, indices = analysis
+        # The factor keeps `matrix` itself (the cache entry's own values: no copy) for the
+        # checks; PETSc gets S = 2^-exponent A, in CSR order. Exactly symmetric values (FEM
+        # stiffness matrices) are their own transpose: the CSC arrays are the CSR arrays,
+        # and neither the CSR structure (12 bytes an entry, kept per pattern) nor a gather
+        # is needed.
+        factor = _Factor(0, pattern, matrix, exponent, 0)
+        if factor.exactly_symmetric():
+            csr = (pattern.indptr, pattern.row_indices, scale(matrix.data, -exponent))
+        else:
+            positions, indptr, indices = pattern.csr_structure()
+            csr = (indptr, indices, scale(matrix.data[positions], -exponent))
         nullspace = None
         if aux is not None:
-            # Orthonormal, as PETSc's debug builds require; the span is what GAMG uses.
+            # Orthonormal, as PETSc's debug builds require; the span is what is used.
             nullspace = np.linalg.qr(np.asarray(aux, dtype=np.float64))[0]
-        ident = next(_idents)
-        status, message, nbytes = channel.build(
-            ident, n, (indptr, indices, values[positions]), nullspace, self.config
-        )
+        factor.ident = next(_idents)
+        status, message, nbytes = channel.build(factor.ident, n, csr, nullspace, self.config)
+        del csr
         if status != Status.OK:
             raise FactorError(Status(status), message)
-        scaled = sp.csc_matrix((values, matrix.indices, matrix.indptr), shape=matrix.shape)
-        factor = _Factor(ident, pattern, scaled, exponent, nbytes + values.nbytes)
-        weakref.finalize(factor, channel.release, ident)
+        factor.nbytes = nbytes + matrix.data.nbytes
+        weakref.finalize(factor, channel.release, factor.ident)
         return factor
 
     def setups(self, factor: _Factor) -> int:
@@ -226,7 +239,7 @@ class PETScBackend:
         status, message, nbytes = petsc_mpi.channel().build_transposed(
             factor.ident,
             matrix.shape[0],
-            (matrix.indptr, matrix.indices, matrix.data),
+            (matrix.indptr, matrix.indices, scale(matrix.data, -factor.exponent)),
             None,
         )
         if status != Status.OK:
@@ -272,7 +285,8 @@ class PETScBackend:
     def _iterate(self, factor, mode, transpose, b, x0, rtol, atol):
         """One column: `(x, status, steps, relative residual)`, checked on the true residual."""
         channel = petsc_mpi.channel()
-        operator = factor.matrix.T if transpose else factor.matrix
+        operator = factor.matrix.T if transpose else factor.matrix  # A = 2^exponent S
+        down = np.ldexp(1.0, -factor.exponent)
         norm_b = float(np.linalg.norm(b))
         target = max(rtol * norm_b, atol)
         steps, tolerance, previous, true = 0, rtol, np.inf, norm_b
@@ -290,7 +304,7 @@ class PETScBackend:
                 return np.nan, Status.BREAKDOWN, steps, np.nan
             if not np.all(np.isfinite(x)):
                 return np.nan, Status.BREAKDOWN, steps, np.nan
-            true = float(np.linalg.norm(b - operator @ x))
+            true = float(np.linalg.norm(b - down * (operator @ x)))
             ratio = true / norm_b
             if true <= target:
                 return x, Status.OK, steps, ratio
@@ -307,8 +321,8 @@ class PETScBackend:
         return x, Status.BREAKDOWN, steps, true / norm_b
 
     def _apply_inverse(self, factor: _Factor, block: np.ndarray, transpose: bool) -> np.ndarray:
-        """`op(S)^-1 block` through the factorization, column by column; NaN columns where
-        the factorization failed (`DIVERGED_PC_FAILED`) or PETSc raised."""
+        """`op(A)^-1 block` through the factorization of S = 2^-e A, column by column; NaN
+        columns where the factorization failed (`DIVERGED_PC_FAILED`) or PETSc raised."""
         channel = petsc_mpi.channel()
         out = np.full(block.shape, np.nan)
         if factor.broken:
@@ -323,7 +337,8 @@ class PETScBackend:
                 return out
             if reason != _REASON_PC_FAILED:
                 out[:, column] = x
-        return out
+        # S y = b  <=>  A (2^-e y) = b: exact, and the checks see A itself.
+        return scale(out, -factor.exponent)
 
     def _solve_direct(self, factor, rhs, transpose) -> SolveResult:
         matrix = factor.matrix
@@ -354,9 +369,7 @@ class PETScBackend:
                 np.float64,
             )
 
-        result = confirm(result, factor.condition, estimate)
-        # checked_solve solved S x = b; A = 2^e S.
-        return result._replace(solution=scale(result.solution, -factor.exponent))
+        return confirm(result, factor.condition, estimate)
 
     def _solve_split(self, factor, rhs, transpose, guess) -> SolveResult:
         """A real matrix is real-linear: real and imaginary parts as 2k real columns."""
