@@ -246,6 +246,8 @@ def measure(name: str, nel, repeats: int, grad: bool, save: str | None) -> dict[
     if name in ("gamg", "hypre", "mumps"):
         result["ranks"] = lxs.petsc_ranks()
         result["petsc_peaks"] = lxs.petsc_peak_memory()
+        # The live hierarchy (or factor) of the last moduli: what each rank's heap grew by.
+        result["petsc_held"] = lxs.petsc_held_memory()
     result["cache"] = str(lxs.cache_info())
     # The first solve's residual, recomputed here (after the peaks are read: it costs memory).
     load = problem.load
@@ -544,7 +546,7 @@ def ranks_part(args, started: str) -> str:
     def column(ranks):
         r = results[ranks]
         if not r.get("ok"):
-            return [r["error"]] + ["–"] * 7
+            return [r["error"]] + ["–"] * 8
         return [
             str(r.get("ranks", "?")),
             seconds_text(r["first_s"]),
@@ -554,6 +556,7 @@ def ranks_part(args, started: str) -> str:
             iterations_text(r),
             " + ".join(gigabytes(p) for p in r.get("petsc_peaks", [])),
             gigabytes(r["peak_run"]),
+            " + ".join(gigabytes(p) for p in r.get("petsc_held", [])),
         ]
 
     labels = [
@@ -565,6 +568,7 @@ def ranks_part(args, started: str) -> str:
         "iterations",
         "peak RSS per rank (`lxs.petsc_peak_memory()`)",
         "rank 0: peak RSS increase during the solves",
+        "PETSc objects held per rank (`lxs.petsc_held_memory()`)",
     ]
     one, two = column(1), column(2)
     rows = [[label, a, b] for label, a, b in zip(labels, one, two, strict=True)]

@@ -314,8 +314,9 @@ class PETScBackend:
                 return x, Status.NOT_POSITIVE_DEFINITE, steps, ratio
             if reason < 0 or true >= previous:
                 return x, Status.BREAKDOWN, steps, ratio
-            # PETSc stopped on its own norm (preconditioned, or a transpose it could not
-            # apply): go on from here with the tolerance tightened by the gap.
+            # PETSc stopped on its own norm (the preconditioned residual, which a user's
+            # KSP type or options may choose): go on from here, the tolerance tightened by
+            # the gap.
             previous = true
             tolerance = max(tolerance * 0.5 * target / true, 1e-300)
         return x, Status.BREAKDOWN, steps, true / norm_b
