@@ -665,3 +665,36 @@ def test_wide_blocks_are_checked_in_chunks(monkeypatch):
     for got, want in zip(chunked, whole, strict=True):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_allclose(matrix @ chunked.solution, rhs, atol=1e-12)
+
+
+def test_complex_right_hand_sides_of_real_matrices_are_split_exactly():
+    # `checks.solve_split`: AMG's and PETSc's path for a complex block and a real matrix.
+    import scipy.sparse.linalg as spla
+
+    from lineax_sparse.backends.base import SolveResult, Status
+    from lineax_sparse.backends.checks import solve_split
+
+    from .helpers import poisson2d
+
+    matrix = poisson2d(6).tocsc()
+    rng = np.random.default_rng(3)
+    rhs = rng.standard_normal((36, 3)) + 1j * rng.standard_normal((36, 3))
+    rhs[:, 2] = rhs[:, 2].real  # a real column in a complex block
+    calls = []
+
+    def solve(block, start):
+        calls.append((block.dtype, block.shape, start))
+        x = spla.spsolve(matrix, block)
+        norms = np.linalg.norm(block, axis=0)  # a backend reports 0 for a zero column
+        residual = np.linalg.norm(block - matrix @ x, axis=0) / np.where(norms > 0, norms, 1)
+        status = np.full(block.shape[1], Status.OK, dtype=np.int32)
+        status[4] = Status.MAX_STEPS_REACHED  # the imaginary part of column 1 fails
+        return SolveResult(x, status, np.arange(block.shape[1], dtype=np.int32), residual)
+
+    result = solve_split(solve, rhs, None)
+    assert calls == [(np.float64, (36, 6), None)]
+    expected = spla.spsolve(matrix.astype(np.complex128), rhs)
+    np.testing.assert_allclose(result.solution, expected, rtol=1e-12, atol=1e-14)
+    assert list(result.status) == [Status.OK, Status.MAX_STEPS_REACHED, Status.OK]
+    assert list(result.num_steps) == [3, 4, 5]
+    assert np.all(result.relative_residual < 1e-14)

@@ -152,6 +152,7 @@ from .checks import (
     is_hermitian,
     scale,
     seeded_global_random,
+    solve_split,
 )
 from .options import AMG_CYCLES, AMG_KRYLOV, AMG_METHODS, AMG_SMOOTHERS
 
@@ -580,7 +581,11 @@ class AMGBackend:
     def _solve(self, factor, rhs, transpose, conjugate, guess) -> SolveResult:
         n, k = rhs.shape
         if not factor.is_complex and np.iscomplexobj(rhs):
-            return self._solve_split(factor, rhs, transpose, conjugate, guess)
+            return solve_split(
+                lambda block, start: self._solve(factor, block, transpose, conjugate, start),
+                rhs,
+                guess,
+            )
         dtype = np.complex128 if factor.is_complex else np.float64
         # conj(A) x = b  <=>  A conj(x) = conj(b);  A^H x = b  <=>  A^T conj(x) = conj(b).
         work = np.array(rhs, dtype=dtype)
@@ -644,29 +649,6 @@ class AMGBackend:
                 best = np.where(better[None, :], option, best)
                 best_norm = np.where(better, norm, best_norm)
         return np.array(best)
-
-    def _solve_split(self, factor, rhs, transpose, conjugate, guess) -> SolveResult:
-        """A real matrix is real-linear: solve real and imaginary parts as 2k real columns."""
-        k = rhs.shape[1]
-        both = np.concatenate([rhs.real, rhs.imag], axis=1)
-        start = None if guess is None else np.concatenate([guess.real, guess.imag], axis=1)
-        parts = self._solve(factor, both, transpose, conjugate, start)
-        x = parts.solution[:, :k] + 1j * parts.solution[:, k:]
-        first, second = parts.status[:k], parts.status[k:]
-        status = np.where(first != Status.OK, first, second).astype(np.int32)
-        steps = np.maximum(parts.num_steps[:k], parts.num_steps[k:]).astype(np.int32)
-        # |r| / |b| from the parts' ratios, with every norm taken relative to |b|.
-        norm = column_norms(rhs)
-        with np.errstate(all="ignore"):
-            safe = np.where(norm > 0, norm, 1.0)
-            absolute = np.hypot(
-                parts.relative_residual[:k] * (column_norms(rhs.real) / safe),
-                parts.relative_residual[k:] * (column_norms(rhs.imag) / safe),
-            )
-        norm = np.where(norm > 0, 1.0, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            residual = np.where(norm > 0, absolute / np.where(norm > 0, norm, 1.0), 0.0)
-        return SolveResult(x, status, steps, residual)
 
     def _preconditioner(self, factor: _Factor, transpose: bool):
         """`(direction, r -> B r)` with `B` approximating `op(A)^-1`, op(A) = A or A^T.

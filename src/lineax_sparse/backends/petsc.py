@@ -61,7 +61,6 @@ from ._petsc_objects import Config, petsc
 from .base import FactorError, Pattern, single_threaded_blas, SolveResult, Status
 from .checks import (
     checked_solve,
-    column_norms,
     Condition,
     confirm,
     estimate_rcond,
@@ -71,6 +70,7 @@ from .checks import (
     one_norm,
     scale,
     singular_result,
+    solve_split,
 )
 
 
@@ -220,7 +220,9 @@ class PETScBackend:
         del conjugate  # a real matrix: conj(A) = A
         with single_threaded_blas(), np.errstate(all="ignore"):
             if np.iscomplexobj(rhs):
-                return self._solve_split(factor, rhs, transpose, guess)
+                return solve_split(
+                    lambda block, start: self._solve(factor, block, transpose, start), rhs, guess
+                )
             return self._solve(factor, np.asarray(rhs, dtype=np.float64), transpose, guess)
 
     def _mode(self, factor: _Factor, transpose: bool) -> str:
@@ -371,21 +373,3 @@ class PETScBackend:
             )
 
         return confirm(result, factor.condition, estimate)
-
-    def _solve_split(self, factor, rhs, transpose, guess) -> SolveResult:
-        """A real matrix is real-linear: real and imaginary parts as 2k real columns."""
-        k = rhs.shape[1]
-        both = np.concatenate([rhs.real, rhs.imag], axis=1)
-        start = None if guess is None else np.concatenate([guess.real, guess.imag], axis=1)
-        parts = self._solve(factor, both, transpose, start)
-        x = parts.solution[:, :k] + 1j * parts.solution[:, k:]
-        first, second = parts.status[:k], parts.status[k:]
-        status = np.where(first != Status.OK, first, second).astype(np.int32)
-        steps = np.maximum(parts.num_steps[:k], parts.num_steps[k:]).astype(np.int32)
-        norm = column_norms(rhs)
-        safe = np.where(norm > 0, norm, 1.0)
-        absolute = np.hypot(
-            parts.relative_residual[:k] * column_norms(rhs.real),
-            parts.relative_residual[k:] * column_norms(rhs.imag),
-        )
-        return SolveResult(x, status, steps, np.where(norm > 0, absolute / safe, 0.0))
