@@ -37,6 +37,12 @@ _GAMG_GENERAL = (
 )
 
 
+def _require_petsc4py() -> None:
+    """Raise the install instructions, without importing petsc4py (nor initializing MPI)."""
+    if importlib.util.find_spec("petsc4py") is None:
+        raise ImportError(INSTALL_HINT)
+
+
 def _options(value: Any) -> tuple[tuple[str, str], ...]:
     """`PETSc(options=...)` as sorted `(name, value)` strings (static and hashable)."""
     if value is None:
@@ -113,8 +119,7 @@ class PETSc(AbstractIterativeHostSolver):
     block_size: int = 1
 
     def __check_init__(self):
-        if importlib.util.find_spec("petsc4py") is None:
-            raise ImportError(INSTALL_HINT)
+        _require_petsc4py()
         for name, value in (("ksp_type", self.ksp_type), ("pc_type", self.pc_type)):
             if not isinstance(value, str) or not _NAME.match(value):
                 raise ValueError(
@@ -291,8 +296,7 @@ def petsc_ranks() -> int:
 def petsc_peak_memory() -> list[int]:
     """The peak resident memory of each rank that takes part in PETSc solves, in bytes
     (rank 0 first; one entry without `mpiexec`)."""
-    if importlib.util.find_spec("petsc4py") is None:
-        raise ImportError(INSTALL_HINT)
+    _require_petsc4py()
     return _host.run(lambda: petsc_mpi.channel().peak_memory())
 
 
@@ -300,6 +304,5 @@ def petsc_held_memory() -> list[int]:
     """The memory held by the live PETSc objects (matrices, hierarchies, factorizations) of
     each rank, in bytes (rank 0 first): how much each rank's heap grew when they were set
     up. Under `mpiexec -n P` it shows how a factorization or hierarchy is split."""
-    if importlib.util.find_spec("petsc4py") is None:
-        raise ImportError(INSTALL_HINT)
+    _require_petsc4py()
     return _host.run(lambda: petsc_mpi.channel().held_memory())

@@ -242,7 +242,7 @@ class Objects:
                 distributed, f"lxs{ident}_", n, indptr, indices, values, nullspace, config
             )
         except PETSc.Error as error:
-            return int(_setup_status(error)), _message(error), 0
+            return int(Status.BREAKDOWN), _message(error), 0
         nbytes = _grown(before, indptr.size - 1, indices.size)
         self.local[ident] = _Local(matrix, ksp, config, nbytes)
         return int(Status.OK), "", nbytes
@@ -258,7 +258,7 @@ class Objects:
                 distributed, f"lxs{ident}t_", n, indptr, indices, values, nullspace, local.config
             )
         except PETSc.Error as error:
-            return int(_setup_status(error)), _message(error), 0
+            return int(Status.BREAKDOWN), _message(error), 0
         nbytes = _grown(before, indptr.size - 1, indices.size)
         local.transposed_matrix, local.transposed_ksp = matrix, ksp
         local.nbytes += nbytes
@@ -330,15 +330,3 @@ def _keep_forever(*items) -> None:
 
 def _message(error) -> str:
     return f"PETSc error {getattr(error, 'ierr', '?')}: {error}"
-
-
-# PETSc error codes (petscerror.h) that a factorization or setup reports for data.
-_ZERO_PIVOT = 71  # PETSC_ERR_MAT_LU_ZRPVT
-_NOT_CONVERGED = 91  # PETSC_ERR_NOT_CONVERGED
-
-
-def _setup_status(error) -> Status:
-    code = getattr(error, "ierr", 0)
-    if code == _ZERO_PIVOT:
-        return Status.SINGULAR
-    return Status.BREAKDOWN
