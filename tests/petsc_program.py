@@ -1,7 +1,8 @@
 """A JAX program solved with `lineax_sparse.PETSc`, run by tests/test_petsc.py plainly and
 under `mpiexec -n 2`: it saves its solutions and gradients (`--save`) so that the runs can be
-compared, or fails on purpose (`--mode raise`, `--mode exit`) to show that the worker ranks
-are released."""
+compared, or fails on purpose (`--mode raise`, `--mode exit`), ends before any solve
+(`--mode idle`), or forgets `petsc_serve` (`--serve none`: on every rank; `--serve workers`:
+on rank 0 only) to show that the worker ranks are released."""
 
 import argparse
 import os
@@ -15,13 +16,20 @@ import scipy.sparse as sp
 import lineax_sparse as lxs
 
 
-lxs.petsc_serve()  # the worker ranks serve from here and never run what follows
-
-jax.config.update("jax_enable_x64", True)
 parser = argparse.ArgumentParser()
-parser.add_argument("--mode", choices=["plain", "raise", "exit"], default="plain")
+parser.add_argument("--mode", choices=["plain", "raise", "exit", "idle"], default="plain")
+parser.add_argument("--serve", choices=["every", "none", "workers"], default="every")
 parser.add_argument("--save", default=None)
 args = parser.parse_args()
+if args.serve == "every":
+    lxs.petsc_serve()  # the worker ranks serve from here and never run what follows
+elif args.serve == "workers":
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() != 0:
+        lxs.petsc_serve()
+
+jax.config.update("jax_enable_x64", True)
 
 m = 40
 t = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(m, m))
@@ -39,6 +47,9 @@ solvers = {
     "hypre": (general, lxs.PETSc(pc_type="hypre", rtol=1e-12)),
     "gmres": (general, lxs.PETSc(rtol=1e-12)),
 }
+if args.mode == "idle":
+    print("OK idle", flush=True)
+    raise SystemExit(0)
 results = {}
 for name, (op, solver) in solvers.items():
 

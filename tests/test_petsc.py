@@ -428,7 +428,7 @@ print("survived")
     assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-2000:]
 
 
-def _run(args, timeout=240):
+def _run(args, timeout=240, extra_env=None):
     # This process initialized MPI as a singleton (PETSc did, in the tests above), which
     # puts Open MPI's and PMIx's variables in its environment: a child `mpiexec` that
     # inherits them takes itself for a rank of this job and fails without a word.
@@ -436,9 +436,28 @@ def _run(args, timeout=240):
     env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    return subprocess.run(
-        args, capture_output=True, text=True, timeout=timeout, cwd=HERE.parent, env=env
+    env.update(extra_env or {})
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=HERE.parent,
+        env=env,
     )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # A hung job fails the test. SIGTERM first: `mpiexec` then ends its ranks, which
+        # the SIGKILL of `subprocess.run` left running (each in its own process group).
+        process.terminate()
+        try:
+            process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+        raise
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
 
 
 def test_interpreter_exit_releases_petsc_objects_cleanly():
@@ -489,6 +508,44 @@ def test_workers_are_released_when_rank_zero_fails(mode):
     done = _run(_mpiexec(2) + [sys.executable, program, "--mode", mode], timeout=120)
     assert done.returncode != 0
     assert "OK" not in done.stdout
+
+
+def test_served_workers_are_released_when_rank_zero_never_solves():
+    # The workers used to enter `PetscInitialize` (collective) at once and wait there for
+    # a rank 0 that never made a PETSc solve: the job hung at exit.
+    program = str(HERE / "petsc_program.py")
+    done = _run(_mpiexec(2) + [sys.executable, program, "--mode", "idle"], timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "OK idle" in done.stdout
+
+
+@pytest.mark.parametrize("serve", ["none", "workers"])
+def test_solving_under_mpiexec_without_petsc_serve_is_refused_and_the_job_ends(serve):
+    # "workers": rank 0 solved alone, printed its answer and then waited forever in
+    # `MPI_Finalize` for the workers that served it. "none": every rank solved alone,
+    # twice the work for one answer.
+    program = str(HERE / "petsc_program.py")
+    done = _run(_mpiexec(2) + [sys.executable, program, "--serve", serve], timeout=120)
+    assert done.returncode != 0
+    assert "OK" not in done.stdout
+    assert "did not call `lineax_sparse.petsc_serve()`" in done.stderr, done.stderr[-3000:]
+
+
+def test_without_petsc_serve_the_error_comes_at_trace_time_before_mpi():
+    # Refused from the launcher's environment, before PETSc or MPI is initialized: a rank
+    # 0 whose workers serve would otherwise wait for them in `PetscInitialize`.
+    script = """
+import sys, jax, jax.numpy as jnp, lineax as lx, scipy.sparse as sp, lineax_sparse as lxs
+op = lxs.SparseOperator.from_scipy(sp.eye_array(4).tocsr(), tags=lx.positive_semidefinite_tag)
+try:
+    jax.jit(lambda b: lx.linear_solve(op, b, lxs.PETSc()).value).trace(jnp.ones(4))
+except RuntimeError as error:
+    print("refused" if "petsc_serve()" in str(error) else error)
+print(sorted(m for m in ("petsc4py.PETSc", "mpi4py.MPI") if m in sys.modules))
+"""
+    done = _run([sys.executable, "-c", script], extra_env={"OMPI_COMM_WORLD_SIZE": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["refused", "[]"], done.stdout
 
 
 def test_importing_the_package_loads_neither_petsc_nor_mpi():

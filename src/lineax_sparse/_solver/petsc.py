@@ -206,6 +206,9 @@ class PETSc(AbstractIterativeHostSolver):
         return tuple(self._spec(*case) for case in sorted(cases))
 
     def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
+        # At trace time, on the user's side: under `mpiexec` without `petsc_serve()`, a
+        # solve would hang the job's exit or be done alone by each rank.
+        petsc_mpi.check_served()
         if jnp.issubdtype(operator.data.dtype, jnp.complexfloating):
             raise ValueError(
                 "`PETSc` solves real matrices (PETSc is built for one scalar type, real in "
@@ -281,6 +284,8 @@ def petsc_serve(exit: bool = True) -> int:
     (normally, by an exception, or by dying: the ranks are released in every case), and
     then ends the process (`exit=True`) or returns the rank (`exit=False`: the caller must
     then not run the JAX program). Without `mpiexec`, or on one rank, it does nothing.
+    Under `mpiexec -n P` (P > 1), a `lineax_sparse.PETSc` solve on a rank that did not call
+    it raises a `RuntimeError` that says so, at trace time.
 
     **Returns:** this process's rank (0 on the rank that runs the program).
     """

@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import resource
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,11 @@ INSTALL_HINT = (
 )
 
 _PETSc: Any = None
+#: Called once, just before PETSc is initialized in this process. `PetscInitialize` is
+#: collective over `MPI_COMM_WORLD`: rank 0 of a served job sets it to tell its workers,
+#: which initialize only then (a worker waiting inside it spins a core, and never leaves
+#: it if rank 0 makes no PETSc solve: the job then hung at exit, measured).
+before_initialize: Callable[[], None] | None = None
 
 
 def petsc() -> Any:
@@ -42,6 +48,8 @@ def petsc() -> Any:
             import petsc4py
         except ImportError as error:
             raise ImportError(INSTALL_HINT) from error
+        if before_initialize is not None:
+            before_initialize()
         # PETSc's own signal handler turns a crash anywhere in the process into its
         # message and an MPI abort; Python's (faulthandler) is the better witness.
         petsc4py.init([sys.argv[0] if sys.argv and sys.argv[0] else "python", "-no_signal_handler"])

@@ -9,6 +9,13 @@ PETSc's parallel AIJ on `MPI_COMM_WORLD`), takes its own share of every collecti
 operation (setup, solve), and gathers the solutions. Without `serve()`, or on one rank,
 the `Local` channel makes sequential PETSc objects in this process.
 
+A rank of a several-rank launch that uses PETSc without having called `serve()` is refused
+(`check_served`: at trace time from the launcher's environment, and again on the host from
+MPI's own size). Neither joining nor going on alone is safe there: the other ranks may be
+serving (they called `serve()`, this rank did not) and would wait for it forever, or running
+the program themselves, each solving alone what the user meant to share, and only an
+exchange with a timeout could tell which.
+
 Nothing can be left hanging:
 
 - rank 0 sends "stop" from an `atexit` hook (a normal end, `sys.exit`, or an uncaught
@@ -18,8 +25,14 @@ Nothing can be left hanging:
   `MPI_Finalize`);
 - a worker waits for commands by probing with sleeps (20 us growing to 2 ms), not in a
   blocking receive, so an idle worker does not spin a core that rank 0's JAX program needs;
+- a worker initializes PETSc only when rank 0 does (rank 0 sends "init" first:
+  `PetscInitialize` is collective), so a rank 0 that never solves leaves no worker waiting
+  inside it;
 - a worker that fails outside PETSc (a bug) still replies, with a failure status, and keeps
-  serving: rank 0 never waits for a reply that will not come.
+  serving: rank 0 never waits for a reply that will not come;
+- a refused rank 0 (above) whose MPI is initialized stops, at its exit, any worker that
+  serves it, or `MPI_Finalize` would wait for them forever; one whose MPI is not initialized
+  ends with the error, and `mpiexec` ends the job on a non-zero exit status.
 
 Objects are freed by rank 0's factors' finalizers, which only queue their ids (a
 finalizer can run in the middle of another exchange); the queue is flushed, locally and
@@ -38,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _petsc_objects
 from ._petsc_objects import Config, INSTALL_HINT, Objects, peak_resident, petsc
 from .base import Status
 
@@ -49,6 +63,7 @@ _lock = threading.Lock()
 _channel: Any = None  # the channel every PETSc factor of this process uses
 _world: Any = None  # (pkl5 communicator, size) on a rank 0 that serves workers
 _served = False
+_refused = False  # whether `check_served` raised here (and registered `_release_servers`)
 
 
 def _mpi():
@@ -85,6 +100,7 @@ def serve(exit: bool = True) -> int:
     comm = pkl5.Intracomm(world)
     if rank == 0:
         _world = (comm, size)
+        _petsc_objects.before_initialize = _initialize_workers
         atexit.register(_stop_workers)
         return 0
     _serve_worker(comm, world)
@@ -94,12 +110,23 @@ def serve(exit: bool = True) -> int:
     return rank
 
 
+def _initialize_workers() -> None:
+    """Rank 0, just before it initializes PETSc: the workers initialize it with it."""
+    comm, size = _world
+    for rank in range(1, size):
+        comm.send(("init",), dest=rank, tag=_COMMAND)
+
+
 #: What MPI launchers tell each process: Open MPI, MPICH / Intel MPI (PMI), PMIx.
 _SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
 
 
 def _launched_ranks() -> int:
-    """The number of ranks `mpiexec` started, from the environment (1 without a launcher)."""
+    """The number of ranks `mpiexec` started (1 without a launcher): from MPI if this
+    process initialized it already (with mpi4py), else from the launcher's environment."""
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized():
+        return MPI.COMM_WORLD.Get_size()
     for name in _SIZE_VARIABLES:
         value = os.environ.get(name, "")
         if value.isdigit():
@@ -115,7 +142,6 @@ def _importable(name: str) -> bool:
 
 def _serve_worker(comm, world) -> None:
     objects = Objects()
-    petsc()  # PETSc initialized on this (the main) thread
     pause = _POLL_FIRST
     while True:
         if not world.Iprobe(source=0, tag=_COMMAND):
@@ -129,7 +155,10 @@ def _serve_worker(comm, world) -> None:
             if operation == "stop":
                 objects.free_all()
                 return
-            if operation == "free":
+            if operation == "init":  # with rank 0 (collective), on this (the main) thread
+                petsc()
+                reply = False
+            elif operation == "free":
                 objects.free(arguments[0])
                 reply = False
             elif operation == "build":
@@ -314,9 +343,15 @@ class Distributed(Local):
 def channel() -> Local:
     """The channel of this process (on its owner thread), made on first use."""
     global _channel
+    if _channel is None:
+        # Before PETSc is initialized: `PetscInitialize` is collective, and workers that
+        # serve a rank 0 that did not call `serve()` never join it (they wait for "init").
+        check_served()
+        # MPI's own size, once PETSc initialized it: a launcher whose environment
+        # `_launched_ranks` does not know.
+        check_served(petsc().COMM_WORLD.getSize())
     with _lock:
         if _channel is None:
-            petsc()
             _channel = Local() if _world is None else Distributed(*_world)
             # Registered after petsc4py's own exit handler, so it runs first: every object
             # is destroyed (and the workers stopped) while PETSc and MPI are alive, on the
@@ -339,6 +374,60 @@ def _stop_workers() -> None:
             for rank in range(1, size):
                 comm.send(("stop",), dest=rank, tag=_COMMAND)
     # Otherwise the channel's own exit hook (registered later, so run earlier) stopped them.
+
+
+def check_served(size: int | None = None) -> None:
+    """Raise unless PETSc may run here: this process is not one of several MPI ranks
+    (`size`, or the launcher's count), or it called `serve()` as rank 0."""
+    global _refused
+    size = _launched_ranks() if size is None else size
+    if size <= 1 or _world is not None:
+        return
+    if not _refused:
+        _refused = True
+        atexit.register(_release_servers)
+    if _served:  # a worker whose `serve(exit=False)` returned
+        raise RuntimeError(
+            "`lineax_sparse.PETSc` solves on rank 0 only: this rank served with "
+            "`lineax_sparse.petsc_serve(exit=False)`, which returned when rank 0 ended; it "
+            "must not solve afterwards (end the process instead)."
+        )
+    raise RuntimeError(
+        f"`lineax_sparse.PETSc` was used in a program launched on {size} MPI ranks, but "
+        "this rank did not call `lineax_sparse.petsc_serve()`: call `lxs.petsc_serve()` "
+        "near the top of the program, on every rank, before the first solve. Rank 0 then "
+        "runs the program and the other ranks serve its PETSc solves, which are shared "
+        "between them. Without it, ranks waiting to serve would never exit, and ranks "
+        "running the program would each solve alone."
+    )
+
+
+def _release_servers() -> None:
+    """A refused rank 0's exit: stop the ranks that serve it (they called `serve()`, it
+    did not), or `MPI_Finalize` would wait for them forever.
+
+    Only when MPI is initialized already (by the user's mpi4py or by PETSc): initializing
+    it here would wait forever for ranks that never do (measured: Open MPI 4.1's
+    `MPI_Init` on one rank of two, the other exited without MPI). Ranks that are not
+    serving (they were refused too) leave the message unread.
+    """
+    if _world is not None:
+        return  # `serve()` was called after all: its own exit hook stops the workers
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is None:
+        if "petsc4py.PETSc" not in sys.modules or not _importable("mpi4py"):
+            return
+        from mpi4py import MPI  # initialized by PETSc: importing it initializes nothing
+    if not MPI.Is_initialized() or MPI.Is_finalized():
+        return
+    world = MPI.COMM_WORLD
+    if world.Get_rank() != 0:
+        return
+    from mpi4py.util import pkl5
+
+    comm = pkl5.Intracomm(world)
+    for rank in range(1, world.Get_size()):
+        comm.send(("stop",), dest=rank, tag=_COMMAND)
 
 
 def ranks() -> int:
