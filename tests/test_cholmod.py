@@ -15,9 +15,11 @@ from lineax_sparse.backends.checks import NormBound
 
 from .helpers import (
     assert_close,
+    assert_solves,
     elasticity2d,
     load,
     matrix,
+    matrix_condition,
     matrix_operator,
     operator,
     random_sparse,
@@ -48,7 +50,9 @@ def test_agrees_with_cvxopt_called_directly(name, getkey):
     cholmod.linsolve(
         cvxopt.spmatrix(dense.data, dense.row.tolist(), dense.col.tolist(), dense.shape), native
     )
-    np.testing.assert_allclose(x, np.asarray(native).ravel(), rtol=1e-9)
+    # 494_bus's condition number is 4e6: an elementwise 1e-9 asked more than it allows.
+    native = np.asarray(native).ravel()
+    assert_solves(dense, x, b, reference=native, condition=matrix_condition(name))
 
 
 @pytest.mark.parametrize(
@@ -67,7 +71,7 @@ def test_modes_and_orderings(options, name, getkey):
     b = random_vector(getkey(), dense.shape[0], dense.dtype)
     x = lx.linear_solve(matrix_operator(name), b, solver=lxs.Cholmod(**options)).value
     expected = np.linalg.solve(dense.toarray(), np.asarray(b))
-    assert np.max(np.abs(x - expected)) / np.max(np.abs(expected)) <= 1e-8
+    assert_solves(dense, x, b, reference=expected, condition=matrix_condition(name))
 
 
 def test_indefinite_matrix_is_reported_not_solved(getkey):
@@ -207,8 +211,9 @@ def test_auto_sparse_fallback(getkey):
     b = random_vector(getkey(), op.size, jnp.float64)
     _failed(unchecked(op, b, lxs.AutoSparse()))
     x = lx.linear_solve(op, b, solver=lxs.AutoSparse(fallback=True)).value
-    expected = np.linalg.solve(load("hangGlider_2.mtx").toarray(), np.asarray(b))
-    assert np.max(np.abs(x - expected)) / np.max(np.abs(expected)) <= 1e-3
+    dense = matrix("hangGlider_2")
+    expected = np.linalg.solve(dense.toarray(), np.asarray(b))
+    assert_solves(dense, x, b, reference=expected, condition=matrix_condition("hangGlider_2"))
     # A tagged matrix whose values are not symmetric also falls back.
     dense = random_sparse(30, 0.1, np.float64, seed=51)
     x = lx.linear_solve(operator(dense, PSD), jnp.ones(30), solver=lxs.AutoSparse(True)).value
@@ -291,7 +296,9 @@ def test_floating_islands_are_estimated_and_cleared():
     factor = backend.factor(pattern, backend.analyse(pattern), csc, None)
     assert factor.condition.rcond is not None and factor.condition.rcond > 100 * RCOND_LIMIT
     x = lx.linear_solve(operator(a, PSD), jnp.ones(a.shape[0]), solver=lxs.Cholmod()).value
-    assert_close(x, np.linalg.solve(a.toarray(), np.ones(a.shape[0])), jnp.float64, factor=1e6)
+    # Condition number 1e13: 1e-4 relative to a dense solve asked more than it allows.
+    b = np.ones(a.shape[0])
+    assert_solves(a, x, b, reference=np.linalg.solve(a.toarray(), b))
 
 
 def test_quick_pivot_bound_defers_to_the_exact_check_near_singularity():

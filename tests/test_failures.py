@@ -8,8 +8,9 @@ import pytest
 from jax.experimental import sparse as jsparse
 
 import lineax_sparse as lxs
+from lineax_sparse.backends.checks import BACKWARD_ERROR_LIMIT
 
-from .helpers import load, operator, random_sparse, random_vector, with_data
+from .helpers import backward_error, load, operator, random_sparse, random_vector, with_data
 
 
 SOLVER = lxs.SuperLU()
@@ -135,14 +136,16 @@ def test_tiny_pivot_garbage_is_caught():
 
 
 def test_weak_pivoting_is_repaired_by_refinement(getkey):
-    """hangGlider_2 without pivoting has backward error ~1e-10..1e-5; refinement repairs it."""
+    """hangGlider_2 without pivoting has backward error ~1e-10..1e-5; refinement repairs it
+    up to what a success promises: a backward error within `BACKWARD_ERROR_LIMIT`, measured
+    here independently. (At condition 1e11 that bounds no forward error: a comparison with
+    a dense solve, which passed, asked for more than the solver promises.)"""
     matrix = load("hangGlider_2.mtx")
     b = random_vector(getkey(), matrix.shape[0], jnp.float64)
-    expected = np.linalg.solve(matrix.toarray(), np.asarray(b))
     for ordering in ("COLAMD", "MMD_AT_PLUS_A"):
         solver = lxs.SuperLU(ordering=ordering, pivot_threshold=0.0, symmetric_mode=True)
         sol = lx.linear_solve(operator(matrix), b, solver=solver, throw=False)
         if sol.result == lx.RESULTS.successful:
-            assert np.max(np.abs(sol.value - expected)) / np.max(np.abs(expected)) < 1e-3
+            assert backward_error(matrix, sol.value, b) <= BACKWARD_ERROR_LIMIT
         else:
             _expect(sol, lx.RESULTS.singular)

@@ -149,6 +149,7 @@ def test_memory_stays_bounded_over_many_distinct_jitted_solves(solver, getkey):
     assert_close(x, np.linalg.solve(np.asarray(op.as_matrix()) * (1.0 + 0.399), b), jnp.float64)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's /proc")
 def test_resident_memory_bounded_in_a_fresh_process():
     """The process's resident set must stop growing once the budget is reached."""
     code = r"""

@@ -210,7 +210,9 @@ def _check(system: System, solver_name: str) -> None:
         expected = _reference(system)
         scale = np.max(np.abs(expected), initial=0.0)
         error = np.max(np.abs(value - expected), initial=0.0)
-        tolerance = TOLERANCE[system.dtype] * (1e3 if solver_name == "amg" else 1.0)
+        tolerance = TOLERANCE[system.dtype]
+        if solver_name == "amg":  # rtol 1e-10 at condition numbers of about 5
+            tolerance = max(tolerance, 1e-6)  # (1e3 times float32's 2e-3 tested nothing)
         assert error <= tolerance * scale, (error, scale)
         if system.transform == "grad" and system.dtype == np.float64 and scale > 0:
             _check_gradient(system, solver, b)
