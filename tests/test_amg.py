@@ -13,9 +13,12 @@ import lineax_sparse as lxs
 
 from .helpers import (
     anisotropic2d,
+    BACKWARD_FACTOR,
+    condition_number,
     convection_diffusion2d,
     dense_from_data,
     elasticity2d,
+    eps,
     load,
     operator,
     poisson2d,
@@ -37,11 +40,20 @@ SYMMETRIC = {
 
 
 def _check_solution(x, matrix, b, rtol):
-    """Converged to rtol: residual within rtol, and the error within cond-scaled bounds."""
+    """Converged to rtol: the residual within rtol (up to the rounding of evaluating it,
+    here and on the host), and the error within what that residual allows,
+    `|x - x*| <= kappa_2 |b - A x|` / |b| |x*|`, plus the direct solve's own error."""
     x, b = np.asarray(x), np.asarray(b)
-    assert np.linalg.norm(b - matrix @ x) <= 1.0001 * rtol * np.linalg.norm(b)
+    per_row = int(np.max(np.diff(matrix.tocsr().indptr)))
+    rounding = 2 * (per_row + 1) * eps(np.float64)
+    scale = np.linalg.norm(abs(matrix) @ np.abs(x) + np.abs(b))
+    assert np.linalg.norm(b - matrix @ x) <= rtol * np.linalg.norm(b) + rounding * scale
     direct = spla.spsolve(matrix.tocsc(), b)
-    assert np.linalg.norm(x - direct) <= 1e4 * rtol * np.linalg.norm(direct)
+    kappa_inf = condition_number(matrix)
+    symmetric = abs(matrix - matrix.T).max() == 0
+    kappa_2 = kappa_inf if symmetric else np.sqrt(kappa_inf * condition_number(matrix.T))
+    bound = kappa_2 * (rtol + rounding) + 4 * kappa_inf * 2 * BACKWARD_FACTOR * eps(np.float64)
+    assert np.linalg.norm(x - direct) <= bound * np.linalg.norm(direct)
 
 
 CASES = [
@@ -445,6 +457,88 @@ def test_adjoint_initial_guess(getkey):
     _, swapped = solver.transpose(state, {"y0": b, "adjoint_y0": 2 * b})
     assert swapped["y0"] is not None and np.array_equal(swapped["y0"], 2 * b)
     assert np.array_equal(swapped["adjoint_y0"], b)
+
+
+def _mixed_guess(n: int) -> np.ndarray:
+    """Entries from 1e-300 to 1e300 in magnitude, both signs."""
+    return np.array([1e300, -1.0, 1e-300, -1e150, 3.0, 1e-200])[np.arange(n) % 6]
+
+
+FAR_GUESSES = {
+    "1e100": lambda n: np.full(n, 1e100),
+    "1e160": lambda n: np.full(n, 1e160),
+    "1e300": lambda n: np.full(n, 1e300),
+    "-1e300": lambda n: np.full(n, -1e300),
+    "mixed": _mixed_guess,
+}
+
+
+@pytest.mark.parametrize("krylov", ["auto", "gmres", "none"])
+@pytest.mark.parametrize("guess", FAR_GUESSES)
+def test_a_guess_far_worse_than_zero_starts_from_zero(guess, krylov, getkey):
+    # A guess 1e100 times too large cost 142-300 steps where zero took 7, and one whose
+    # residual norm overflows (1e160 and beyond) was a breakdown at step 0.
+    matrix = poisson2d(16)
+    op = operator(matrix, PSD)
+    b = random_vector(getkey(), op.size, jnp.float64)
+    solver = lxs.AMG(rtol=1e-10, krylov=krylov, max_steps=300)
+    zero = lx.linear_solve(op, b, solver=solver, throw=False)
+    y0 = jnp.asarray(FAR_GUESSES[guess](op.size))
+    far = lx.linear_solve(op, b, solver=solver, options={"y0": y0}, throw=False)
+    assert far.result == lx.RESULTS.successful
+    assert int(far.stats["num_steps"]) <= int(zero.stats["num_steps"])
+    # Converged to rtol: |x - x*| <= kappa |r| / |b| |x*| (symmetric: kappa_2 <= kappa_inf).
+    expected = jnp.linalg.solve(jnp.asarray(matrix.toarray()), b)
+    error = jnp.linalg.norm(far.value - expected) / jnp.linalg.norm(expected)
+    assert error <= condition_number(matrix) * 2e-10
+    _check_solution(far.value, matrix, b, 1e-10)
+
+
+def test_start_residuals_are_compared_without_overflow():
+    # `checks.best_start`, shared by AMG and PETSc: per column, the candidate with the
+    # smaller residual than zero's, its norm computed without overflow.
+    from lineax_sparse.backends.checks import best_start, residual_norms
+
+    matrix = poisson2d(4)  # entries up to 4, row sums 0 to 2
+    rhs = np.full((16, 1), 0.5)
+    ones = np.ones((16, 1))
+    huge = residual_norms(lambda v: matrix @ v, rhs, 1e300 * ones)
+    # |S 1| = |row sums|; squaring 1e300 overflowed np.linalg.norm to inf.
+    np.testing.assert_allclose(huge, 1e300 * np.linalg.norm(matrix @ ones), rtol=1e-15)
+    overflowing = residual_norms(lambda v: matrix @ v, rhs, np.full((16, 1), 1.7e308))
+    assert overflowing[0] == np.inf  # 4 * 1.7e308: truly too large, never NaN
+    exact = np.linalg.solve(matrix.toarray(), rhs)
+    candidates = np.concatenate([exact, 1e300 * ones, np.full((16, 1), np.nan)], axis=1)
+    start = best_start(lambda v: matrix @ v, np.repeat(rhs, 3, axis=1), [candidates])
+    np.testing.assert_array_equal(start[:, 0], exact[:, 0])
+    assert not np.any(start[:, 1:])
+
+
+def test_far_guesses_of_a_transposed_and_a_scaled_solve_start_from_zero(getkey):
+    # The choice is made in the iteration's coordinates: a matrix scaled near the overflow
+    # threshold, a tiny right-hand side, and the adjoint guess of the backward pass.
+    matrix = convection_diffusion2d(12, 0.8)
+    op = operator(matrix)
+    b = random_vector(getkey(), op.size, jnp.float64)
+    w = random_vector(getkey(), op.size, jnp.float64)
+    solver = lxs.AMG(rtol=1e-10)
+    far = jnp.full(op.size, 1e300)
+    unscaled = np.linalg.solve(matrix.toarray(), np.asarray(b))
+    # (matrix exponent, right-hand side exponent): A 2^e x = b 2^f, x = 2^(f - e) x_1.
+    for e, f in [(0, 0), (0, -1000), (1000, 0), (-1000, 0), (-1000, -1000)]:
+        scaled = operator(matrix * 2.0**e)
+        solution = lx.linear_solve(scaled, b * 2.0**f, solver, options={"y0": far}, throw=False)
+        assert solution.result == lx.RESULTS.successful
+        expected = np.ldexp(unscaled, f - e)
+        error = np.max(np.abs(solution.value - expected)) / np.max(np.abs(expected))
+        assert error <= 1e-7, f"{e=}, {f=}: relative error {error:.2e}"
+
+    def loss(data):
+        x = lxs.linear_solve(with_data(op, data), b, solver, options={"adjoint_y0": far})
+        return w @ x.value
+
+    reference = jax.grad(lambda d: w @ jnp.linalg.solve(dense_from_data(op, d), b))(op.data)
+    np.testing.assert_allclose(jax.grad(loss)(op.data), reference, rtol=1e-6)
 
 
 def test_guesses_with_tangents_work_under_grad(getkey):

@@ -46,7 +46,9 @@ class AMG(AbstractIterativeHostSolver):
         `warm_start=True`, from the previous transposed solution.
 
     An initial guess changes where the iteration starts, never what it converges to (the
-    true residual is checked against the tolerance), so it has no derivative. lineax
+    true residual is checked against the tolerance), so it has no derivative. A column of
+    a guess that leaves a larger residual than zero (a guess far off, huge or not finite)
+    starts from zero instead, as `warm_start` does. lineax
     refuses options that carry tangents ("Unexpected tangent"); a guess computed from
     differentiated values (the previous step's solution, say) works under `jax.grad` when
     the solve is called through `lineax_sparse.linear_solve`, which detaches the guesses,

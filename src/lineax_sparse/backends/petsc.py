@@ -19,12 +19,15 @@ Checks. PETSc's convergence test is not trusted: after every solve the true resi
 `max(rtol |b|, atol)` itself; one that PETSc calls converged but that does not (a
 preconditioned-norm test, a transpose the preconditioner does not really apply: hypre's
 BoomerAMG "converges" in 0 iterations with the residual of a zero solution) continues from
-its iterate with a tighter tolerance while that makes progress. A direct solve (`direct`)
-goes through `checks.checked_solve` (backward error, iterative refinement) like CHOLMOD's
-and SuperLU's. `KSPConvergedReason` maps onto statuses: `DIVERGED_ITS` -> `MAX_STEPS_REACHED`;
-a failed factorization (`DIVERGED_PC_FAILED`, zero pivot) -> `SINGULAR` for a direct solve;
-an indefinite matrix or preconditioner under CG -> `NOT_POSITIVE_DEFINITE`; every other
-divergence, PETSc error and non-finite iterate -> `BREAKDOWN`.
+its iterate with a tighter tolerance while that makes progress. An initial guess (`y0`)
+is used, column by column, only where its residual is smaller than zero's
+(`checks.best_start`): a guess of 1e100 or 1e300 was a breakdown at step 0. A direct solve
+(`direct`) goes through `checks.checked_solve` (backward error, iterative refinement) like
+CHOLMOD's and SuperLU's. `KSPConvergedReason` maps onto statuses: `DIVERGED_ITS` ->
+`MAX_STEPS_REACHED`; a failed factorization (`DIVERGED_PC_FAILED`, zero pivot) ->
+`SINGULAR` for a direct solve; an indefinite matrix or preconditioner under CG ->
+`NOT_POSITIVE_DEFINITE`; every other divergence, PETSc error and non-finite iterate ->
+`BREAKDOWN`.
 
 Transposed solves (the backward pass). Exactly symmetric values use the same KSP with
 `KSPSolve`. A direct solve by PETSc's or MUMPS's factorization uses `KSPSolveTranspose`
@@ -60,6 +63,7 @@ from . import petsc_mpi
 from ._petsc_objects import Config, petsc
 from .base import FactorError, Pattern, single_threaded_blas, SolveResult, Status
 from .checks import (
+    best_start,
     checked_solve,
     Condition,
     confirm,
@@ -122,6 +126,14 @@ class _Factor:
             data = self.matrix.data
             self._symmetric = unpaired.size == 0 and np.array_equal(data[lower], data[upper])
         return self._symmetric
+
+
+def _scaled_product(factor: _Factor, block: np.ndarray, transpose: bool) -> np.ndarray:
+    """`op(S) block` for `S = 2^-exponent A` from the kept `A`, without overflow for
+    entries of `block` at most 1: a large `A` meets a scaled-down block."""
+    up = max(factor.exponent, 0)
+    operator = factor.matrix.T if transpose else factor.matrix
+    return scale(operator @ scale(block, -up), up - factor.exponent)
 
 
 class PETScBackend:
@@ -257,7 +269,14 @@ class PETScBackend:
         # S = 2^-e A, b = 2^f b': A x = b  <=>  S x' = b', x = 2^(f - e) x'.
         shift = exponents(np.max(np.abs(rhs), axis=0, initial=0.0))
         work = scale(rhs, -shift[None, :])
-        start = None if guess is None else scale(guess, factor.exponent - shift[None, :])
+        start = None
+        if guess is not None:
+            # The guess is used only where it leaves a smaller residual than zero.
+            start = best_start(
+                lambda block: _scaled_product(factor, block, transpose),
+                work,
+                [scale(guess, factor.exponent - shift[None, :])],
+            )
         atol = np.ldexp(self.atol, -shift)
         rtol = self.adjoint_rtol if transpose else self.rtol
         x = np.zeros((n, k))
@@ -269,7 +288,7 @@ class PETScBackend:
                 status[column] = Status.BREAKDOWN
                 x[:, column] = np.nan
                 continue
-            x0 = None if start is None else start[:, column].copy()
+            x0 = None if start is None or not start[:, column].any() else start[:, column].copy()
             try:
                 mode = self._mode(factor, transpose)
             except FactorError as error:
