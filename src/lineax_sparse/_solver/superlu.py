@@ -12,6 +12,7 @@ class SuperLU(AbstractHostSolver):
     For any square nonsingular operator, real or complex. The column ordering is computed
     once per sparsity pattern and reused for every later factorization of that pattern;
     transposed and conjugated solves (the backward pass) reuse the forward factorization.
+    A complex right-hand side of a real matrix is solved as its real and imaginary parts.
     float32 / complex64 systems are factorized in double precision on the host and the
     solution is returned in the input's precision.
 

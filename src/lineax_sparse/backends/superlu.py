@@ -48,6 +48,7 @@ from .checks import (
     one_norm,
     PIVOT_GATE,
     RCOND_LIMIT,
+    solve_split,
 )
 from .options import SUPERLU_ORDERINGS
 
@@ -247,6 +248,13 @@ class SuperLUBackend:
         if n == 0:
             empty = np.zeros(k)
             return SolveResult(rhs.copy(), np.zeros(k, np.int32), np.zeros(k, np.int32), empty)
+        if np.iscomplexobj(rhs) and not np.iscomplexobj(factor.matrix.data):
+            # A real factor solves only real blocks (SuperLU refuses to cast a complex one),
+            # and a real matrix is real-linear: the real and imaginary parts are solved as
+            # one real block of 2k columns, each part checked like any other column.
+            return solve_split(
+                lambda block, _: self.solve(factor, block, transpose, conjugate, None), rhs, None
+            )
         result = checked_solve(
             lambda b: self._apply_inverse(factor, b, transpose, conjugate),
             factor.matrix,
