@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 import lineax_sparse as lxs
@@ -56,6 +57,56 @@ def test_options_are_checked():
         lxs.SuperLU(pivot_threshold=2.0)
     with pytest.raises(ValueError, match="symmetric_mode"):
         lxs.SuperLU(symmetric_mode=1)  # type: ignore[arg-type]
+
+
+def _same_pattern_matrices(count: int, n: int = 40):
+    """A random pattern (a `StaticPattern`) and the values of `count` matrices on it, their
+    condition numbers in [1e2, 1e3], their entries odd multiples of 1/2 (so that pivot
+    candidates tie, as in circuit matrices)."""
+    rng = np.random.default_rng(0)
+    structure = (sp.random(n, n, density=0.12, random_state=rng) + sp.eye(n)).tocoo()
+    values = []
+    while len(values) < count:
+        entries = np.round(2 * rng.standard_normal(structure.nnz)) + 0.5
+        dense = sp.coo_matrix((entries, (structure.row, structure.col)), shape=(n, n))
+        if 1e2 <= np.linalg.cond(dense.toarray()) <= 1e3:
+            values.append(jnp.asarray(entries))
+    indices = np.stack([structure.row, structure.col], axis=1).astype(np.int32)
+    return lxs.static_pattern(indices, n), values
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [lxs.SuperLU(pivot_threshold=0.0), lxs.SuperLU(), lxs.SuperLU("COLAMD", 0.1, True)],
+    ids=["threshold-0", "default", "symmetric-mode"],
+)
+def test_a_factorization_does_not_depend_on_what_was_factorized_before(solver):
+    # The pattern's cached column order must give the same pivots as a fresh factorization:
+    # with it, `pivot_threshold=0` once gave `singular` or `successful` to the same matrix
+    # depending on whether another matrix of its pattern had been factorized first.
+    pattern, (first, *values) = _same_pattern_matrices(41)
+    b = jnp.ones(pattern.n)
+
+    @jax.jit
+    def solve(data):
+        op = lxs.SparseOperator.from_pattern(pattern, data)
+        solution = lx.linear_solve(op, b, solver=solver, throw=False)
+        return solution.value, solution.result == lx.RESULTS.successful
+
+    flipped, changed = [], []
+    for k, data in enumerate(values):
+        lxs.clear_cache()
+        fresh, fresh_ok = solve(data)
+        lxs.clear_cache()
+        solve(first)  # the pattern's ordering now comes from `first`
+        after, after_ok = solve(data)
+        assert lxs.cache_info().analyses == 1  # one pattern: `data` reused `first`'s
+        if bool(after_ok) != bool(fresh_ok):
+            flipped.append(k)
+        if not np.array_equal(after, fresh, equal_nan=True):
+            changed.append(k)
+    assert not flipped, f"the status of matrices {flipped} depends on what came before"
+    assert not changed, f"the solutions of matrices {changed} depend on what came before"
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])

@@ -10,9 +10,11 @@ class SuperLU(AbstractHostSolver):
     """Sparse LU with partial pivoting, through SuperLU (`scipy.sparse.linalg.splu`).
 
     For any square nonsingular operator, real or complex. The column ordering is computed
-    once per sparsity pattern and reused for every later factorization of that pattern;
-    transposed and conjugated solves (the backward pass) reuse the forward factorization.
-    A complex right-hand side of a real matrix is solved as its real and imaginary parts.
+    once per sparsity pattern and reused for every later factorization of that pattern,
+    which gives bit for bit what a fresh factorization gives: the answer and status of a
+    matrix never depend on what was factorized before. Transposed and conjugated solves
+    (the backward pass) reuse the forward factorization. A complex right-hand side of a
+    real matrix is solved as its real and imaginary parts.
     float32 / complex64 systems are factorized in double precision on the host and the
     solution is returned in the input's precision.
 

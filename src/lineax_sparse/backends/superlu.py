@@ -2,9 +2,32 @@
 
 Symbolic reuse: scipy exposes no stand-alone column ordering, so the first factorization of
 a pattern runs with the requested ordering, and its column permutation `q = argsort(perm_c)`
-is kept for the pattern. Later factorizations factor `A[:, q]` with `permc_spec="NATURAL"`,
-which reproduces the same fill and the same factors without recomputing the ordering.
-(Passing `A[:, perm_c]` instead is the inverse permutation: 7x the fill on a 128^2 Poisson.)
+is kept for the pattern. `perm_c` is SuperLU's whole column order: the fill-reducing
+ordering followed by the postorder of the column elimination tree (which `sp_preorder`
+applies unless `SymmetricMode` is on). Later factorizations factor `B = A[q, q]` with
+`permc_spec="NATURAL"`, which reproduces a fresh factorization of `A` bit for bit (the
+same pivots, fill, factors and solutions) without recomputing the ordering, because:
+
+- SuperLU's preferred diagonal in column `j` of `A Pc` (`diag_pivot_thresh`, symmetric
+  mode, and ties with the largest entry even at the default threshold 1) is row
+  `iperm_c[j]`: `A`'s own diagonal in a fresh factorization, but row `j` in one of `A[:,
+  q]` with the natural ordering, an off-diagonal entry. Relabelling the rows with the
+  columns makes it `A`'s diagonal again. Without it, `pivot_threshold=0` gave 16 of 60
+  random matrices of one pattern (n = 100, condition numbers 1e2-1e3) another status,
+  successful or singular, when another matrix of the pattern had been factorized first.
+- Each column of `B` keeps its entries in `A`'s row order, unsorted: SuperLU discovers the
+  structure of `L` in that order and breaks ties between equal pivot candidates by it, so
+  sorted columns choose other pivots (even other fill) when entries tie. `splu` sorts a
+  matrix not flagged canonical, so `B` is flagged (it has no duplicates).
+- `B`'s column elimination tree is already postordered, so the postorder SuperLU applies
+  to it is the identity, and its relaxed supernodes are the fresh factorization's (scipy
+  turns `SymmetricMode` on for `"NATURAL"`, which only chooses the heap-based relaxation
+  that gives the same supernodes on a postordered tree).
+
+This is checked once per process on a small matrix with ties (`_reuse_is_exact`); where it
+does not hold (another scipy), every factorization computes its own ordering instead.
+(`perm_c` used where `q` is meant is the inverse permutation: 7x the fill on a 128^2
+Poisson.)
 
 What SuperLU does not report, and how it is caught (docs/reliability.md has the figures):
 
@@ -58,12 +81,45 @@ ORDERINGS = SUPERLU_ORDERINGS
 
 @dataclasses.dataclass
 class _Ordering:
-    """Per-pattern symbolic data: the column permutation and the permuted CSC structure."""
+    """Per pattern: the column order `q` of the first factorization and, from the second one
+    on, the CSC structure of `A[q, q]` (module docstring)."""
 
     column_order: np.ndarray | None = None
     gather: np.ndarray | None = None
     indptr: np.ndarray | None = None
     row_indices: np.ndarray | None = None
+
+    def reordered(self, matrix: sp.csc_matrix) -> sp.csc_matrix:
+        """`matrix[q, q]`, each column's entries in `matrix`'s row order (not sorted)."""
+        if self.gather is None:
+            self.gather, self.indptr, self.row_indices = _reordered_structure(
+                matrix.indices, matrix.indptr, self.column_order
+            )
+        reordered = sp.csc_matrix(
+            (matrix.data[self.gather], self.row_indices, self.indptr),
+            shape=matrix.shape,
+            copy=False,
+        )
+        # The order of each column decides SuperLU's ties (module docstring), and `splu`
+        # sorts a matrix not flagged canonical; a pattern has no duplicates.
+        reordered.has_canonical_format = True
+        return reordered
+
+
+def _reordered_structure(
+    indices: np.ndarray, indptr: np.ndarray, order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CSC structure of `A[order, order]` for `A` given by `indices` and `indptr`:
+    (positions of its entries in `A`'s values, its `indptr`, its row indices), each column
+    keeping the order of `A`'s column `order[j]`."""
+    counts = np.diff(indptr)[order].astype(np.int64)
+    new_indptr = np.zeros(order.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=new_indptr[1:])
+    shift = np.asarray(indptr, dtype=np.int64)[order] - new_indptr[:-1]
+    gather = np.repeat(shift, counts) + np.arange(new_indptr[-1], dtype=np.int64)
+    rank = np.empty(order.size, dtype=np.int32)
+    rank[order] = np.arange(order.size, dtype=np.int32)  # row i of A is row rank[i] of B
+    return gather, new_indptr.astype(np.int32), rank[indices[gather]]
 
 
 @dataclasses.dataclass
@@ -130,33 +186,18 @@ class SuperLUBackend:
         ):
             matrix, rows, columns = equilibrate(matrix)
             column_max = column_maxima(matrix)
-        if analysis.column_order is None:
-            lu = self._splu(matrix, self._ordering(pattern))
-            analysis.column_order = np.argsort(lu.perm_c).astype(np.int32)
-            order = None
-            factored_columns = analysis.column_order  # U's column j is A's column q[j]
-        else:
-            if analysis.gather is None:
-                # Second factorization of this pattern: the permuted CSC structure, once.
-                positions = sp.csc_matrix(
-                    (
-                        np.arange(1, pattern.nnz + 1, dtype=np.float64),
-                        matrix.indices,
-                        matrix.indptr,
-                    ),
-                    shape=matrix.shape,
-                )[:, analysis.column_order]
-                analysis.gather = positions.data.astype(np.int64) - 1
-                analysis.indptr = positions.indptr
-                analysis.row_indices = positions.indices
-            permuted = sp.csc_matrix(
-                (matrix.data[analysis.gather], analysis.row_indices, analysis.indptr),
-                shape=matrix.shape,
-                copy=False,
-            )
-            lu = self._splu(permuted, "NATURAL")
+        if analysis.column_order is not None and _reuse_is_exact():
+            lu = self._splu(analysis.reordered(matrix), "NATURAL")
             order = analysis.column_order
-            factored_columns = order[np.argsort(lu.perm_c)]
+        else:
+            lu = self._splu(matrix, self._ordering(pattern))
+            order = None
+            if analysis.column_order is None:
+                analysis.column_order = np.argsort(lu.perm_c).astype(np.int32)
+        # U's column j is A's column `factored_columns[j]`.
+        factored_columns = np.argsort(lu.perm_c)
+        if order is not None:
+            factored_columns = order[factored_columns]
         top = float(column_max.max(initial=0.0))
         factor = _Factor(
             lu, order, matrix, NormBound(top, lambda: matrix_norm(matrix)), rows, columns
@@ -218,10 +259,10 @@ class SuperLUBackend:
 
     def _apply_inverse(self, factor: _Factor, rhs: np.ndarray, transpose: bool, conjugate: bool):
         order = factor.column_order
-        # With S Q = LU (Q = columns `order`): S x = b  <=>  (SQ) y = b, x[order] = y;
-        # S^T x = c  <=>  (SQ)^T x = c[order]. conj(S) x = b  <=>  S conj(x) = conj(b).
+        # With B = S[q, q] = LU (q = `order`): S x = b  <=>  B x[q] = b[q], and
+        # S^T x = c  <=>  B^T x[q] = c[q]. conj(S) x = b  <=>  S conj(x) = conj(b).
         work = rhs.conj() if conjugate else rhs
-        if order is not None and transpose:
+        if order is not None:
             work = work[order]
         trans = "T" if transpose else "N"
         # One block solve with BLAS held to one thread: threaded BLAS gains nothing in
@@ -229,7 +270,7 @@ class SuperLUBackend:
         # is 2x slower than the block (64 columns on a 128^2 Poisson: 74 / 171 ms).
         with single_threaded_blas():
             x = factor.lu.solve(np.asfortranarray(work), trans=trans)
-        if order is not None and not transpose:
+        if order is not None:
             unpermuted = np.empty_like(x)
             unpermuted[order] = x
             x = unpermuted
@@ -277,3 +318,44 @@ class SuperLUBackend:
         # Row indices of L and U plus the permutations, roughly.
         stored += lu.nnz * 4 + 4 * lu.shape[0] * 4
         return int(stored)
+
+
+_reuse_exact: bool | None = None  # None until `_reuse_is_exact` has run
+
+
+def _reuse_is_exact() -> bool:
+    """Whether factorizing `A[q, q]` with the natural ordering reproduces a fresh
+    factorization of `A` bit for bit on this scipy (module docstring); checked once per
+    process. If not, every factorization computes its own ordering."""
+    global _reuse_exact
+    if _reuse_exact is None:
+        try:
+            _reuse_exact = _reuse_self_test()
+        except Exception:  # noqa: BLE001 - any failure means "do not reuse"
+            _reuse_exact = False
+    return _reuse_exact
+
+
+def _reuse_self_test() -> bool:
+    # A fixed 16 x 16 matrix whose entries tie (odd multiples of 1/2 in [-2.5, 3.5]): a
+    # reuse that sorted its columns, or did not relabel its rows, chooses other pivots on it
+    # with either ordering and either threshold (checked on scipy 1.17), so its solutions
+    # differ in some bits.
+    n = 16
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    structure = ((i * 6 + j * 3 + i * j) % 11 < 3) | (i == j)
+    matrix = sp.csc_matrix(np.where(structure, (i * 5 + j * 3) % 7 - 2.5, 0.0))
+    rhs = np.cos(np.arange(n, dtype=np.float64))
+    for ordering in ("MMD_AT_PLUS_A", "COLAMD"):
+        for threshold in (1.0, 0.0):
+            backend = SuperLUBackend(ordering, threshold, symmetric_mode=False)
+            fresh = backend._splu(matrix, ordering)
+            kept = _Ordering(np.argsort(fresh.perm_c))
+            reused = backend._splu(kept.reordered(matrix), "NATURAL")
+            order = kept.column_order
+            for trans in ("N", "T"):
+                x = np.empty(n)
+                x[order] = reused.solve(rhs[order], trans=trans)
+                if not np.array_equal(x, fresh.solve(rhs, trans=trans)):
+                    return False
+    return True
