@@ -72,7 +72,7 @@ def superlu_row(name: str, matrix, repeats: int) -> list[str]:
         start = time.perf_counter()
         column_max = checks.column_maxima(csc)
         pivots = superlu_pivots.pivots(factor.lu, np.float64)
-        columns = analysis.column_order[np.argsort(factor.lu.perm_c)]
+        columns = factor.column_order[np.argsort(factor.lu.perm_c)]
         bool(np.all(np.abs(pivots) / column_max[columns] >= checks.PIVOT_GATE))
         check_t.append(time.perf_counter() - start)
         factor.condition.rcond = None

@@ -19,8 +19,22 @@ by 1 + 1e-12 k with a k never used before (the ordering of the pattern is reused
 optimisation loop). Times are medians over the repetitions after one warm-up call (which includes
 compilation). The Markdown table goes to stdout and to benchmarks/results/superlu.md.
 
-    python benchmarks/bench_superlu.py            # full run, a few minutes
-    python benchmarks/bench_superlu.py --quick    # smoke test, under a minute
+Part `orderings` (`--part orderings`) compares SuperLU's column orderings: for each matrix,
+`splu(A, permc_spec=...)` with COLAMD, MMD_AT_PLUS_A and MMD_ATA (NATURAL is left out: its
+fill on a grid is that of a band), called through scipy directly, each ordering in its own
+child process that is abandoned after `--limit` seconds (a bad ordering can take many
+minutes), medians of `--repeats` calls (default 3) after a warm-up; then the ordering
+`SuperLU(ordering="auto")` chooses for the matrix, the previous rule's choice
+(MMD_AT_PLUS_A for every structurally symmetric pattern), each as a ratio to the best
+ordering, and ours: the jitted `SuperLU()` forward solve, cold (the cache cleared before
+each call: ordering, factorization, checks and one solve). Matrices: MAC Stokes saddle
+points (n = 4,719, 10,679 and 67,199), circuits (rajat19, west0479), hangGlider_2,
+bcsstk13, 2D Poisson 512², the MBB beam 180 × 60 and 3D Poisson 30³. The load average is
+printed per matrix. The table goes to benchmarks/results/superlu_orderings.md.
+
+    python benchmarks/bench_superlu.py            # both parts, about 15 minutes
+    python benchmarks/bench_superlu.py --quick    # smoke test, a minute or two
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_superlu.py --part orderings
 """
 
 from __future__ import annotations
@@ -29,7 +43,9 @@ import argparse
 import dataclasses
 import os
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -44,12 +60,14 @@ from jax.experimental.sparse.linalg import spsolve
 import lineax_sparse as lxs
 from common import (
     environment,
+    Failure,
     format_ratio,
     format_result,
     isolated_result,
     markdown_table,
     poisson_2d,
     Result,
+    source_version,
     Step,
     time_interleaved,
     time_isolated,
@@ -260,16 +278,173 @@ def report(problems: list[Problem], all_results: list[dict[str, Result]]) -> str
     return markdown_table(header, rows)
 
 
+# --- Part `orderings`: SuperLU's column orderings, and the one "auto" chooses.
+
+ORDERINGS = ("COLAMD", "MMD_AT_PLUS_A", "MMD_ATA")
+
+
+def stokes_2d(cells: int) -> sp.csc_matrix:
+    """MAC Stokes on the unit square with `cells`² cells: `[[L, D^T], [D, 0]]`, the
+    5-point negative Laplacian of each velocity component on its interior faces, the cell
+    divergence, a zero pressure block, the last pressure pinned (removed); n = 2 c (c - 1) +
+    c² - 1. The same matrix as `stokes2d` in tests/test_superlu.py."""
+    h = 1.0 / cells
+
+    def laplacian(nx: int, ny: int):
+        tx = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(nx, nx))
+        ty = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(ny, ny))
+        return (sp.kron(sp.eye_array(ny), tx) + sp.kron(ty, sp.eye_array(nx))) / h**2
+
+    difference = sp.diags_array([1.0, -1.0], offsets=[0, -1], shape=(cells, cells - 1)) / h
+    divergence = sp.hstack(
+        [sp.kron(sp.eye_array(cells), difference), sp.kron(difference, sp.eye_array(cells))]
+    )
+    velocity = sp.block_diag([laplacian(cells - 1, cells), laplacian(cells, cells - 1)])
+    saddle = sp.block_array([[velocity, divergence.T], [divergence, None]]).tocsc()
+    keep = saddle.shape[0] - 1
+    return sp.csc_matrix(saddle[:keep, :keep])
+
+
+def poisson_3d(grid: int) -> sp.csc_matrix:
+    """7-point Laplacian on a `grid`³ interior grid (unscaled)."""
+    second_difference = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(grid, grid))
+    eye = sp.identity(grid)
+    return sp.csc_matrix(
+        sp.kron(sp.kron(eye, eye), second_difference)
+        + sp.kron(sp.kron(eye, second_difference), eye)
+        + sp.kron(sp.kron(second_difference, eye), eye)
+    )
+
+
+def mbb(nelx: int, nely: int) -> sp.csc_matrix:
+    from bench_cholmod import elasticity2d
+
+    return sp.csc_matrix(elasticity2d(nelx, nely))
+
+
+def ordering_problems(quick: bool) -> list[tuple[str, Any]]:
+    """(name, builder) of the part's matrices, built one at a time."""
+    stokes = (20, 30) if quick else (40, 60, 150)
+    problems: list[tuple[str, Any]] = [(f"Stokes {c}²", partial(stokes_2d, c)) for c in stokes]
+    problems += [(name, partial(read_matrix, name)) for name in ("rajat19", "west0479")]
+    problems += [(name, partial(read_matrix, name)) for name in ("hangGlider_2", "bcsstk13")]
+    grid, (nelx, nely), cube = (128, (60, 20), 12) if quick else (512, (180, 60), 30)
+    problems += [
+        (f"Poisson {grid}²", partial(poisson_2d, grid)),
+        (f"MBB {nelx} × {nely}", partial(mbb, nelx, nely)),
+        (f"Poisson {cube}³", partial(poisson_3d, cube)),
+    ]
+    return problems
+
+
+def factor_steps(matrix: sp.csc_matrix, ordering: str) -> dict[str, Any]:
+    """`splu` with one ordering; runs in a child process (`time_isolated`)."""
+    return {"splu": lambda: spla.splu(matrix, permc_spec=ordering)}
+
+
+def auto_choice(matrix: sp.csc_matrix) -> tuple[str, str]:
+    """(what `ordering="auto"` chooses for `matrix`, what the previous rule chose)."""
+    from lineax_sparse.backends.checks import column_maxima
+    from lineax_sparse.backends.superlu import auto_ordering
+
+    structure = sp.csc_matrix((np.ones(matrix.nnz), matrix.indices, matrix.indptr), matrix.shape)
+    symmetric = (structure != structure.T).nnz == 0
+    chosen = auto_ordering(symmetric, matrix, column_maxima(matrix), 1.0)
+    return chosen, "MMD_AT_PLUS_A" if symmetric else "COLAMD"
+
+
+def run_orderings(matrix: sp.csc_matrix, repeats: int, limit: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"load": os.getloadavg()[0]}
+    for ordering in ORDERINGS:
+        result = time_isolated(factor_steps, (matrix, ordering), repeats, limit)
+        row[ordering] = isolated_result(result, "splu")
+    row["auto"], row["previous"] = auto_choice(matrix)
+    if isinstance(row[row["auto"]], Timing):  # ours takes the same route: it will finish
+        operator = lxs.SparseOperator.from_scipy(matrix)
+        b = jnp.asarray(np.random.default_rng(0).standard_normal(matrix.shape[0]))
+        row["ours"] = time_interleaved(
+            {"ours": Step(lambda: ours_solve(operator, b), lxs.clear_cache)}, repeats
+        )["ours"]
+    row["load after"] = os.getloadavg()[0]
+    return row
+
+
+def orderings_report(rows: dict[str, tuple[sp.csc_matrix, dict[str, Any]]]) -> str:
+    def ratio(result: Any, best: float | None) -> str:
+        if isinstance(result, Timing) and best:
+            return f"{result.median / best:.2f}"
+        if isinstance(result, Failure) and best and "abandoned" in result.reason:
+            limit = float(result.reason.split()[1])
+            return f"> {limit / best:.0f}"
+        return "–"
+
+    header = ["matrix", "n", "nnz", *ORDERINGS, "auto", "auto / best", "previous / best"]
+    header += ["ours `SuperLU()` cold / best", "load"]
+    table = []
+    for name, (matrix, row) in rows.items():
+        times = [row[o].median for o in ORDERINGS if isinstance(row[o], Timing)]
+        best = min(times) if times else None
+        cells = [name, f"{matrix.shape[0]:,}", f"{matrix.nnz:,}"]
+        cells += [f"{format_result(row[o])} ({ratio(row[o], best)})" for o in ORDERINGS]
+        cells += [row["auto"], ratio(row[row["auto"]], best)]
+        cells += [f"{ratio(row[row['previous']], best)} ({row['previous']})"]
+        cells += [ratio(row.get("ours"), best), f"{row['load']:.1f}-{row['load after']:.1f}"]
+        table.append(cells)
+    return markdown_table(header, table)
+
+
+def orderings_part(quick: bool, repeats: int | None, limit: float) -> None:
+    started = environment()
+    repeats = repeats or (2 if quick else 3)
+    rows = {}
+    for name, build in ordering_problems(quick):
+        matrix = build()
+        print(f"running {name} (n={matrix.shape[0]}) ...", flush=True)
+        rows[name] = (matrix, run_orderings(matrix, repeats, limit))
+    text = "\n".join(
+        [
+            f"SuperLU orderings{' (--quick)' if quick else ''}: {started}; {source_version()}",
+            f"(load average at the end: {os.getloadavg()[0]:.2f})",
+            "",
+            orderings_report(rows),
+            "",
+            "`splu` alone (factorization, ordering included), medians of "
+            f"{repeats} calls after a warm-up, each ordering in its own process abandoned "
+            f"after {limit:.0f} s; in parentheses the ratio to the best ordering. 'auto' is "
+            "what `SuperLU()` chooses for the matrix; 'previous' what it chose before "
+            "(MMD_AT_PLUS_A for every structurally symmetric pattern). Ours: jitted "
+            "`SuperLU()` forward (factorization + one solve + checks), cache cleared before "
+            "each call. Load: the 1-minute load average before and after the matrix.",
+        ]
+    )
+    print()
+    print(text)
+    path = write_result("superlu_orderings.md", text)
+    print(f"\nwritten to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
     parser.add_argument("--repeats", type=int, help="timed repetitions for every problem")
     parser.add_argument("--grid", type=int, help="Poisson grid side (default 512, quick 128)")
     parser.add_argument(
-        "--limit", type=float, default=60.0, help="seconds after which spsolve is abandoned"
+        "--limit",
+        type=float,
+        help="seconds after which spsolve (default 60), or an ordering (default 120), is abandoned",
+    )
+    parser.add_argument(
+        "--part", choices=("all", "main", "orderings"), default="all", help="what to run"
     )
     args = parser.parse_args()
+    if args.part in ("all", "main"):
+        main_part(args)
+    if args.part in ("all", "orderings"):
+        orderings_part(args.quick, args.repeats, args.limit or 120.0)
 
+
+def main_part(args: argparse.Namespace) -> None:
+    limit = args.limit or 60.0
     grid = args.grid or (128 if args.quick else 512)
     big_repeats = args.repeats or (3 if args.quick else 5)
     small_repeats = args.repeats or (5 if args.quick else 20)
@@ -282,7 +457,7 @@ def main() -> None:
     all_results = []
     for problem in problems:
         print(f"running {problem.name} (n={problem.matrix.shape[0]}) ...", flush=True)
-        all_results.append(run_problem(problem, args.limit))
+        all_results.append(run_problem(problem, limit))
 
     text = "\n".join(
         [

@@ -12,6 +12,7 @@ import lineax_sparse as lxs
 
 from .helpers import (
     assert_close,
+    convection_diffusion2d,
     matrix,
     matrix_operator,
     operator,
@@ -132,3 +133,85 @@ def test_complex_right_hand_side_of_a_real_matrix(dtype, transpose, jit, getkey)
     expected = jnp.linalg.solve(dense.T if transpose else dense, b)
     assert x.dtype == complex_dtype and bool(ok)
     assert_close(x, expected, complex_dtype)
+
+
+def stokes2d(m: int):
+    """MAC (staggered) Stokes on the unit square with m x m cells: symmetric indefinite
+    `[[L, D^T], [D, 0]]`, scipy CSR, n = 2 m (m - 1) + m^2 - 1.
+
+    `L` is the 5-point negative Laplacian of each velocity component on its interior faces
+    (no-slip walls), `D` the cell divergence; the zero block is the pressure's. The last
+    pressure unknown is pinned (removed): pressure is otherwise defined up to a constant.
+    """
+    h = 1.0 / m
+
+    def laplacian(nx: int, ny: int):  # unknowns ordered x fastest
+        tx = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(nx, nx))
+        ty = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(ny, ny))
+        return (sp.kron(sp.eye_array(ny), tx) + sp.kron(ty, sp.eye_array(nx))) / h**2
+
+    # Cell i has the faces i - 1/2 and i + 1/2; the faces on the walls are not unknowns.
+    difference = sp.diags_array([1.0, -1.0], offsets=[0, -1], shape=(m, m - 1)) / h
+    divergence = sp.hstack(
+        [sp.kron(sp.eye_array(m), difference), sp.kron(difference, sp.eye_array(m))]
+    )
+    velocity = sp.block_diag([laplacian(m - 1, m), laplacian(m, m - 1)])
+    saddle = sp.block_array([[velocity, divergence.T], [divergence, None]]).tocsr()
+    keep = saddle.shape[0] - 1
+    return saddle[:keep, :keep].tocsr()
+
+
+def _solution(op, solver) -> np.ndarray:
+    """`op`'s solution by `solver`, from a fresh factorization: the same bits for the same
+    ordering, other bits for another (its pivots and fill differ)."""
+    lxs.clear_cache()
+    b = jnp.cos(jnp.arange(op.size, dtype=jnp.float64))
+    solution = lx.linear_solve(op, b, solver=solver, throw=False)
+    assert solution.result == lx.RESULTS.successful
+    return np.asarray(solution.value)
+
+
+def _saddle_point(stabilization: float = 0.0):
+    """A small MAC Stokes matrix, its pressure block `-stabilization I`."""
+    velocities = 2 * 8 * 7
+    pressure = np.r_[np.zeros(velocities), np.ones(stokes2d(8).shape[0] - velocities)]
+    return (stokes2d(8) - stabilization * sp.diags(pressure)).tocsr()
+
+
+AUTO_CASES = {
+    # name: (matrix, the ordering "auto" must choose)
+    "stokes": (_saddle_point, "COLAMD"),  # zero pressure block: MMD_AT_PLUS_A's fill explodes
+    "stokes-stabilized": (lambda: _saddle_point(1e-3), "COLAMD"),  # small pressure block
+    "hangGlider_2": (lambda: matrix("hangGlider_2"), "COLAMD"),  # 45% of its diagonal absent
+    "bcsstk13": (lambda: matrix("bcsstk13"), "COLAMD"),  # SPD, 20% of its diagonal not the
+    # largest entry of its column
+    "rajat19": (lambda: matrix("rajat19"), "COLAMD"),  # circuits: unsymmetric patterns
+    "west0479": (lambda: matrix("west0479"), "COLAMD"),
+    "poisson": (lambda: matrix("poisson"), "MMD_AT_PLUS_A"),  # diagonally dominant columns
+    "elasticity": (lambda: matrix("elasticity"), "MMD_AT_PLUS_A"),
+    "convection-diffusion": (lambda: convection_diffusion2d(12), "MMD_AT_PLUS_A"),
+}
+
+
+@pytest.mark.parametrize("name", list(AUTO_CASES))
+def test_auto_ordering(name):
+    # A minimum degree ordering of A^T + A plans for pivots on the diagonal; on a saddle
+    # point partial pivoting takes others, and it was 150x slower than COLAMD at n = 4,719
+    # (benchmarks/bench_superlu.py --part orderings). The choice is seen in the solution's
+    # bits, which are those of the ordering chosen (timings live in the benchmark).
+    build, expected = AUTO_CASES[name]
+    dense = build()
+    other = "MMD_AT_PLUS_A" if expected == "COLAMD" else "COLAMD"
+    csc = sp.csc_matrix(dense)
+    assert spla.splu(csc, permc_spec=expected).nnz != spla.splu(csc, permc_spec=other).nnz
+    op = operator(dense)
+    chosen = _solution(op, lxs.SuperLU())
+    np.testing.assert_array_equal(chosen, _solution(op, lxs.SuperLU(ordering=expected)))
+    assert not np.array_equal(chosen, _solution(op, lxs.SuperLU(ordering=other)))
+
+
+def test_auto_sparse_orders_a_saddle_point_with_colamd():
+    op = operator(_saddle_point())
+    np.testing.assert_array_equal(
+        _solution(op, lxs.AutoSparse()), _solution(op, lxs.SuperLU(ordering="COLAMD"))
+    )

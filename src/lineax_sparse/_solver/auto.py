@@ -14,7 +14,9 @@ class AutoSparse(AbstractHostSolver):
 
     - Operators tagged `lineax.positive_semidefinite_tag` are solved with `Cholmod()`
       (its default options, ordering included).
-    - All others are solved with `SuperLU`.
+    - All others are solved with `SuperLU()`, whose `ordering="auto"` chooses for each
+      matrix: minimum degree on A^T + A where the diagonal holds the pivots, COLAMD for
+      saddle points and other matrices whose diagonal does not.
 
     With `fallback=True`, a matrix tagged positive semidefinite that CHOLMOD finds not to be
     positive definite (or whose values are not symmetric) is factorized with SuperLU instead

@@ -1,10 +1,11 @@
 """SuperLU through `scipy.sparse.linalg.splu`: square real or complex systems.
 
 Symbolic reuse: scipy exposes no stand-alone column ordering, so the first factorization of
-a pattern runs with the requested ordering, and its column permutation `q = argsort(perm_c)`
-is kept for the pattern. `perm_c` is SuperLU's whole column order: the fill-reducing
-ordering followed by the postorder of the column elimination tree (which `sp_preorder`
-applies unless `SymmetricMode` is on). Later factorizations factor `B = A[q, q]` with
+a pattern with an ordering (the requested one, or the one `auto_ordering` chooses for each
+matrix) runs with it, and its column permutation `q = argsort(perm_c)` is kept for that
+pattern and ordering. `perm_c` is SuperLU's whole column order: the fill-reducing ordering
+followed by the postorder of the column elimination tree (which `sp_preorder` applies
+unless `SymmetricMode` is on). Later factorizations factor `B = A[q, q]` with
 `permc_spec="NATURAL"`, which reproduces a fresh factorization of `A` bit for bit (the
 same pivots, fill, factors and solutions) without recomputing the ordering, because:
 
@@ -80,9 +81,18 @@ ORDERINGS = SUPERLU_ORDERINGS
 
 
 @dataclasses.dataclass
+class _Analysis:
+    """Per pattern: whether it is structurally symmetric (what `"auto"` needs of it), and
+    the symbolic data of each ordering its matrices were factorized with."""
+
+    symmetric: bool
+    orderings: dict[str, _Ordering] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
 class _Ordering:
-    """Per pattern: the column order `q` of the first factorization and, from the second one
-    on, the CSC structure of `A[q, q]` (module docstring)."""
+    """Per pattern and ordering: the column order `q` of the first factorization and, from
+    the second one on, the CSC structure of `A[q, q]` (module docstring)."""
 
     column_order: np.ndarray | None = None
     gather: np.ndarray | None = None
@@ -122,6 +132,37 @@ def _reordered_structure(
     return gather, new_indptr.astype(np.int32), rank[indices[gather]]
 
 
+def auto_ordering(
+    symmetric: bool, matrix: sp.csc_matrix, column_max: np.ndarray, pivot_threshold: float
+) -> str:
+    """`ordering="auto"`: `"MMD_AT_PLUS_A"` when the pattern is structurally symmetric and
+    every diagonal entry of `matrix` is one SuperLU would take as its pivot before any
+    elimination (nonzero, and at least `pivot_threshold` times the largest entry of its
+    column); `"COLAMD"` otherwise.
+
+    Minimum degree on A^T + A orders for pivots on the diagonal. Where they are taken
+    (Poisson, elasticity, convection-diffusion: diagonally dominant columns) it has half
+    COLAMD's fill and is faster in 2D (COLAMD: 1.73x the time on a Poisson 512², 1.46x on
+    the MBB beam 180 x 60), slower in 3D (1.54x COLAMD's time on a Poisson 30³). Where they
+    are not, partial pivoting swaps rows that the ordering never planned for, and the fill
+    explodes: on MAC Stokes saddle points (zero pressure block) it had 16x COLAMD's fill
+    and took 150x COLAMD's time at n = 4,719, 470x at n = 10,679, and more than 120 s
+    against 2.3 s at n = 67,199; so too with a small nonzero pressure block, on
+    hangGlider_2 (45% of its diagonal absent: 13x) and bcsstk13 (SPD, but 20% of its
+    diagonal below its column's largest entry: 1.8x). COLAMD bounds the fill for any row
+    pivoting. With this rule the choice was within 1.54x of the best SuperLU ordering on
+    every matrix of `benchmarks/bench_superlu.py --part orderings` (load 7-9 on 2 cores).
+    The test reads values, so it is made for each matrix (O(nnz)), never once per pattern:
+    a factorization depends on its matrix alone.
+    """
+    if not symmetric:
+        return "COLAMD"
+    diagonal = np.abs(matrix.diagonal())
+    if np.all(diagonal > 0) and np.all(diagonal >= pivot_threshold * column_max):
+        return "MMD_AT_PLUS_A"
+    return "COLAMD"
+
+
 @dataclasses.dataclass
 class _Factor:
     lu: Any
@@ -142,20 +183,20 @@ class SuperLUBackend:
         self.pivot_threshold = pivot_threshold
         self.symmetric_mode = symmetric_mode
 
-    def analyse(self, pattern: Pattern) -> _Ordering:
-        # The ordering itself is computed by the first factorization (see module docstring).
-        del pattern
-        return _Ordering()
+    def analyse(self, pattern: Pattern) -> _Analysis:
+        # The orderings themselves are computed by the first factorizations (see module
+        # docstring).
+        symmetric = False
+        if self.ordering == "auto":
+            _, _, unpaired = pattern.symmetry_pairs()
+            symmetric = unpaired.size == 0
+        return _Analysis(symmetric)
 
-    def _ordering(self, pattern: Pattern) -> str:
-        """SuperLU's `permc_spec` for this pattern (`"auto"` decided once per pattern)."""
+    def _ordering(self, analysis: _Analysis, matrix: sp.csc_matrix, column_max) -> str:
+        """SuperLU's `permc_spec` for `matrix` (the one factorized, maybe equilibrated)."""
         if self.ordering != "auto":
             return self.ordering
-        # Minimum degree on A^T + A suits structurally symmetric patterns (FEM, stencils,
-        # PDE Jacobians): half COLAMD's fill and 1.4-2.1x faster on 2D problems, slower
-        # (but with less fill) on a 3D Poisson 30^3. COLAMD for the others.
-        _, _, unpaired = pattern.symmetry_pairs()
-        return "MMD_AT_PLUS_A" if unpaired.size == 0 else "COLAMD"
+        return auto_ordering(analysis.symmetric, matrix, column_max, self.pivot_threshold)
 
     def _splu(self, matrix: sp.csc_matrix, permc_spec: str):
         try:
@@ -174,7 +215,7 @@ class SuperLUBackend:
         return 1
 
     def factor(
-        self, pattern: Pattern, analysis: _Ordering, matrix: sp.csc_matrix, aux: Any
+        self, pattern: Pattern, analysis: _Analysis, matrix: sp.csc_matrix, aux: Any
     ) -> _Factor:
         del aux  # SuperLU depends on the matrix alone
         if pattern.n == 0:
@@ -186,14 +227,16 @@ class SuperLUBackend:
         ):
             matrix, rows, columns = equilibrate(matrix)
             column_max = column_maxima(matrix)
-        if analysis.column_order is not None and _reuse_is_exact():
-            lu = self._splu(analysis.reordered(matrix), "NATURAL")
-            order = analysis.column_order
+        permc_spec = self._ordering(analysis, matrix, column_max)
+        ordering = analysis.orderings.setdefault(permc_spec, _Ordering())
+        if ordering.column_order is not None and _reuse_is_exact():
+            lu = self._splu(ordering.reordered(matrix), "NATURAL")
+            order = ordering.column_order
         else:
-            lu = self._splu(matrix, self._ordering(pattern))
+            lu = self._splu(matrix, permc_spec)
             order = None
-            if analysis.column_order is None:
-                analysis.column_order = np.argsort(lu.perm_c).astype(np.int32)
+            if ordering.column_order is None:
+                ordering.column_order = np.argsort(lu.perm_c).astype(np.int32)
         # U's column j is A's column `factored_columns[j]`.
         factored_columns = np.argsort(lu.perm_c)
         if order is not None:
