@@ -7,6 +7,10 @@ the general one (indices traced inside `jit`), and both against dense JAX.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
@@ -16,6 +20,7 @@ import scipy.sparse as sp
 from jax.experimental import sparse as jsparse
 
 import lineax_sparse as lxs
+from lineax_sparse import _pattern
 
 from . import helpers
 
@@ -235,11 +240,22 @@ def test_state_with_a_static_pattern_is_reused_and_checked():
     op = lxs.SparseOperator(jsparse.BCOO((jnp.asarray(data), indices), shape=(n, n)), PSD)
     solver = lxs.Cholmod()
     state = solver.init(op, {})
-    assert state.indices is None and state.data.shape == (op.pattern.nnz,)
+    # The summed CSC values, beside the operator's indices (which cross only if the pattern
+    # is released before the solve).
+    assert state.data.shape == (op.pattern.nnz,) and state.pattern == op.pattern.key
+    assert state.indices is op.indices
     x = lx.linear_solve(op, jnp.ones(n), solver=solver, state=state).value
     np.testing.assert_allclose(op.mv(x), jnp.ones(n), rtol=1e-9, atol=1e-9)
     bad = lxs.HostSolverState(
-        state.handle, state.data[:-1], None, None, n, state.spec, False, False, state.pattern
+        state.handle,
+        state.data[:-1],
+        state.indices,
+        None,
+        n,
+        state.spec,
+        False,
+        False,
+        state.pattern,
     )
     with pytest.raises(ValueError, match="summed values"):
         lx.linear_solve(op, jnp.ones(n), solver=solver, state=bad)
@@ -346,3 +362,143 @@ def test_transposed_solve_of_a_nonsymmetric_matrix_is_never_answered_from_memory
     got = jax.block_until_ready(jax.jit(jax.grad(loss))(values))
     assert lxs.cache_info().reused_solutions == 0
     np.testing.assert_allclose(got, jax.grad(reference)(values), rtol=1e-8, atol=1e-12)
+
+
+# ------------------------------------------- identity of a pattern, and who holds it
+
+
+def test_a_general_path_state_never_takes_a_static_entry(getkey):
+    """A traced-index state of matrix B with the handle of a static entry of matrix A, and
+    B's COO values equal to A's CSC-ordered values at A's index array: still B's answer."""
+    matrix = helpers.random_sparse(30, 0.1, np.float64, seed=31)  # CSR: COO in row order
+    op_a = helpers.operator(matrix)
+    assert op_a.pattern is not None and op_a.pattern.source is not None  # a permutation
+    solver = lxs.SuperLU()
+    b = jax.random.normal(getkey(), (30,))
+    state_a = solver.init(op_a, {})
+    lx.linear_solve(op_a, b, solver=solver, state=state_a).value.block_until_ready()
+    csc_values = state_a.data  # A's values in CSC order: B puts them at A's COO positions
+
+    @jax.jit
+    def solve_b(values, indices, handle):
+        op_b = lxs.SparseOperator(jsparse.BCOO((values, indices), shape=(30, 30)))
+        state = solver.init(op_b, {})
+        assert state.pattern is None  # traced indices: the general path
+        state = eqx.tree_at(lambda s: s.handle, state, handle)  # A's handle
+        return lx.linear_solve(op_b, b, solver=solver, state=state).value
+
+    x = solve_b(csc_values, op_a.indices, state_a.handle)
+    expected = jnp.linalg.solve(dense(csc_values, np.asarray(op_a.indices), 30), b)
+    assert not np.allclose(expected, jnp.linalg.solve(op_a.as_matrix(), b))  # B is not A
+    helpers.assert_close(x, expected, jnp.float64)
+
+
+def _renumbered(op, seed=0):
+    permutation = np.random.default_rng(seed).permutation(op.size)
+    indices = jnp.asarray(permutation[np.asarray(op.indices)], op.indices.dtype)
+    return eqx.tree_at(lambda o: o.indices, op, indices), indices
+
+
+@pytest.mark.parametrize("name", ["superlu", "cholmod", "amg"])
+def test_replaced_indices_of_a_static_operator_are_an_error(name, getkey):
+    """`eqx.tree_at` on `indices` changes `mv`; the solvers must not solve the old pattern."""
+    solver, tags = SOLVERS[name]
+    data, indices, n = fem_coo(padding=0)
+    op = lxs.SparseOperator(jsparse.BCOO((jnp.asarray(data), indices), shape=(n, n)), tags)
+    renumbered, new_indices = _renumbered(op)
+    b = jax.random.normal(getkey(), (n,))
+    # Concrete indices: at trace time, for the solvers and for the transpose.
+    with pytest.raises(ValueError, match="replaced"):
+        solver.init(renumbered, {})
+    with pytest.raises(ValueError, match="replaced"):
+        renumbered.transpose()
+    # Traced indices (the operator is an argument of `linear_solve`'s jit): at run time.
+    with pytest.raises(Exception, match="replaced"):
+        lx.linear_solve(renumbered, b, solver=solver).value.block_until_ready()
+    with pytest.raises(Exception, match="replaced"):
+        jax.jit(lambda o: o.transpose().data)(renumbered).block_until_ready()
+    # What the error says to do works, and the unchanged operator is not refused.
+    fresh = lxs.SparseOperator(jsparse.BCOO((op.data, new_indices), shape=(n, n)), tags)
+    expected = jnp.linalg.solve(fresh.as_matrix(), b)
+    x = lx.linear_solve(fresh, b, solver=solver).value
+    np.testing.assert_allclose(x, expected, rtol=1e-8, atol=1e-10 * float(jnp.abs(expected).max()))
+    same = eqx.tree_at(lambda o: o.indices, op, jnp.array(op.indices))  # equal, new array
+    np.testing.assert_allclose(
+        lx.linear_solve(same, b, solver=solver).value,
+        jnp.linalg.solve(op.as_matrix(), b),
+        rtol=1e-8,
+        atol=1e-10,
+    )
+
+
+def _live_patterns(refs):
+    gc.collect()
+    return [ref() for ref in refs if ref() is not None]
+
+
+@pytest.mark.parametrize(
+    "count",
+    [40, pytest.param(200, marks=pytest.mark.slow)],  # 200: 50-120 s of compiling
+)
+def test_patterns_are_released_by_the_caches_that_hold_them(count):
+    """Operators passed through `lx.linear_solve` (a jit whose treedefs JAX keeps in caches
+    that `jax.clear_caches` does not empty) hold only a key: after the operators are
+    dropped, `lxs.clear_cache()` and `jax.clear_caches()` release every pattern."""
+    n = 40
+    b = jnp.ones(n)
+    refs = []
+    for k in range(count):
+        offset = 1 + k % (n - 1)
+        extra = 1 + (k // (n - 1))
+        matrix = sp.diags(
+            [np.full(n, 8.0), np.ones(n - offset), np.ones(n - offset), np.ones(n - extra)],
+            [0, offset, -offset, -extra] if extra != offset else [0, offset, -offset, -n + 1],
+        )
+        op = helpers.operator(matrix.tocsr())
+        refs.append(weakref.ref(op.pattern))
+        lx.linear_solve(op, b, solver=lxs.SuperLU()).value.block_until_ready()
+    del op
+    assert len({ref().key for ref in refs if ref() is not None}) > count // 2  # distinct
+    lxs.clear_cache()
+    jax.clear_caches()
+    assert _live_patterns(refs) == []
+    assert _pattern.held_nbytes() == 0
+
+
+def test_patterns_held_by_nothing_else_are_released_by_clear_cache():
+    """Operators built and dropped without a solve: at most `PATTERNS_HELD` recent patterns
+    are kept (within the budget), and `lxs.clear_cache()` releases them."""
+    refs = []
+    for k in range(40):
+        op = helpers.operator(helpers.random_sparse(30, 0.1, np.float64, seed=100 + k))
+        refs.append(weakref.ref(op.pattern))
+        refs.append(weakref.ref(op.transpose().pattern))
+    del op
+    assert len(_live_patterns(refs)) <= _pattern.PATTERNS_HELD
+    lxs.clear_cache()
+    assert _live_patterns(refs) == []
+
+
+def test_a_released_pattern_is_interned_again_and_solves(getkey):
+    """A state kept across `clear_cache` and `jax.clear_caches` (its pattern held nowhere)
+    still solves: its indices cross to the host once, which interns the pattern again."""
+    data, indices, n = fem_coo(padding=2)
+    op = lxs.SparseOperator(jsparse.BCOO((jnp.asarray(data), indices), shape=(n, n)), PSD)
+    solver = lxs.Cholmod()
+    state = solver.init(op, {})
+    key = state.pattern
+    ref = weakref.ref(op.pattern)
+    b = jax.random.normal(getkey(), (n,))
+    expected = jnp.linalg.solve(dense(jnp.asarray(data), indices, n), b)
+    lxs.clear_cache()
+    jax.clear_caches()
+    assert _live_patterns([ref]) == [] and key.resolve() is None
+    x = lx.linear_solve(op, b, solver=solver, state=state).value
+    helpers.assert_close(x, expected, jnp.float64)
+    # Through `jax.grad` too (the backward pass traced after the release).
+    lxs.clear_cache()
+    jax.clear_caches()
+    grad = jax.grad(lambda v: jnp.sum(lx.linear_solve(op, v, solver=solver, state=state).value))(b)
+    helpers.assert_close(
+        grad, jnp.linalg.solve(dense(jnp.asarray(data), indices, n).T, jnp.ones(n)), jnp.float64
+    )

@@ -12,8 +12,10 @@ import lineax_sparse as lxs
 
 from .helpers import (
     assert_close,
+    assert_solves,
     convection_diffusion2d,
     matrix,
+    matrix_condition,
     matrix_operator,
     operator,
     random_vector,
@@ -27,7 +29,28 @@ def test_agrees_with_scipy_splu_called_directly(name, getkey):
     b = random_vector(getkey(), dense.shape[0], dense.dtype)
     x = lx.linear_solve(matrix_operator(name), b, solver=lxs.SuperLU()).value
     native = spla.splu(dense.tocsc()).solve(np.asarray(b))
-    np.testing.assert_allclose(x, native, rtol=1e-9, atol=1e-12 * np.max(np.abs(native)))
+    # Condition numbers up to 5e11: two backward-stable answers agree to kappa eps, not to
+    # a fixed rtol (hangGlider_2's may differ from scipy's by 1e-9 where both have
+    # residuals at rounding level).
+    assert_solves(dense, x, b, reference=native, condition=matrix_condition(name))
+
+
+@pytest.mark.parametrize("wrong", ["every-entry", "one-entry"])
+def test_the_comparison_with_scipy_rejects_a_wrong_answer(wrong, getkey):
+    # The test above can fail: hangGlider_2's solution with its entries off by up to 1e-6
+    # relative, or one entry off by 1e-6 of the largest, has a backward error 1e5 times
+    # what it allows. (Scaling the whole solution by 1 + 1e-6 would pass, rightly: it is
+    # within what any backward-stable solve may return at condition 1e11.)
+    dense = matrix("hangGlider_2")
+    b = random_vector(getkey(), dense.shape[0], dense.dtype)
+    x = np.array(lx.linear_solve(matrix_operator("hangGlider_2"), b, solver=lxs.SuperLU()).value)
+    native = spla.splu(dense.tocsc()).solve(np.asarray(b))
+    if wrong == "every-entry":
+        x = x * (1 + 1e-6 * np.cos(np.arange(x.size)))
+    else:
+        x[937] += 1e-6 * np.max(np.abs(x))
+    with pytest.raises(AssertionError, match="backward error"):
+        assert_solves(dense, x, b, reference=native, condition=matrix_condition("hangGlider_2"))
 
 
 @pytest.mark.parametrize("ordering", ["COLAMD", "MMD_AT_PLUS_A", "MMD_ATA", "NATURAL"])
@@ -37,7 +60,7 @@ def test_orderings_and_symmetric_mode(ordering, getkey):
     expected = np.linalg.solve(dense.toarray(), np.asarray(b))
     for solver in (lxs.SuperLU(ordering=ordering), lxs.SuperLU(ordering, 0.1, True)):
         x = lx.linear_solve(matrix_operator("rajat19"), b, solver=solver).value
-        assert np.max(np.abs(x - expected)) / np.max(np.abs(expected)) <= 1e-4
+        assert_solves(dense, x, b, reference=expected, condition=matrix_condition("rajat19"))
 
 
 def test_cached_ordering_gives_the_same_answers_as_a_fresh_factorization(getkey):

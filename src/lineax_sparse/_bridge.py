@@ -38,7 +38,7 @@ from jaxtyping import Array, Inexact, Int
 from . import _host, _native
 from ._callback import host_call
 from ._native import BackendSpec
-from ._pattern import StaticPattern
+from ._pattern import intern, PatternKey, StaticPattern
 from .backends.base import Status
 
 
@@ -70,18 +70,32 @@ def _solve_host(
     conjugate: bool,
     has_guess: bool,
     has_aux: bool,
+    key: PatternKey | None,
     pattern: StaticPattern | None,
     has_valid: bool,
     *arrays,
 ):
     arrays = [np.asarray(a) for a in arrays]
     valid = arrays.pop() if has_valid else None
-    if pattern is None:
-        handle, values, indices, rhs, *rest = arrays
-        static = None
-    else:
+    if pattern is not None:  # the values are the pattern's CSC values; no indices
         handle, values, rhs, *rest = arrays
         indices, static = None, pattern.host
+    elif key is None:  # the general path: COO values and their indices
+        handle, values, indices, rhs, *rest = arrays
+        static = None
+    else:  # CSC values of a pattern released since the trace: intern it from the indices
+        handle, values, indices, rhs, *rest = arrays
+        indices = indices.reshape(-1, *indices.shape[-2:])[0]
+        found = intern(np.array(indices), n)
+        if found.key.digest != key.digest:  # indices not the key's (`check_indices` raised)
+            batch = np.broadcast_shapes(handle.shape[:-1], rhs.shape[:-1], values.shape[:-1])
+            return (
+                np.full(batch + (n,), np.nan, dtype=rhs.dtype),
+                np.full(batch, Status.INVALID_INDEX, dtype=np.int32),
+                np.zeros(batch, dtype=np.int32),
+                np.full(batch, np.nan, dtype=_residual_dtype(rhs.dtype)),
+            )
+        indices, static = None, found.host
     guess = rest.pop(0) if has_guess else None
     aux = rest.pop(0) if has_aux else None
     x, status, steps, residual = _host.run(
@@ -144,11 +158,11 @@ def make_handle(
     values: Inexact[Array, " nse"],
     indices: Int[Array, "nse 2"] | None,
     aux: Array | None = None,
-    pattern: StaticPattern | None = None,
+    pattern: PatternKey | None = None,
 ) -> Int[Array, "2"]:
     """The handle of a matrix: a digest of its values and indices (and of the solver's
     auxiliary arrays `aux`, if any), as two int32. With a static pattern, `indices` is
-    None and the pattern's own key stands for them.
+    None and the digest of the pattern's indices (its key's) stands for them.
 
     Made in the computation (a gather of a few thousand entries and a few integer operations,
     no host call), so that it costs nothing next to a factorization. It only routes: two
@@ -161,7 +175,7 @@ def make_handle(
         parts.append(_words(_sample(indices)))
         salt = indices.shape[0]
     else:
-        salt = hash(pattern) if pattern is not None else 0
+        salt = pattern.digest[0] if pattern is not None else 0
     if aux is not None:
         parts.append(_words(_sample(aux.reshape(-1))))
     words = jnp.concatenate(parts)
@@ -185,6 +199,7 @@ def solve(
     rhs: Inexact[Array, " n"],
     guess: Inexact[Array, " n"] | None = None,
     aux: Array | None = None,
+    key: PatternKey | None = None,
     pattern: StaticPattern | None = None,
     valid: Array | None = None,
 ) -> tuple[Inexact[Array, " n"], lx.RESULTS, dict[str, Array]]:
@@ -197,12 +212,18 @@ def solve(
     finite and exactly symmetric, so the host may skip those tests (False: test them).
     `guess` is an initial guess for iterative backends, `aux` the solver's arrays the
     factorization depends on (AMG's near-nullspace vectors), verified like the matrix.
+    With a static pattern's `key`, `values` are its CSC values; `pattern` is the pattern
+    itself when it is held (only the values cross, and the compiled callback keeps the
+    pattern alive), or None when it was released, and then `indices` cross so that the
+    host interns it again.
     Returns the solution, the result,
     and the statistics `num_steps` (iterations, or refinement steps of a direct solve) and
     `relative_residual` (`|b - Ax| / |b|`).
     """
     optional = tuple(a for a in (guess, aux, valid) if a is not None)
     matrix = (handle, values) if pattern is not None else (handle, values, indices)
+    if key is None:
+        pattern = None
     arrays = matrix + (rhs,) + optional
     host = functools.partial(
         _solve_host,
@@ -212,6 +233,7 @@ def solve(
         conjugate,
         guess is not None,
         aux is not None,
+        key,
         pattern,
         valid is not None,
     )

@@ -25,7 +25,7 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 from jaxtyping import Array, Inexact, Int
 
-from ._pattern import intern, StaticPattern
+from ._pattern import check_indices, intern, PatternKey, StaticPattern
 
 
 def _frozenset(tags: object | Iterable[object]) -> frozenset[object]:
@@ -135,16 +135,17 @@ class SparseOperator(lx.AbstractLinearOperator):
     indices: Int[Array, "nse 2"]
     size: int = eqx.field(static=True)
     tags: frozenset[object] = eqx.field(static=True)
-    #: The pattern, when the indices were concrete at construction (see `_pattern`): the
-    #: solvers then read the pattern from here, and only values cross to the host.
-    pattern: StaticPattern | None = eqx.field(static=True)
+    #: The key of the pattern, when the indices were concrete at construction (see
+    #: `_pattern`): the solvers then use that pattern, and only values cross to the host.
+    #: A key, not the pattern, because static fields end up in JAX's caches.
+    pattern_key: PatternKey | None = eqx.field(static=True)
 
     def __init__(
         self,
         matrix: jsparse.BCOO,
         tags: object | Iterable[object] = (),
         *,
-        _pattern: StaticPattern | None = None,
+        _pattern: StaticPattern | PatternKey | None = None,
     ):
         """**Arguments:**
 
@@ -154,23 +155,47 @@ class SparseOperator(lx.AbstractLinearOperator):
         - `tags`: any lineax tags (e.g. `lineax.positive_semidefinite_tag`), or a
             collection of them.
         """
-        pattern = _pattern
-        if pattern is None:
+        key = _pattern.key if isinstance(_pattern, StaticPattern) else _pattern
+        if key is None:
             _validate_matrix(matrix)
         self.data = matrix.data
         self.indices = matrix.indices
         self.size = matrix.shape[0]
         self.tags = _frozenset(tags)
-        if pattern is None:
+        if key is None:
             concrete = concrete_value(matrix.indices)
             if concrete is not None:
-                pattern = intern(concrete, self.size)
-        # (from `from_pattern`, `pattern` is given: the indices are the pattern's own)
-        self.pattern = pattern
+                key = intern(concrete, self.size).key
+        # (from `from_pattern` and `_with_tags`, the key is given: the indices are its own)
+        self.pattern_key = key
+
+    @property
+    def pattern(self) -> StaticPattern | None:
+        """The operator's static pattern: None when its indices were traced when it was
+        built, or when the pattern was released (`clear_cache`) and its indices are traced
+        now; concrete indices find or rebuild it."""
+        key = self.pattern_key
+        if key is None:
+            return None
+        found = key.resolve()
+        if found is None:
+            concrete = concrete_value(self.indices)
+            if concrete is not None and concrete.shape == (key.nse, 2):
+                found = intern(concrete, self.size)
+        return found
+
+    def _static_pattern_and_data(self) -> tuple[StaticPattern | None, Array]:
+        """The static pattern the solvers use (None: take the general path) and the values,
+        guarded against indices that are not the pattern's (see `_pattern.check_indices`)."""
+        key = self.pattern_key
+        if key is None:
+            return None, self.data
+        data = check_indices(key, self.indices, self.data, "SparseOperator")
+        return self.pattern, data
 
     def _with_tags(self, tags: frozenset[object]) -> SparseOperator:
         """The same matrix (and pattern) with other tags."""
-        return SparseOperator(self.matrix, tags, _pattern=self.pattern)
+        return SparseOperator(self.matrix, tags, _pattern=self.pattern_key)
 
     @classmethod
     def from_scipy(cls, matrix: Any, tags: object | Iterable[object] = ()) -> SparseOperator:
@@ -320,9 +345,10 @@ class SparseOperator(lx.AbstractLinearOperator):
 
     def transpose(self) -> SparseOperator:
         tags = lx.transpose_tags(self.tags)
-        if self.pattern is not None:  # stays static, even when `indices` is a tracer
-            flipped = np.ascontiguousarray(self.pattern.indices[:, ::-1])
-            return SparseOperator.from_pattern(intern(flipped, self.size), self.data, tags)
+        pattern, data = self._static_pattern_and_data()
+        if pattern is not None:  # stays static, even when `indices` is a tracer
+            flipped = np.ascontiguousarray(pattern.indices[:, ::-1])
+            return SparseOperator.from_pattern(intern(flipped, self.size), data, tags)
         return SparseOperator(
             jsparse.BCOO((self.data, self.indices[:, ::-1]), shape=(self.size, self.size)),
             tags,

@@ -2,40 +2,149 @@
 
 In FEM, topology-optimization and stencil codes the BCOO's indices are concrete when the
 operator is built (numpy arrays, or constants under `jit`). A `SparseOperator` built from
-such indices carries a `StaticPattern`: a hashable static field that owns the host
-`Pattern` (validation, the slot of every COO entry in the coalesced CSC pattern, CSC index
-arrays, mirror pairs, the key of the symbolic analysis), computed once per distinct pattern.
+such indices refers to a `StaticPattern`, which owns the host `Pattern` (validation, the
+slot of every COO entry in the coalesced CSC pattern, CSC index arrays, mirror pairs, the key
+of the symbolic analysis), computed once per distinct pattern.
 
 With it, XLA sums the COO values into their CSC slots (a segment sum over constant slots),
 and only the coalesced values cross into the host callback: no index transfer, no index
 verification, no host coalescing. An operator whose indices are traced keeps the general
 path, where the host derives the same `Pattern` from the indices it receives.
 
-Patterns are interned: building two operators from equal index arrays gives the same
-object, so `jit`'s cache compares them by identity. The table holds them weakly; a pattern
-lives as long as an operator, a state or a compiled function refers to it.
+Who holds what. Static fields (an operator's, a solver state's) end up in JAX's own caches
+(treedefs are cache keys, and some of those caches outlive `jax.clear_caches`), so they
+hold only a `PatternKey`: a few integers. The arrays live in `StaticPattern` objects, held
+
+- by this module, for the `PATTERNS_HELD` most recently used patterns within the cache's
+  byte budget, released by `lineax_sparse.clear_cache`;
+- by whoever else keeps them: a user's variable (`static_pattern`), and the callbacks of the
+  compiled programs that solve with them (freed with those programs by `jax.clear_caches`).
+
+A key whose pattern is held nowhere any more is rebuilt from concrete indices, or (indices
+traced) the solve sends its indices to the host, which interns the pattern again: never a
+failure, only work. Equal index arrays give the same `StaticPattern` while one is alive.
+
+Every key carries a 64-bit digest of its index array (`index_digest`), which the solvers
+compare with the operator's actual indices (in XLA when they are traced): an operator whose
+`indices` were replaced (`eqx.tree_at`) is an error, never a solve of its old pattern.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
 import threading
 import weakref
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Inexact
+from jaxtyping import Array, Inexact, Int
 
+from ._registry import registry
 from .backends.base import fingerprint, Pattern
+
+
+#: Patterns this module keeps alive beyond their other holders, most recently used first,
+#: within the cache's byte budget (the newest is kept whatever its size).
+PATTERNS_HELD = 16
+
+_GOLDEN = 0x9E3779B9  # 2^32 / golden ratio: spreads positions over 32 bits
+_SEEDS = (0x3C6EF372, 0xA54FF53A)  # one per half of the digest
+
+
+def _mix_np(x: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer on uint32 (as `_mix` below, in NumPy)."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x85EBCA6B)
+    x = x ^ (x >> np.uint32(13))
+    x = x * np.uint32(0xC2B2AE35)
+    return x ^ (x >> np.uint32(16))
+
+
+def _mix(x: Array) -> Array:
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def index_digest(indices: np.ndarray) -> tuple[int, int]:
+    """A 64-bit digest of every entry of COO `indices` and its position (two uint32).
+
+    `traced_index_digest` computes the same value in XLA. Indices are read modulo 2^32, so
+    any integer dtype of the same values gives the same digest.
+    """
+    with np.errstate(over="ignore"):
+        words = np.asarray(indices).astype(np.uint32)
+        rows, cols = words[:, 0], words[:, 1]
+        position = np.arange(words.shape[0], dtype=np.uint32) * np.uint32(_GOLDEN)
+        return tuple(
+            int(
+                np.sum(
+                    _mix_np(_mix_np(rows ^ _mix_np(position + np.uint32(seed))) + cols),
+                    dtype=np.uint32,
+                )
+            )
+            for seed in _SEEDS
+        )
+
+
+def traced_index_digest(indices: Int[Array, "nse 2"]) -> Array:
+    """`index_digest` in XLA, as a uint32 vector of two (one fused pass over the indices:
+    about 1 ms for 690k entries on one core)."""
+    words = indices.astype(jnp.uint32)
+    rows, cols = words[:, 0], words[:, 1]
+    position = jax.lax.iota(jnp.uint32, words.shape[0]) * jnp.uint32(_GOLDEN)
+    return jnp.stack(
+        [
+            jnp.sum(_mix(_mix(rows ^ _mix(position + jnp.uint32(seed))) + cols), dtype=jnp.uint32)
+            for seed in _SEEDS
+        ]
+    )
+
+
+class PatternKey:
+    """What a static field holds of a `StaticPattern`: a few integers, no arrays.
+
+    Keys compare by the identity of the pattern they were made for (`serial`), so `jit`
+    never confuses two patterns; `digest` is the index digest the solvers verify.
+    """
+
+    __slots__ = ("n", "nse", "nnz", "digest", "serial")
+
+    def __init__(self, n: int, nse: int, nnz: int, digest: tuple[int, int], serial: int):
+        self.n, self.nse, self.nnz, self.digest, self.serial = n, nse, nnz, digest, serial
+
+    def __hash__(self) -> int:
+        return hash((self.serial, self.digest))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PatternKey):
+            return NotImplemented
+        return self.serial == other.serial
+
+    def __repr__(self) -> str:
+        return f"PatternKey(n={self.n}, nse={self.nse}, nnz={self.nnz})"
+
+    def resolve(self) -> StaticPattern | None:
+        """The pattern, if it is still held anywhere (and then marked recently used)."""
+        found = _by_serial.get(self.serial)
+        if found is not None:
+            _hold(found)
+        return found
 
 
 class StaticPattern:
     """A concrete sparsity pattern of an `n x n` matrix (see the module docstring).
 
-    Made by `static_pattern`; never mutated. Equal patterns are the same object.
+    Made by `static_pattern`; never mutated. Equal patterns are the same object while one
+    is alive. Operators and solver states refer to it through its small `key`.
     """
 
-    __slots__ = ("n", "nse", "host", "slot", "source", "_hash", "__weakref__")
+    __slots__ = ("n", "nse", "host", "slot", "source", "key", "nbytes", "__weakref__")
 
     def __init__(self, n: int, indices: np.ndarray):
         host = Pattern(n, indices)
@@ -55,7 +164,10 @@ class StaticPattern:
             source[kept] = np.flatnonzero(self.slot < host.nnz)
             source.setflags(write=False)
             self.source = source
-        self._hash = hash(host.key)
+        self.key = PatternKey(n, self.nse, host.nnz, index_digest(indices), next(_serials))
+        self.nbytes = (
+            host.nbytes + self.slot.nbytes + (0 if self.source is None else self.source.nbytes)
+        )
 
     @property
     def nnz(self) -> int:
@@ -63,14 +175,16 @@ class StaticPattern:
         return self.host.nnz
 
     def __hash__(self) -> int:
-        return self._hash
+        return hash(self.key)
 
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
         if not isinstance(other, StaticPattern):
             return NotImplemented
-        return self._hash == other._hash and self.host.same_as(other.n, other.host.indices)
+        return self.key.digest == other.key.digest and self.host.same_as(
+            other.n, other.host.indices
+        )
 
     def __repr__(self) -> str:
         return f"StaticPattern(n={self.n}, nse={self.nse}, nnz={self.nnz})"
@@ -84,18 +198,49 @@ class StaticPattern:
         return static_pattern, (np.asarray(self.host.indices), self.n)
 
 
+_serials = itertools.count(1)
 _interned: weakref.WeakValueDictionary[tuple, StaticPattern] = weakref.WeakValueDictionary()
-_lock = threading.Lock()
+_by_serial: weakref.WeakValueDictionary[int, StaticPattern] = weakref.WeakValueDictionary()
+_held: collections.OrderedDict[int, StaticPattern] = collections.OrderedDict()
+_lock = threading.RLock()
+
+
+def _hold(pattern: StaticPattern) -> None:
+    """Keep `pattern` alive as recently used; drop the oldest beyond the bounds."""
+    limit = registry.info().limit
+    with _lock:
+        _held[pattern.key.serial] = pattern
+        _held.move_to_end(pattern.key.serial)
+        total = sum(p.nbytes for p in _held.values())
+        while len(_held) > 1 and (len(_held) > PATTERNS_HELD or total > limit):
+            _, dropped = _held.popitem(last=False)
+            total -= dropped.nbytes
+
+
+def _release_held() -> None:
+    with _lock:
+        _held.clear()
+
+
+registry.on_clear(_release_held)
+
+
+def held_nbytes() -> int:
+    """Bytes of the patterns this module keeps alive (for tests and diagnostics)."""
+    with _lock:
+        return sum(p.nbytes for p in _held.values())
 
 
 def static_pattern(indices, size: int) -> StaticPattern:
     """The sparsity pattern of a `size x size` matrix's COO `indices`, computed once.
 
-    Keep it where your program keeps static data (an `eqx.field(static=True)`, a closure)
-    and build operators with [`lineax_sparse.SparseOperator.from_pattern`][]: their
-    solvers then send only values to the host, even when the operator is an argument of a
-    jitted function (where its index array would be a tracer). `SparseOperator` finds the
-    pattern itself when its indices are concrete (NumPy, or constants under `jit`).
+    Keep it where your program keeps its data (a variable, a closure, an
+    `eqx.field(static=True)` of your model) and build operators with
+    [`lineax_sparse.SparseOperator.from_pattern`][]: their solvers then send only values to
+    the host, even when the operator is an argument of a jitted function (where its index
+    array would be a tracer). `SparseOperator` finds the pattern itself when its indices
+    are concrete (NumPy, or constants under `jit`). The pattern holds O(nse) arrays for as
+    long as you keep it; operators and solver states refer to it by a small key only.
 
     **Arguments:**
 
@@ -105,8 +250,9 @@ def static_pattern(indices, size: int) -> StaticPattern:
 
     **Returns:**
 
-    A hashable `StaticPattern`; equal indices give the same object. O(1) to find again (a
-    sampled fingerprint and one exact comparison); O(nse log nse) the first time.
+    A hashable `StaticPattern`; equal indices give the same object while it is alive. O(1)
+    to find again (a sampled fingerprint and one exact comparison); O(nse log nse) the
+    first time.
     """
     from ._operator import concrete_value, validate_indices
 
@@ -127,15 +273,51 @@ def intern(indices: np.ndarray, n: int) -> StaticPattern:
     key = fingerprint(indices) + (n,)
     with _lock:
         found = _interned.get(key)
-        if found is not None and found.host.same_as(n, indices):
-            return found
-    made = StaticPattern(n, indices)
-    with _lock:
-        found = _interned.get(key)
-        if found is not None and found.host.same_as(n, indices):
-            return found
-        _interned[key] = made  # a colliding fingerprint replaces the older entry
-    return made
+    if found is None or not found.host.same_as(n, indices):
+        made = StaticPattern(n, indices)
+        with _lock:
+            found = _interned.get(key)
+            if found is None or not found.host.same_as(n, indices):
+                _interned[key] = made  # a colliding fingerprint replaces the older entry
+                _by_serial[made.key.serial] = made
+                found = made
+    _hold(found)
+    return found
+
+
+def check_indices(
+    key: PatternKey, indices: Int[Array, "nse 2"], data: Array, argument: str
+) -> Array:
+    """`data`, guarded so that it is never used with indices other than the pattern's.
+
+    Concrete indices are compared now (a `ValueError`); traced ones by their digest in
+    XLA, where a mismatch raises when the computation runs (`equinox.error_if`).
+    """
+    from ._operator import concrete_value
+
+    message = (
+        f"`{argument}`'s `indices` are not those of its static pattern: they were replaced "
+        "(e.g. with `eqx.tree_at`) after the operator was built, so its solvers would "
+        "solve the old matrix. Build a new operator from the new indices instead: "
+        "`SparseOperator(BCOO((data, indices), shape=...))`, or "
+        "`SparseOperator.from_pattern(lineax_sparse.static_pattern(indices, n), data)`."
+    )
+    if jnp.shape(indices) != (key.nse, 2):
+        raise ValueError(message)
+    concrete = concrete_value(indices)
+    if concrete is not None:
+        found = key.resolve()
+        same = (
+            found.host.same_as(key.n, concrete)
+            if found is not None
+            else index_digest(concrete) == key.digest
+        )
+        if not same:
+            raise ValueError(message)
+        return data
+    expected = jnp.asarray(np.array(key.digest, dtype=np.uint32))
+    differs = jnp.any(traced_index_digest(jax.lax.stop_gradient(indices)) != expected)
+    return eqx.error_if(data, differs, message)
 
 
 def coalesce(data: Inexact[Array, "*batch nse"], pattern: StaticPattern) -> Array:

@@ -31,7 +31,7 @@ from jaxtyping import Array, Inexact, Int, PyTree
 from .. import _bridge
 from .._native import BackendSpec
 from .._operator import SparseOperator
-from .._pattern import coalesce, plainly_valid, StaticPattern
+from .._pattern import coalesce, PatternKey, plainly_valid
 from ..backends import requires_symmetric
 
 
@@ -39,20 +39,21 @@ class HostSolverState(eqx.Module):
     """Solver state: the handle of a host factorization, plus what it is made from: the
     matrix and the solver's auxiliary arrays (AMG's near-nullspace vectors, or None).
 
-    With a static pattern (`pattern`), `data` holds the coalesced CSC values (summed in
-    XLA) and `indices` is None; otherwise `data` and `indices` are the operator's COO
-    arrays.
+    With a static pattern (`pattern`, its key), `data` holds the coalesced CSC values
+    (summed in XLA); otherwise the operator's COO values. `indices` are always the
+    operator's: with a static pattern they cross to the host only if the pattern was
+    released meanwhile (`clear_cache`), to be interned again there.
     """
 
     handle: Int[Array, "2"]
     data: Inexact[Array, " nse"]
-    indices: Int[Array, "nse 2"] | None
+    indices: Int[Array, "nse 2"]
     aux: Array | None
     size: int = eqx.field(static=True)
     spec: BackendSpec = eqx.field(static=True)
     transpose: bool = eqx.field(static=True)
     conjugate: bool = eqx.field(static=True)
-    pattern: StaticPattern | None = eqx.field(static=True, default=None)
+    pattern: PatternKey | None = eqx.field(static=True, default=None)
 
 
 class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
@@ -92,14 +93,14 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
         operator = self._check_operator(operator)
         spec = self._backend_spec(operator)
         aux = self._aux(operator)
-        pattern = operator.pattern
+        pattern, data = operator._static_pattern_and_data()
         if pattern is None:
-            data, indices = operator.data, operator.indices
+            key = None
         else:  # only the summed values will cross to the host
-            data, indices = coalesce(operator.data, pattern), None
-        handle = _bridge.make_handle(data, indices, aux, pattern)
+            key, data = pattern.key, coalesce(data, pattern)
+        handle = _bridge.make_handle(data, operator.indices if key is None else None, aux, key)
         return HostSolverState(
-            handle, data, indices, aux, operator.size, spec, False, False, pattern
+            handle, data, operator.indices, aux, operator.size, spec, False, False, key
         )
 
     def _check_state(self, state: Any) -> None:
@@ -132,17 +133,7 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
                 f"of shape {jnp.shape(state.data)}"
             )
         indices_shape = () if state.indices is None else jnp.shape(state.indices)
-        if state.pattern is not None:
-            if not isinstance(state.pattern, StaticPattern) or state.pattern.n != state.size:
-                problems.append(f"`pattern` must be a StaticPattern of size {state.size}")
-            elif state.indices is not None:
-                problems.append("`indices` must be None with a static pattern")
-            elif jnp.shape(state.data)[:1] != (state.pattern.nnz,):
-                problems.append(
-                    f"`data` must hold the pattern's {state.pattern.nnz} summed values, got "
-                    f"{jnp.shape(state.data)}"
-                )
-        elif state.indices is None or (
+        if state.indices is None or (
             len(indices_shape) != 2
             or indices_shape[1:] != (2,)
             or not jnp.issubdtype(jnp.result_type(state.indices), jnp.integer)
@@ -151,6 +142,21 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
                 f"`indices` must be integers of shape (nse, 2), got "
                 f"{jnp.result_type(state.indices)} {indices_shape}"
             )
+        elif state.pattern is not None:
+            if not isinstance(state.pattern, PatternKey) or state.pattern.n != state.size:
+                problems.append(
+                    f"`pattern` must be the PatternKey of a StaticPattern of size {state.size}"
+                )
+            elif indices_shape[0] != state.pattern.nse:
+                problems.append(
+                    f"`indices` must hold the pattern's {state.pattern.nse} entries, got "
+                    f"{indices_shape}"
+                )
+            elif jnp.shape(state.data)[:1] != (state.pattern.nnz,):
+                problems.append(
+                    f"`data` must hold the pattern's {state.pattern.nnz} summed values, got "
+                    f"{jnp.shape(state.data)}"
+                )
         elif jnp.shape(state.data)[:1] != indices_shape[:1]:
             problems.append(
                 f"`data` and `indices` must hold as many entries, got {jnp.shape(state.data)} "
@@ -173,10 +179,12 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
                 f"{jnp.shape(vector)}."
             )
         valid = None
-        if state.pattern is not None and requires_symmetric(state.spec[0]):
+        # None when released since `init` (`clear_cache`): the host interns it again.
+        pattern = None if state.pattern is None else state.pattern.resolve()
+        if pattern is not None and requires_symmetric(state.spec[0]):
             # From the values the host receives (not kept in the state, so no state can
             # vouch for values it does not hold).
-            valid = plainly_valid(jax.lax.stop_gradient(state.data), state.pattern)
+            valid = plainly_valid(jax.lax.stop_gradient(state.data), pattern)
         solution, result, stats = _bridge.solve(
             state.spec,
             state.size,
@@ -189,6 +197,7 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
             self._initial_guess(vector, options),
             state.aux,
             state.pattern,
+            pattern,
             valid,
         )
         return solution, result, stats
