@@ -240,3 +240,129 @@ def test_sparse_implicit_adjoint_makes_the_backward_pass_sparse():
     with pytest.raises(ValueError, match="lineax solver"):
         with lxs.sparse_implicit_adjoint("dense"):
             pass
+
+
+# ------------------------------------------------------------------ patterns that miss entries
+
+
+N_RING = 16
+
+
+def ring_residual(u, f):
+    """A periodic 1D reaction-diffusion residual: a tridiagonal pattern misses its corners."""
+    return u**3 + u - 0.01 * N_RING**2 * (jnp.roll(u, 1) - 2 * u + jnp.roll(u, -1)) - f
+
+
+def _ring_forcing(scale):
+    return scale * (1 + jnp.sin(jnp.linspace(0, 2 * np.pi, N_RING, endpoint=False)))
+
+
+def _ring_patterns():
+    exact = lxs.detect_sparsity(lambda u: ring_residual(u, jnp.zeros(N_RING)), jnp.zeros(N_RING))
+    near = np.abs(np.subtract.outer(np.arange(N_RING), np.arange(N_RING))) <= 1
+    return exact, near  # `near`: the periodic stencil written without its wrap-around
+
+
+def test_a_pattern_that_misses_entries_stops_newton_and_its_gradient_even_with_throw_false():
+    """A missed entry is a bug in the program, not a failure of this iterate: no step
+    control or damping can fix it, so it raises whatever `throw` says."""
+    exact, near = _ring_patterns()
+    checked = lxs.Materialise(lxs.SuperLU(), near)
+    unchecked = lxs.Materialise(lxs.SuperLU(), near, verify=False)
+    good = lxs.Materialise(lxs.SuperLU(), exact)
+
+    def loss(scale, forward, backward):
+        newton = optx.Newton(rtol=TOL, atol=TOL, linear_solver=forward)
+        sol = optx.root_find(
+            ring_residual,
+            newton,
+            jnp.zeros(N_RING),
+            _ring_forcing(scale),
+            adjoint=optx.ImplicitAdjoint(linear_solver=backward),
+            throw=False,
+        )
+        return jnp.sum(sol.value**2)
+
+    with pytest.raises(RuntimeError, match="misses nonzero entries"):
+        jax.block_until_ready(eqx.filter_jit(loss)(2.0, checked, good))
+    gradient = jax.jit(jax.grad(lambda s: loss(s, good, good)))(2.0)
+    dense = jax.jit(jax.grad(lambda s: loss(s, good, lx.AutoLinearSolver(well_posed=None))))(2.0)
+    np.testing.assert_allclose(gradient, dense, rtol=1e-10)
+    # Unchecked, the backward pass's wrong matrix is a wrong gradient without a signal.
+    wrong = jax.jit(jax.grad(lambda s: loss(s, good, unchecked)))(2.0)
+    assert abs(wrong - dense) > 1e-4 * abs(dense)
+    with pytest.raises(RuntimeError, match="misses nonzero entries"):
+        jax.block_until_ready(jax.jit(jax.grad(lambda s: loss(s, good, checked)))(2.0))
+
+
+def test_a_pattern_that_misses_entries_stops_diffrax_instead_of_shrinking_its_steps():
+    exact, near = _ring_patterns()
+    y0 = 1 + 0.5 * jnp.sin(jnp.linspace(0, 2 * np.pi, N_RING, endpoint=False))
+
+    def vector_field(t, y, args):
+        return -ring_residual(y, args)
+
+    def integrate(pattern):
+        root = optx.Chord(
+            rtol=1e-8, atol=1e-8, linear_solver=lxs.Materialise(lxs.SuperLU(), pattern)
+        )
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(vector_field),
+            diffrax.ImplicitEuler(root_finder=root),
+            0.0,
+            0.5,
+            0.05,
+            y0,
+            args=_ring_forcing(1.0),
+            stepsize_controller=diffrax.PIDController(rtol=1e-4, atol=1e-6),
+            throw=False,
+        )
+
+    assert jax.jit(lambda: integrate(exact).result)() == diffrax.RESULTS.successful
+    with pytest.raises(RuntimeError, match="misses nonzero entries"):
+        jax.block_until_ready(jax.jit(lambda: integrate(near).ys)())
+
+
+# ------------------------------------------------------------------ closures over tracers
+
+
+def test_patterns_detected_inside_the_differentiated_function():
+    """The residual closes over the parameter being differentiated, and its pattern is
+    detected inside the loss (under `jit` and `grad`), as diffrax's implicit-closure
+    tests write it."""
+
+    def loss(scale, sparse):
+        f = _ring_forcing(scale)
+        fn = lambda u: ring_residual(u, f)  # noqa: E731  (closes over a tracer)
+        if sparse:
+            linear_solver = lxs.Materialise(lxs.SuperLU(), lxs.detect_sparsity(fn, f))
+        else:
+            linear_solver = lx.AutoLinearSolver(well_posed=None)
+        newton = optx.Newton(rtol=TOL, atol=TOL, linear_solver=linear_solver)
+        sol = optx.root_find(
+            lambda u, args: fn(u),
+            newton,
+            jnp.zeros(N_RING),
+            adjoint=optx.ImplicitAdjoint(linear_solver=linear_solver),
+        )
+        return jnp.sum(sol.value**2)
+
+    gradient = jax.jit(jax.grad(lambda s: loss(s, True)))(2.0)
+    np.testing.assert_allclose(gradient, jax.grad(lambda s: loss(s, False))(2.0), rtol=1e-10)
+
+    vector_field, y0, _ = _brusselator_problem()
+
+    def diffrax_loss(args):
+        pattern = lxs.detect_sparsity(lambda y: vector_field(0.0, y, args), y0)
+        ys = _integrate(vector_field, y0, args, lxs.Materialise(lxs.SuperLU(), pattern)).ys
+        return jnp.sum(ys[0] ** 2)
+
+    def dense_loss(args):
+        ys = _integrate(vector_field, y0, args, lx.AutoLinearSolver(well_posed=None)).ys
+        return jnp.sum(ys[0] ** 2)
+
+    np.testing.assert_allclose(
+        jax.jit(jax.grad(diffrax_loss))((1.0, 3.0)),
+        jax.jit(jax.grad(dense_loss))((1.0, 3.0)),
+        rtol=1e-6,
+    )

@@ -367,12 +367,26 @@ def test_detect_sparsity_is_exact_on_pde_structures(name):
 
 
 def test_an_unsupported_function_says_to_pass_the_pattern_by_hand():
-    def uses_a_callback(x):
-        return jax.pure_callback(np.sin, jax.ShapeDtypeStruct(x.shape, x.dtype), x) * x
+    @jax.custom_jvp
+    def host_sin(x):
+        return jax.pure_callback(np.sin, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+
+    @host_sin.defjvp
+    def host_sin_jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        shape = jax.ShapeDtypeStruct(x.shape, x.dtype)
+        return host_sin(x), jax.pure_callback(lambda x, t: np.cos(x) * t, shape, x, t)
 
     # asdex treats callbacks conservatively (dense): a valid, if full, pattern.
-    pattern = lxs.detect_sparsity(uses_a_callback, jnp.ones(3))
+    pattern = lxs.detect_sparsity(host_sin, jnp.ones(3))
     assert pattern.nnz == 9
+    # A callback without a derivative rule has no Jacobian for `Materialise` to evaluate:
+    # JAX's own error says what to do.
+    with pytest.raises(ValueError, match="custom_jvp"):
+        lxs.detect_sparsity(
+            lambda x: jax.pure_callback(np.sin, jax.ShapeDtypeStruct(x.shape, x.dtype), x),
+            jnp.ones(3),
+        )
     # asdex has no rule for `fft` (nor `triangular_solve`): a clear error, not a guess.
     for unsupported in (
         lambda x: jnp.fft.fft(x).real,
@@ -381,3 +395,295 @@ def test_an_unsupported_function_says_to_pass_the_pattern_by_hand():
         with pytest.raises(ValueError, match="sparsity=") as error:
             lxs.detect_sparsity(unsupported, jnp.ones(3))
         assert "by hand" in str(error.value)
+
+
+# ------------------------------------------------------------------ verification
+
+
+N_PERIODIC = 16
+
+
+def periodic_residual(u, k):
+    """A periodic 1D reaction-diffusion residual: its Jacobian couples the first and last
+    points, which a tridiagonal pattern (the classic slip) misses."""
+    n = u.shape[0]
+    return k * u**3 - (jnp.roll(u, 1) - 2 * u + jnp.roll(u, -1)) * n**2
+
+
+def _tridiagonal(n, extra_rows=()):
+    """The pattern of a periodic stencil without its wrap-around corners."""
+    pattern = np.abs(np.subtract.outer(np.arange(n), np.arange(n))) <= 1
+    return np.concatenate([pattern, *extra_rows]) if extra_rows else pattern
+
+
+def _periodic_case(case):
+    """`(operator, pattern without the corners, exact pattern)` for each way of
+    materialising: column colouring, row colouring (a dense row), least squares (more
+    rows than columns), complex values."""
+    n = N_PERIODIC
+    u = jnp.linspace(0.5, 1.5, n)
+    if case == "square":
+        fn = lambda w: periodic_residual(w, 1.0)  # noqa: E731
+        wrong = _tridiagonal(n)
+    elif case == "rows":
+        # An integral constraint in the last row: every column conflicts, rows win.
+        fn = lambda w: jnp.concatenate([periodic_residual(w, 1.0)[:-1], jnp.sum(w)[None]])  # noqa: E731
+        wrong = np.concatenate([_tridiagonal(n)[:-1], np.ones((1, n), bool)])
+    elif case == "least-squares":
+        fn = lambda w: (periodic_residual(w, 1.0), 3.0 * w)  # noqa: E731
+        wrong = _tridiagonal(n, [np.eye(n, dtype=bool)])
+    else:  # complex
+        u = u.astype(jnp.complex128) * (1 + 0.5j)
+        fn = lambda w: (1 + 2j) * periodic_residual(w, 1.0)  # noqa: E731
+        wrong = _tridiagonal(n)
+    _, linear = jax.linearize(fn, u)
+    op = lx.FunctionLinearOperator(linear, jax.eval_shape(lambda: u))
+    return op, wrong, lxs.detect_sparsity(fn, u)
+
+
+@pytest.mark.parametrize("case", ["square", "rows", "least-squares", "complex"])
+def test_a_pattern_that_misses_entries_is_an_error_not_a_wrong_answer(case):
+    op, wrong, exact = _periodic_case(case)
+    if case == "rows":
+        m, n = (N_PERIODIC, N_PERIODIC)
+        assert as_pattern(wrong).bind(m, n).coloring().mode == "rev"
+    inner = lxs.Cholmod() if case == "least-squares" else lxs.SuperLU()
+    b = jax.tree_util.tree_map(
+        lambda leaf: jnp.cos(jnp.arange(leaf.size, dtype=leaf.dtype)).reshape(leaf.shape),
+        op.out_structure(),
+    )
+    dense = np.asarray(op.as_matrix())
+    flat_b = np.asarray(ravel_pytree(b)[0])
+    expected = np.linalg.lstsq(dense, flat_b, rcond=None)[0]
+
+    def solve(pattern, verify=True):
+        solver = lxs.Materialise(inner, pattern, verify=verify)
+        return eqx.filter_jit(lambda b: lx.linear_solve(op, b, solver=solver, throw=False))(b)
+
+    good = solve(exact)
+    assert good.result == lx.RESULTS.successful
+    np.testing.assert_allclose(good.value, expected, rtol=1e-9)
+    # Unchecked, the wrong pattern is a wrong answer reported as a success: what the
+    # probe stops.
+    unchecked = solve(wrong, verify=False)
+    assert unchecked.result == lx.RESULTS.successful
+    error = np.linalg.norm(unchecked.value - expected) / np.linalg.norm(expected)
+    assert error > 1e-3
+    with pytest.raises(RuntimeError, match="`Materialise\\(sparsity=...\\)` misses nonzero"):
+        jax.block_until_ready(solve(wrong).value)
+
+
+def test_the_probe_check_works_under_grad_and_vmap_and_names_the_rows():
+    n = N_PERIODIC
+    u = jnp.linspace(0.5, 1.5, n)
+    wrong, exact = _tridiagonal(n), lxs.detect_sparsity(lambda w: periodic_residual(w, 1.0), u)
+    b = jnp.linspace(1.0, 2.0, n)
+
+    def loss(k, pattern):
+        op = lx.JacobianLinearOperator(lambda w, args: periodic_residual(w, k), u)
+        sparse = lxs.SparseOperator.from_operator(op, pattern)
+        return jnp.sum(lx.linear_solve(sparse, b, solver=lxs.SuperLU()).value ** 2)
+
+    def dense_loss(k):
+        matrix = jax.jacfwd(lambda w: periodic_residual(w, k))(u)
+        return jnp.sum(jnp.linalg.solve(matrix, b) ** 2)
+
+    ks = jnp.asarray([0.5, 1.0])
+    np.testing.assert_allclose(jax.grad(loss)(0.7, exact), jax.grad(dense_loss)(0.7), rtol=1e-9)
+    np.testing.assert_allclose(
+        jax.vmap(lambda k: loss(k, exact))(ks), jax.vmap(dense_loss)(ks), rtol=1e-10
+    )
+    for transformed, argument in (
+        (jax.grad(lambda k: loss(k, wrong)), ks[1]),
+        (jax.jit(jax.grad(lambda k: loss(k, wrong))), ks[1]),
+        (jax.vmap(lambda k: loss(k, wrong)), ks),
+    ):
+        with pytest.raises(RuntimeError, match="misses nonzero entries"):
+            jax.block_until_ready(transformed(argument))
+    # Outside a trace the rows are known when the error is raised.
+    op = lx.JacobianLinearOperator(lambda w, args: periodic_residual(w, 1.0), u)
+    with pytest.raises(RuntimeError, match=r"from_operator\(sparsity=...\)` misses.*in rows 0, 15"):
+        lxs.SparseOperator.from_operator(op, wrong)
+    unchecked = lxs.SparseOperator.from_operator(op, wrong, verify=False)
+    assert np.abs(unchecked.as_matrix() - op.as_matrix()).max() == n**2  # the two corners
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.complex64, jnp.complex128])
+def test_the_probe_check_never_trips_on_an_exact_pattern(dtype):
+    """Rounding never trips it: rows scaled over 30 orders of magnitude, a stage matrix
+    `I - c J` whose diagonal cancels to 1e-3 of its terms, every dtype."""
+    n = 64
+    real = jnp.finfo(dtype).dtype
+    scales = jnp.asarray(10.0 ** np.linspace(-15, 15, n), dtype)
+    u = jnp.asarray(np.linspace(0.5, 1.5, n), dtype)
+    c = jnp.asarray(0.999 / (2 * n**2 + 3 * 1.5**2), dtype)  # c J's diagonal is about 1
+
+    def fn(w):
+        return scales * (w - c * periodic_residual(w, jnp.asarray(-1.0, dtype)))
+
+    pattern = lxs.detect_sparsity(fn, u)
+    op = lx.JacobianLinearOperator(lambda w, args: fn(w), u)
+    sparse = eqx.filter_jit(lambda o: lxs.SparseOperator.from_operator(o, pattern))(op)
+    unscale = 1 / np.abs(np.asarray(scales))[:, None]  # rows of terms of size 1
+    np.testing.assert_allclose(
+        np.asarray(sparse.as_matrix()) * unscale,
+        np.asarray(op.as_matrix()) * unscale,
+        atol=100 * float(jnp.finfo(real).eps),
+    )
+    batched = jax.vmap(
+        lambda s: (
+            lxs.SparseOperator.from_operator(
+                lx.JacobianLinearOperator(lambda w, args: s * fn(w), u), pattern
+            ).data
+        )
+    )(jnp.asarray([1.0, 1e-30], dtype))
+    assert batched.shape == (2, sparse.data.shape[0])
+
+
+# ------------------------------------------------------------------ custom derivative rules
+
+
+@jax.custom_jvp
+def identity_with_coupled_jvp(x):
+    return x
+
+
+@identity_with_coupled_jvp.defjvp
+def _coupled_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return x, t + 0.5 * jnp.roll(t, 1)
+
+
+@jax.custom_vjp
+def square_with_coupled_vjp(x):
+    return x**2
+
+
+def _square_fwd(x):
+    return x**2, x
+
+
+def _square_bwd(x, cotangent):
+    return (2 * x * cotangent + 0.5 * jnp.roll(cotangent, -1),)
+
+
+square_with_coupled_vjp.defvjp(_square_fwd, _square_bwd)
+
+
+def test_detect_sparsity_follows_custom_jvp_rules():
+    """An identity whose JVP couples neighbours: its primal's pattern has 6 of the 12
+    entries `Materialise` evaluates, which gave a `successful` answer 15% off."""
+    n = 6
+    x = jnp.linspace(1.0, 2.0, n)
+    pattern = lxs.detect_sparsity(identity_with_coupled_jvp, x)
+    dense = dense_jacobian(identity_with_coupled_jvp, x)
+    assert pattern.nnz == 12 and np.count_nonzero(dense) == 12
+    _, linear = jax.linearize(identity_with_coupled_jvp, x)
+    op = lx.FunctionLinearOperator(linear, jax.eval_shape(lambda: x))
+    b = jnp.linspace(1.0, 3.0, n)
+    x_sparse = lx.linear_solve(op, b, solver=lxs.Materialise(lxs.SuperLU(), pattern)).value
+    np.testing.assert_allclose(x_sparse, np.linalg.solve(dense, b), rtol=1e-12)
+    # The primal's pattern (asdex on the function itself) is caught by the probe.
+    import asdex
+
+    primal = asdex.jacobian_sparsity(identity_with_coupled_jvp, x)
+    assert primal.nnz == n
+    with pytest.raises(RuntimeError, match="misses nonzero entries"):
+        lx.linear_solve(op, b, solver=lxs.Materialise(lxs.SuperLU(), primal))
+
+
+@pytest.mark.parametrize("operator", ["jacobian-bwd", "linearize-rows"])
+def test_detect_sparsity_follows_custom_vjp_rules(operator):
+    """A `custom_vjp` function has no JVP: `Materialise` evaluates its `bwd` rule (VJPs
+    for row colourings, or their transpose through `JacobianLinearOperator(jac="bwd")`),
+    and detection follows that rule, not the primal."""
+    n = 6
+    x = jnp.linspace(1.0, 2.0, n)
+    if operator == "jacobian-bwd":
+        fn = square_with_coupled_vjp
+    else:  # a dense last row makes row colouring (VJPs) the cheaper, so usable, mode
+
+        def fn(y):
+            return jnp.concatenate([square_with_coupled_vjp(y)[:-1], jnp.sum(y**2)[None]])
+
+    dense = np.asarray(jax.jacrev(fn)(x))
+    pattern = lxs.detect_sparsity(fn, x)
+    detected = np.zeros((n, n), bool)
+    detected[pattern.rows, pattern.cols] = True
+    np.testing.assert_array_equal(detected, dense != 0)
+    if operator == "jacobian-bwd":
+        op = lx.JacobianLinearOperator(lambda y, args: fn(y), x, jac="bwd")
+    else:
+        _, linear = jax.linearize(fn, x)
+        op = lx.FunctionLinearOperator(linear, jax.eval_shape(lambda: x))
+        assert as_pattern(pattern).bind(n, n).coloring().mode == "rev"
+    sparse = lxs.SparseOperator.from_operator(op, pattern)
+    np.testing.assert_allclose(sparse.as_matrix(), dense, rtol=1e-14)
+    import asdex
+
+    primal = asdex.jacobian_sparsity(fn, x)
+    assert primal.nnz < pattern.nnz
+    with pytest.raises(RuntimeError, match="misses nonzero entries"):
+        lxs.SparseOperator.from_operator(op, primal)
+
+
+# ------------------------------------------------------------------ closures over tracers
+
+
+def test_detect_sparsity_through_closures_over_traced_values():
+    """Inside `jit`, `grad` and `vmap` of a loss whose residual closes over the parameter
+    (as diffrax's implicit-closure tests write it): the pattern, not a tracer error."""
+    n = 8
+    expected = lxs.detect_sparsity(lambda y: 2.0 * y + jnp.roll(y, 1) ** 2, jnp.ones(n))
+    patterns = []
+
+    def loss(x):
+        pattern = lxs.detect_sparsity(lambda y: x * y + jnp.roll(y, 1) ** 2, jnp.ones(n))
+        patterns.append(pattern)
+        op = lx.JacobianLinearOperator(lambda y, args: x * y + jnp.roll(y, 1) ** 2, jnp.ones(n))
+        solver = lxs.Materialise(lxs.SuperLU(), pattern)
+        return jnp.sum(lx.linear_solve(op, jnp.ones(n), solver=solver).value * x)
+
+    def dense_loss(x):
+        matrix = jax.jacfwd(lambda y: x * y + jnp.roll(y, 1) ** 2)(jnp.ones(n))
+        return jnp.sum(jnp.linalg.solve(matrix, jnp.ones(n)) * x)
+
+    x = jnp.linspace(3.0, 4.0, n)
+    np.testing.assert_allclose(jax.jit(loss)(x), dense_loss(x), rtol=1e-12)
+    np.testing.assert_allclose(jax.grad(loss)(x), jax.grad(dense_loss)(x), rtol=1e-10)
+    xs = jnp.stack([x, 2 * x])
+    np.testing.assert_allclose(jax.vmap(loss)(xs), jax.vmap(dense_loss)(xs), rtol=1e-12)
+    assert len(patterns) == 3
+    for pattern in patterns:
+        assert as_pattern(pattern) == as_pattern(expected)
+    # A traced index array is an unknown value: the pattern holds for every value it takes.
+    index = np.arange(n)[::-1].copy()
+
+    @jax.jit
+    def traced_gather(idx):
+        return lxs.detect_sparsity(lambda y: y * y[idx], jnp.ones(n)).nnz
+
+    assert lxs.detect_sparsity(lambda y: y * y[index], jnp.ones(n)).nnz == 2 * n
+    assert traced_gather(index) == n * n  # conservative, not an error
+
+
+def test_no_dependency_warning_reaches_code_that_runs_with_warnings_as_errors():
+    """asdex warns (`DenseColoringWarning`) when a pattern needs as many colours as the
+    dense Jacobian; optimistix's tests run with `-W error`. A dense pattern is correct, and
+    silent."""
+    import warnings
+
+    n = 5
+
+    def fn(x):
+        return jnp.sum(x) * x + x**2
+
+    x = jnp.linspace(1.0, 2.0, n)
+    b = jnp.ones(n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pattern = lxs.detect_sparsity(fn, x)
+        assert pattern.nnz == n * n
+        op = lx.JacobianLinearOperator(lambda y, args: fn(y), x)
+        solution = lx.linear_solve(op, b, solver=lxs.Materialise(lxs.SuperLU(), pattern)).value
+    np.testing.assert_allclose(solution, np.linalg.solve(dense_jacobian(fn, x), b), rtol=1e-12)

@@ -279,6 +279,7 @@ class SparseOperator(lx.AbstractLinearOperator):
         operator: lx.AbstractLinearOperator,
         sparsity: Any,
         tags: object | Iterable[object] | None = None,
+        verify: bool = True,
     ) -> SparseOperator:
         """The matrix of any square lineax operator, given its sparsity pattern.
 
@@ -299,6 +300,9 @@ class SparseOperator(lx.AbstractLinearOperator):
             matrix, a BCOO, a dense boolean array, `(rows, cols)` index arrays, or an asdex
             pattern from [`lineax_sparse.detect_sparsity`][]. The diagonal is always added.
         - `tags`: the tags of the result; by default those lineax knows of `operator`.
+        - `verify`: check the matrix against the operator with one more product (a fixed
+            probe vector): a pattern that misses entries raises a runtime error instead of
+            returning a wrong matrix. `False` skips it, for a pattern known to be exact.
 
         **Returns:**
 
@@ -306,7 +310,7 @@ class SparseOperator(lx.AbstractLinearOperator):
         """
         from ._materialise import materialise
 
-        return materialise(operator, sparsity, tags)
+        return materialise(operator, sparsity, tags, verify)
 
     @property
     def matrix(self) -> jsparse.BCOO:

@@ -79,7 +79,10 @@ class Materialise(lx.AbstractLinearSolver[MaterialiseState]):
     optimistix and diffrax hand to their linear solver) is materialised as a
     `SparseOperator` by graph-coloured products: the pattern is coloured once on the host
     (asdex), then one Jacobian-vector product per colour, all at once under `jax.vmap`
-    (or vector-Jacobian products, when colouring the rows needs fewer colours). Everything
+    (or vector-Jacobian products, when colouring the rows needs fewer colours). One more
+    product, with a fixed probe vector, checks the matrix against the operator: a pattern
+    that misses entries raises a runtime error (under `jit` too), never a wrong answer
+    reported as successful. Everything
     else (`init`, `compute`, `transpose`, `conj`, statistics, results) is the inner
     solver's. The operator's tags carry over, so `Materialise(AutoSparse(), ...)` uses
     CHOLMOD for an operator tagged positive semidefinite. A `SparseOperator` passes
@@ -107,6 +110,7 @@ class Materialise(lx.AbstractLinearSolver[MaterialiseState]):
 
     solver: AbstractHostSolver = eqx.field(converter=_check_solver)
     sparsity: JacobianPattern = eqx.field(static=True, converter=as_pattern)
+    verify: bool = eqx.field(static=True, default=True)
 
     def init(self, operator: lx.AbstractLinearOperator, options: dict[str, Any]):
         inputs = Structure(operator.in_structure())
@@ -126,7 +130,9 @@ class Materialise(lx.AbstractLinearSolver[MaterialiseState]):
                 "such as `lineax.QR()` for it."
             )
         pattern = self.sparsity.bind(m, n)
-        values = compressed_values(operator, pattern, inputs, outputs)
+        values = compressed_values(
+            operator, pattern, inputs, outputs, self.verify, "Materialise(sparsity=...)"
+        )
         dtype = values.dtype
         values = jax.lax.stop_gradient(values)  # derivatives go through the operator
         inner_options = self._inner_options(options, inputs)
@@ -221,4 +227,8 @@ Materialise.__init__.__doc__ = """**Arguments:**
     as above), concrete: a scipy.sparse matrix, a `jax.experimental.sparse.BCOO`, a dense
     boolean 2-D array, a `(rows, cols)` pair of index arrays, or an asdex pattern as
     returned by [`lineax_sparse.detect_sparsity`][]. It is coloured once, on the host.
+- `verify`: check each materialised matrix against the operator with one more product
+    (a probe vector in the same `vmap` as the coloured products): a pattern that misses
+    entries raises an error instead of solving a wrong matrix. `False` skips it, for a
+    pattern known to be exact.
 """
