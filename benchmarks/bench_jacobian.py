@@ -19,9 +19,17 @@ benchmarks/results/jacobian.md:
    once and excluded), factorization and solve.
 4. **Colouring** of 2D / 3D stencil and FEM patterns at n = 1e4 .. 1e6: colours of columns
    (JVPs) and rows (VJPs) and asdex's host time for each.
+5. **Verification** (`--parts verify`): the cost of checking each materialised matrix
+   against the operator (one more product with a probe vector, in the same `vmap` as the
+   coloured JVPs): one Newton step (linearise, `Materialise(SuperLU())`, factorize, solve)
+   and the materialisation alone, with `verify=True` and `verify=False`, in turns in one
+   process (alternating which goes first) at n = 1e4 .. 1.6e5; medians of 20 repetitions,
+   each call at new values (no factorization is found in the cache), with the load average
+   before and after.
 
     python benchmarks/bench_jacobian.py            # about 25 minutes
     python benchmarks/bench_jacobian.py --quick    # small sizes, a few minutes
+    python benchmarks/bench_jacobian.py --parts verify   # the verification's cost only
 """
 
 from __future__ import annotations
@@ -268,6 +276,79 @@ def run_targets(case: dict) -> dict:
     return result
 
 
+def run_verify(case: dict) -> dict:
+    """One Newton step and one materialisation with and without the probe check, in turns."""
+    load_before = os.getloadavg()[0]
+    jax, _, _, pattern = _newton(case["grid"])
+    import equinox as eqx
+    import jax.numpy as jnp
+    import lineax as lx
+    import numpy as np
+
+    import lineax_sparse as lxs
+    from nonlinear_diffusion import manufactured, residual
+
+    grid = case["grid"]
+    n = grid * grid
+    _, f = manufactured(grid)
+    args = (jnp.asarray(f), jnp.zeros((grid, 0)))
+    u = jnp.asarray(np.random.default_rng(0).uniform(0, 1, n))
+    structure = jax.ShapeDtypeStruct((n,), jnp.float64)
+
+    def step(verify):
+        solver = lxs.Materialise(lxs.SuperLU(), pattern, verify=verify)
+
+        @eqx.filter_jit
+        def run(u):
+            value, linear = jax.linearize(lambda w: residual(w, args), u)
+            op = lx.FunctionLinearOperator(linear, structure)
+            return u - lx.linear_solve(op, value, solver=solver).value
+
+        return run
+
+    def materialise(verify):
+        @eqx.filter_jit
+        def run(u):
+            _, linear = jax.linearize(lambda w: residual(w, args), u)
+            op = lx.FunctionLinearOperator(linear, structure)
+            return lxs.SparseOperator.from_operator(op, pattern, verify=verify).data
+
+        return run
+
+    parts = {
+        ("step", True): step(True),
+        ("step", False): step(False),
+        ("materialise", True): materialise(True),
+        ("materialise", False): materialise(False),
+    }
+    calls = iter(range(1, 10**9))  # every call at new values: never a cached factorization
+    for part in parts.values():
+        jax.block_until_ready(part(u + 1e-9 * next(calls)))
+    times: dict = {name: [] for name in parts}
+    for repetition in range(case["repeats"]):
+        order = list(parts.items())
+        if repetition % 2:  # alternate who goes first: no position in a turn is favoured
+            order.reverse()
+        for name, part in order:
+            x = u + 1e-9 * next(calls)
+            jax.block_until_ready(x)
+            start = time.perf_counter()
+            jax.block_until_ready(part(x))
+            times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    turn_ratios = [a / b for a, b in zip(times["step", True], times["step", False], strict=True)]
+    return {
+        "n": n,
+        "step_verified": median["step", True],
+        "step_unverified": median["step", False],
+        "materialise_verified": median["materialise", True],
+        "materialise_unverified": median["materialise", False],
+        "median_turn_ratio": statistics.median(turn_ratios),
+        "colours": int(lxs._materialise.as_pattern(pattern).bind(n, n).coloring().num_colors),
+        "load": [load_before, os.getloadavg()[0]],
+    }
+
+
 def run_colouring(case: dict) -> dict:
     import asdex
     import numpy as np
@@ -317,7 +398,12 @@ def _colouring_pattern(kind: str, target: int):
 
 
 def _child(case: dict) -> None:
-    runner = {"case": run_case, "targets": run_targets, "colouring": run_colouring}
+    runner = {
+        "case": run_case,
+        "targets": run_targets,
+        "colouring": run_colouring,
+        "verify": run_verify,
+    }
     print("RESULT " + json.dumps(runner[case["runner"]](case)), flush=True)
 
 
@@ -415,7 +501,9 @@ def main() -> None:
         "--limit", type=float, default=60.0, help="seconds per solve before a route stops"
     )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--parts", default="newton,kvaerno,targets,colouring", help="tables to run")
+    parser.add_argument(
+        "--parts", default="newton,kvaerno,targets,colouring,verify", help="tables to run"
+    )
     args = parser.parse_args()
     if args.child is not None:
         _child(json.loads(args.child))
@@ -534,8 +622,57 @@ def main() -> None:
             )
         )
         print(sections[-1], flush=True)
+    if "verify" in parts:
+        rows = []
+        for grid in (50,) if args.quick else (100, 200, 400):
+            case = {"runner": "verify", "grid": grid, "repeats": 6 if args.quick else 20}
+            result = spawn(case, timeout=3600)
+            print(f"  verify {grid}: {result}", flush=True)
+            if "error" in result:
+                rows.append([f"{grid * grid:,}", result["error"], *[""] * 7])
+                continue
+            ratio = result["step_verified"] / result["step_unverified"]
+            # The check's own cost, measured on the materialisation alone (steady where a
+            # step's time drifts with the machine's load), as a share of a step.
+            added = result["materialise_verified"] - result["materialise_unverified"]
+            rows.append(
+                [
+                    f"{result['n']:,}",
+                    str(result["colours"]),
+                    f"{result['step_unverified'] * 1e3:.1f}",
+                    f"{result['step_verified'] * 1e3:.1f}",
+                    f"**{ratio - 1:+.1%}** ({result['median_turn_ratio'] - 1:+.1%})",
+                    f"{result['materialise_unverified'] * 1e3:.1f}",
+                    f"{result['materialise_verified'] * 1e3:.1f}",
+                    f"**{added / result['step_unverified']:+.1%}**",
+                    "{:.2f} / {:.2f}".format(*result["load"]),
+                ]
+            )
+        sections.append(
+            "Verification: one Newton step and one materialisation with `verify=False` and "
+            "`verify=True` (ms, medians, in turns in one process, each call at new values; "
+            "step cost: of the medians, and in parentheses the median of the per-turn "
+            "ratios; added materialise / step: the materialisation's difference as a share "
+            "of the unverified step; target: at most +5% of a step at n >= 1e4)\n\n"
+            + markdown_table(
+                [
+                    "n",
+                    "colours",
+                    "step, unverified",
+                    "step, verified",
+                    "step cost",
+                    "materialise, unverified",
+                    "materialise, verified",
+                    "added materialise / step",
+                    "load before / after",
+                ],
+                rows,
+            )
+        )
+        print(sections[-1], flush=True)
     text = "\n\n".join(sections)
-    print(f"\nwritten to {write_result('jacobian.md', text)}")
+    name = "jacobian_verify.md" if parts == ["verify"] else "jacobian.md"
+    print(f"\nwritten to {write_result(name, text)}")
 
 
 if __name__ == "__main__":
