@@ -82,11 +82,10 @@ class Materialise(lx.AbstractLinearSolver[MaterialiseState]):
     (or vector-Jacobian products, when colouring the rows needs fewer colours). One more
     product, with a fixed probe vector, checks the matrix against the operator: a pattern
     that misses entries raises a runtime error (under `jit` too), never a wrong answer
-    reported as successful. Everything
-    else (`init`, `compute`, `transpose`, `conj`, statistics, results) is the inner
-    solver's. The operator's tags carry over, so `Materialise(AutoSparse(), ...)` uses
-    CHOLMOD for an operator tagged positive semidefinite. A `SparseOperator` passes
-    through unchanged.
+    reported as successful. Everything else (`init`, `compute`, `transpose`, `conj`,
+    statistics, results) is the inner solver's. The operator's tags carry over, so
+    `Materialise(AutoSparse(), ...)` uses CHOLMOD for an operator tagged positive
+    semidefinite. A `SparseOperator` passes through unchanged.
 
     ```python
     pattern = lxs.detect_sparsity(lambda y: residual(y, args), y0)
