@@ -51,7 +51,7 @@ from .backends.base import fingerprint, Pattern
 PATTERNS_HELD = 16
 
 _GOLDEN = 0x9E3779B9  # 2^32 / golden ratio: spreads positions over 32 bits
-_SEEDS = (0x3C6EF372, 0xA54FF53A)  # one per half of the digest
+_PRIME = 0x01000193  # FNV's 32-bit prime: spreads rows before their columns are mixed in
 
 
 def _mix_np(x: np.ndarray) -> np.ndarray:
@@ -74,36 +74,28 @@ def _mix(x: Array) -> Array:
 def index_digest(indices: np.ndarray) -> tuple[int, int]:
     """A 64-bit digest of every entry of COO `indices` and its position (two uint32).
 
-    `traced_index_digest` computes the same value in XLA. Indices are read modulo 2^32, so
-    any integer dtype of the same values gives the same digest.
+    Each entry `(r, c)` at position `e` gives `h = mix((r * P ^ c) + e * G)` (one
+    bijective 32-bit mix); the digest is `(sum h, sum h * (e * G | 1))`. It guards against
+    indices replaced by mistake, not against an adversary. `traced_index_digest` computes
+    the same in XLA. Indices are read modulo 2^32, so any integer dtype of the same values
+    gives the same digest.
     """
     with np.errstate(over="ignore"):
         words = np.asarray(indices).astype(np.uint32)
-        rows, cols = words[:, 0], words[:, 1]
         position = np.arange(words.shape[0], dtype=np.uint32) * np.uint32(_GOLDEN)
-        return tuple(
-            int(
-                np.sum(
-                    _mix_np(_mix_np(rows ^ _mix_np(position + np.uint32(seed))) + cols),
-                    dtype=np.uint32,
-                )
-            )
-            for seed in _SEEDS
-        )
+        mixed = _mix_np(((words[:, 0] * np.uint32(_PRIME)) ^ words[:, 1]) + position)
+        weighted = mixed * (position | np.uint32(1))
+        return int(np.sum(mixed, dtype=np.uint32)), int(np.sum(weighted, dtype=np.uint32))
 
 
 def traced_index_digest(indices: Int[Array, "nse 2"]) -> Array:
     """`index_digest` in XLA, as a uint32 vector of two (one fused pass over the indices:
-    about 1 ms for 690k entries on one core)."""
+    0.5 ms for 690k entries on one core, 0.1 ms for 77k, dispatch included)."""
     words = indices.astype(jnp.uint32)
-    rows, cols = words[:, 0], words[:, 1]
     position = jax.lax.iota(jnp.uint32, words.shape[0]) * jnp.uint32(_GOLDEN)
-    return jnp.stack(
-        [
-            jnp.sum(_mix(_mix(rows ^ _mix(position + jnp.uint32(seed))) + cols), dtype=jnp.uint32)
-            for seed in _SEEDS
-        ]
-    )
+    mixed = _mix(((words[:, 0] * jnp.uint32(_PRIME)) ^ words[:, 1]) + position)
+    weighted = mixed * (position | jnp.uint32(1))
+    return jnp.stack([jnp.sum(mixed, dtype=jnp.uint32), jnp.sum(weighted, dtype=jnp.uint32)])
 
 
 class PatternKey:
