@@ -436,14 +436,10 @@ def _live_patterns(refs):
     return [ref() for ref in refs if ref() is not None]
 
 
-@pytest.mark.parametrize(
-    "count",
-    [40, pytest.param(200, marks=pytest.mark.slow)],  # 200: 50-120 s of compiling
-)
-def test_patterns_are_released_by_the_caches_that_hold_them(count):
-    """Operators passed through `lx.linear_solve` (a jit whose treedefs JAX keeps in caches
-    that `jax.clear_caches` does not empty) hold only a key: after the operators are
-    dropped, `lxs.clear_cache()` and `jax.clear_caches()` release every pattern."""
+def _solve_distinct_patterns(count: int) -> list[weakref.ref]:
+    """Solve `count` matrices of distinct patterns through `lx.linear_solve`, each with an
+    operator dropped afterwards (in a frame of its own: `eqx.error_if` reads its caller's
+    `f_locals`, whose snapshot would otherwise keep the last operator alive)."""
     n = 40
     b = jnp.ones(n)
     refs = []
@@ -457,12 +453,41 @@ def test_patterns_are_released_by_the_caches_that_hold_them(count):
         op = helpers.operator(matrix.tocsr())
         refs.append(weakref.ref(op.pattern))
         lx.linear_solve(op, b, solver=lxs.SuperLU()).value.block_until_ready()
-    del op
-    assert len({ref().key for ref in refs if ref() is not None}) > count // 2  # distinct
+    return refs
+
+
+@pytest.mark.parametrize(
+    "count",
+    [40, pytest.param(200, marks=pytest.mark.slow)],  # 200: 50-120 s of compiling
+)
+def test_patterns_are_released_by_the_caches_that_hold_them(count):
+    """Operators passed through `lx.linear_solve` (a jit whose treedefs JAX keeps in caches
+    that `jax.clear_caches` does not empty) hold only a key: after the operators are
+    dropped, `lxs.clear_cache()` and `jax.clear_caches()` release every pattern."""
+    refs = _solve_distinct_patterns(count)
+    live = _live_patterns(refs)  # held by the compiled programs that solve with them
+    assert len({pattern.key for pattern in live}) > count // 2  # distinct patterns
+    del live
     lxs.clear_cache()
     jax.clear_caches()
     assert _live_patterns(refs) == []
     assert _pattern.held_nbytes() == 0
+
+
+def test_an_operator_keeps_its_pattern_and_its_copies_find_it(getkey):
+    """The operator built from the indices holds its pattern across `clear_cache` and
+    `jax.clear_caches`; copies made by transformations refer to it by key."""
+    data, indices, n = fem_coo(padding=0)
+    op = lxs.SparseOperator(jsparse.BCOO((jnp.asarray(data), indices), shape=(n, n)), PSD)
+    copy = jax.tree.map(lambda leaf: leaf, op)
+    pattern = op.pattern
+    lxs.clear_cache()
+    jax.clear_caches()
+    gc.collect()
+    assert copy.pattern is pattern and op.pattern_key.resolve() is pattern
+    b = jax.random.normal(getkey(), (n,))
+    x = lx.linear_solve(copy, b, solver=lxs.Cholmod()).value
+    helpers.assert_close(x, jnp.linalg.solve(dense(jnp.asarray(data), indices, n), b), jnp.float64)
 
 
 def test_patterns_held_by_nothing_else_are_released_by_clear_cache():
@@ -483,11 +508,15 @@ def test_a_released_pattern_is_interned_again_and_solves(getkey):
     """A state kept across `clear_cache` and `jax.clear_caches` (its pattern held nowhere)
     still solves: its indices cross to the host once, which interns the pattern again."""
     data, indices, n = fem_coo(padding=2)
-    op = lxs.SparseOperator(jsparse.BCOO((jnp.asarray(data), indices), shape=(n, n)), PSD)
+    built = lxs.SparseOperator(jsparse.BCOO((jnp.asarray(data), indices), shape=(n, n)), PSD)
     solver = lxs.Cholmod()
-    state = solver.init(op, {})
+    state = solver.init(built, {})
     key = state.pattern
-    ref = weakref.ref(op.pattern)
+    ref = weakref.ref(built.pattern)
+    # A copy (as transformations make) holds the key only; the operator it was built as
+    # holds the pattern itself, and is dropped here.
+    op = jax.tree.map(lambda leaf: leaf, built)
+    del built
     b = jax.random.normal(getkey(), (n,))
     expected = jnp.linalg.solve(dense(jnp.asarray(data), indices, n), b)
     lxs.clear_cache()

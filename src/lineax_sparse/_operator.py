@@ -162,12 +162,18 @@ class SparseOperator(lx.AbstractLinearOperator):
         self.indices = matrix.indices
         self.size = matrix.shape[0]
         self.tags = _frozenset(tags)
+        held = _pattern if isinstance(_pattern, StaticPattern) else None
         if key is None:
             concrete = concrete_value(matrix.indices)
             if concrete is not None:
-                key = intern(concrete, self.size).key
+                held = intern(concrete, self.size)
+                key = held.key
         # (from `from_pattern` and `_with_tags`, the key is given: the indices are its own)
         self.pattern_key = key
+        # The operator built here keeps its pattern alive, outside its pytree (so not in
+        # treedefs, nor in JAX's caches): copies made by transformations find it by key
+        # while this one lives.
+        object.__setattr__(self, "_held_pattern", held)
 
     @property
     def pattern(self) -> StaticPattern | None:
@@ -195,7 +201,7 @@ class SparseOperator(lx.AbstractLinearOperator):
 
     def _with_tags(self, tags: frozenset[object]) -> SparseOperator:
         """The same matrix (and pattern) with other tags."""
-        return SparseOperator(self.matrix, tags, _pattern=self.pattern_key)
+        return SparseOperator(self.matrix, tags, _pattern=self.pattern or self.pattern_key)
 
     @classmethod
     def from_scipy(cls, matrix: Any, tags: object | Iterable[object] = ()) -> SparseOperator:

@@ -15,6 +15,8 @@ Who holds what. Static fields (an operator's, a solver state's) end up in JAX's 
 (treedefs are cache keys, and some of those caches outlive `jax.clear_caches`), so they
 hold only a `PatternKey`: a few integers. The arrays live in `StaticPattern` objects, held
 
+- by the `SparseOperator` that was built from them (outside its pytree: the copies JAX
+  transformations make hold the key only);
 - by this module, for the `PATTERNS_HELD` most recently used patterns within the cache's
   byte budget, released by `lineax_sparse.clear_cache`;
 - by whoever else keeps them: a user's variable (`static_pattern`), and the callbacks of the
