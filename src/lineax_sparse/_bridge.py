@@ -38,7 +38,7 @@ from jaxtyping import Array, Inexact, Int
 from . import _host, _native
 from ._callback import host_call
 from ._native import BackendSpec
-from ._pattern import intern, PatternKey, StaticPattern
+from ._pattern import GOLDEN, intern, mix32, PatternKey, StaticPattern
 from .backends.base import Status
 
 
@@ -118,7 +118,6 @@ def _solve_host(
 
 #: Entries of each array sampled by `make_handle`; arrays up to this long are digested whole.
 HANDLE_SAMPLE = 4096
-_GOLDEN = 0x9E3779B9  # 2^32 / golden ratio: spreads positions over 32 bits
 _SEEDS = (0x3C6EF372, 0xA54FF53A)  # one per half of the handle
 
 
@@ -134,15 +133,6 @@ def _words(array: Array) -> Array:
         return jax.lax.bitcast_convert_type(array, jnp.uint32).reshape(-1)
     # 8- and 16-bit types (float16, bfloat16, int8, ...): one word per entry.
     return jax.lax.bitcast_convert_type(array, _UNSIGNED[itemsize]).astype(jnp.uint32).reshape(-1)
-
-
-def _mix(x: Array) -> Array:
-    """MurmurHash3's 32-bit finalizer: every input bit reaches every output bit."""
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x85EBCA6B)
-    x = x ^ (x >> 13)
-    x = x * jnp.uint32(0xC2B2AE35)
-    return x ^ (x >> 16)
 
 
 def _sample(array: Array) -> Array:
@@ -179,10 +169,10 @@ def make_handle(
     if aux is not None:
         parts.append(_words(_sample(aux.reshape(-1))))
     words = jnp.concatenate(parts)
-    position = jax.lax.iota(jnp.uint32, words.shape[0]) * jnp.uint32(_GOLDEN)
+    position = jax.lax.iota(jnp.uint32, words.shape[0]) * jnp.uint32(GOLDEN)
     sizes = jnp.uint32((values.shape[0] * 0x01000193 + salt) & 0xFFFFFFFF)
     halves = [
-        jnp.sum(_mix(words ^ _mix(position + jnp.uint32(seed))), dtype=jnp.uint32) ^ sizes
+        jnp.sum(mix32(words ^ mix32(position + jnp.uint32(seed))), dtype=jnp.uint32) ^ sizes
         for seed in _SEEDS
     ]
     return jax.lax.bitcast_convert_type(jnp.stack(halves), jnp.int32)
