@@ -192,7 +192,6 @@ def run_case(case: dict) -> dict:
 
 def run_targets(case: dict) -> dict:
     """Dense and sparse in turns in one process; the parts of a Newton step."""
-    import numpy as np
 
     if case["kind"] in ("newton", "kvaerno"):
         if case["kind"] == "newton":
@@ -215,13 +214,9 @@ def run_targets(case: dict) -> dict:
     import lineax as lx
 
     import lineax_sparse as lxs
-    from nonlinear_diffusion import manufactured, residual
+    from nonlinear_diffusion import residual
 
-    grid = case["grid"]
-    n = grid * grid
-    _, f = manufactured(grid)
-    args = (jnp.asarray(f), jnp.zeros((grid, 0)))
-    u = jnp.asarray(np.random.default_rng(0).uniform(0, 1, n))
+    n, args, u = _step_problem(case["grid"])
     lxs.SparseOperator.from_operator(  # colour the pattern now: done once, excluded
         lx.FunctionLinearOperator(lambda v: v, jax.ShapeDtypeStruct((n,), jnp.float64)),
         pattern,
@@ -276,6 +271,20 @@ def run_targets(case: dict) -> dict:
     return result
 
 
+def _step_problem(grid: int):
+    """`(n, args, u)`: the nonlinear-diffusion residual's arguments on a `grid` x `grid`
+    mesh and a fixed point to linearise it at, for the parts that time one Newton step."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from nonlinear_diffusion import manufactured
+
+    n = grid * grid
+    _, f = manufactured(grid)
+    args = (jnp.asarray(f), jnp.zeros((grid, 0)))
+    return n, args, jnp.asarray(np.random.default_rng(0).uniform(0, 1, n))
+
+
 def run_verify(case: dict) -> dict:
     """One Newton step and one materialisation with and without the probe check, in turns."""
     load_before = os.getloadavg()[0]
@@ -283,16 +292,11 @@ def run_verify(case: dict) -> dict:
     import equinox as eqx
     import jax.numpy as jnp
     import lineax as lx
-    import numpy as np
 
     import lineax_sparse as lxs
-    from nonlinear_diffusion import manufactured, residual
+    from nonlinear_diffusion import residual
 
-    grid = case["grid"]
-    n = grid * grid
-    _, f = manufactured(grid)
-    args = (jnp.asarray(f), jnp.zeros((grid, 0)))
-    u = jnp.asarray(np.random.default_rng(0).uniform(0, 1, n))
+    n, args, u = _step_problem(case["grid"])
     structure = jax.ShapeDtypeStruct((n,), jnp.float64)
 
     def step(verify):
