@@ -687,3 +687,57 @@ def test_no_dependency_warning_reaches_code_that_runs_with_warnings_as_errors():
         op = lx.JacobianLinearOperator(lambda y, args: fn(y), x)
         solution = lx.linear_solve(op, b, solver=lxs.Materialise(lxs.SuperLU(), pattern)).value
     np.testing.assert_allclose(solution, np.linalg.solve(dense_jacobian(fn, x), b), rtol=1e-12)
+
+
+def _solve_with_distinct_patterns(count: int) -> list:
+    """Solve through `Materialise` solvers of `count` distinct patterns, each dropped after
+    its solve (in a frame of its own, whose locals die with it); weak references to the
+    patterns."""
+    import weakref
+
+    n = 30
+    b = jnp.ones(n)
+    refs = []
+    for k in range(count):
+        matrix = sp.diags(
+            [np.full(n, 8.0), np.ones(n - 1 - k), np.ones(n - 1 - k)], [0, 1 + k, -1 - k]
+        )
+        dense = jnp.asarray(matrix.toarray())
+        op = lx.FunctionLinearOperator(
+            lambda v, a=dense: a @ v, jax.ShapeDtypeStruct((n,), jnp.float64)
+        )
+        solver = lxs.Materialise(lxs.SuperLU(), matrix.tocsr())
+        refs.append(weakref.ref(solver.sparsity))
+        x = lx.linear_solve(op, b, solver=solver).value
+        np.testing.assert_allclose(x, jnp.linalg.solve(dense, b), rtol=1e-10)
+    return refs
+
+
+def test_materialise_patterns_are_released_by_the_caches_that_hold_them():
+    """A `Materialise` passed through `lx.linear_solve` (whose treedefs JAX keeps in caches
+    that `jax.clear_caches` does not empty) holds its pattern's key in its static field:
+    once the solvers are dropped, `lxs.clear_cache()` and `jax.clear_caches()` release
+    every pattern."""
+    import gc
+
+    refs = _solve_with_distinct_patterns(10)
+    lxs.clear_cache()
+    jax.clear_caches()
+    gc.collect()
+    assert [ref for ref in refs if ref() is not None] == []
+
+
+def test_copies_of_a_materialise_find_its_pattern():
+    """Copies made by transformations hold the key; the solver built holds the pattern."""
+    pattern = sp.eye(5, format="csr")
+    solver = lxs.Materialise(lxs.SuperLU(), pattern)
+    copy = jax.tree.map(lambda leaf: leaf, solver)
+    lxs.clear_cache()
+    jax.clear_caches()
+    assert copy.sparsity is solver.sparsity and copy == solver
+    del solver
+    import gc
+
+    gc.collect()
+    with pytest.raises(ValueError, match="no longer held"):
+        copy.sparsity.bind(5, 5)

@@ -34,7 +34,9 @@ and XLA sums the products into place (`NormalEquations`).
 from __future__ import annotations
 
 import collections
+import hashlib
 import threading
+import weakref
 from typing import Any
 
 import equinox as eqx
@@ -47,6 +49,7 @@ from jax.experimental import sparse as jsparse
 from jaxtyping import Array
 
 from ._operator import SparseOperator
+from ._registry import registry
 
 
 # ------------------------------------------------------------------ pytree <-> vector
@@ -109,7 +112,7 @@ class JacobianPattern:
     table.
     """
 
-    __slots__ = ("rows", "cols", "shape", "_hash")
+    __slots__ = ("rows", "cols", "shape", "_hash", "_key", "__weakref__")
 
     def __init__(self, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int] | None):
         rows = np.asarray(rows, dtype=np.int64).ravel()
@@ -137,6 +140,7 @@ class JacobianPattern:
         self.cols.setflags(write=False)
         self.shape = shape
         self._hash: int | None = None
+        self._key: SparsityKey | None = None
 
     @property
     def nnz(self) -> int:
@@ -160,6 +164,19 @@ class JacobianPattern:
     def __repr__(self) -> str:
         shape = "unbound" if self.shape is None else f"{self.shape[0]} x {self.shape[1]}"
         return f"JacobianPattern({shape}, nnz={self.nnz})"
+
+    @property
+    def key(self) -> SparsityKey:
+        """What a static field holds of this pattern (a 128-bit digest of its content);
+        the pattern is found again from it while anything else holds the pattern."""
+        if self._key is None:
+            digest = hashlib.blake2b(digest_size=16)
+            for part in (np.asarray(self.shape or (-1, -1), np.int64), self.rows, self.cols):
+                digest.update(part.tobytes())
+            self._key = SparsityKey(self.shape, self.nnz, digest.digest())
+            with _pattern_lock:
+                _by_key[self._key] = self
+        return self._key
 
     def bind(self, m: int, n: int) -> JacobianPattern:
         """This pattern for an operator with `m` outputs and `n` inputs.
@@ -235,11 +252,48 @@ class JacobianPattern:
         return _cached(("normal", self), lambda: NormalEquations(self))
 
 
+class SparsityKey:
+    """A `JacobianPattern` as a static field holds it: its shape, size and a 128-bit digest
+    of its content, no arrays (static fields live on in JAX's caches)."""
+
+    __slots__ = ("shape", "nnz", "digest")
+
+    def __init__(self, shape: tuple[int, int] | None, nnz: int, digest: bytes):
+        self.shape, self.nnz, self.digest = shape, nnz, digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SparsityKey):
+            return NotImplemented
+        return self.digest == other.digest and self.shape == other.shape
+
+    def __repr__(self) -> str:
+        return f"SparsityKey(shape={self.shape}, nnz={self.nnz})"
+
+    def resolve(self) -> JacobianPattern | None:
+        with _pattern_lock:
+            return _by_key.get(self)
+
+
 #: Everything computed per pattern (bound patterns, colourings, normal-equation maps), most
-#: recently used last. Bounded: a program with more live patterns recomputes, never grows.
+#: recently used last. Bounded: a program with more live patterns recomputes, never grows;
+#: emptied by `clear_cache`.
 _PATTERN_CACHE_SIZE = 64
 _pattern_cache: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
 _pattern_lock = threading.Lock()
+#: Patterns by key while anything holds them (the `Materialise` built with one, the table
+#: above): copies of a solver made by JAX transformations hold the key only.
+_by_key: weakref.WeakValueDictionary[SparsityKey, JacobianPattern] = weakref.WeakValueDictionary()
+
+
+def _release_patterns() -> None:
+    with _pattern_lock:
+        _pattern_cache.clear()
+
+
+registry.on_clear(_release_patterns)
 
 
 def _cached(key: tuple, make) -> Any:

@@ -26,6 +26,7 @@ from .._materialise import (
     compressed_values,
     JacobianPattern,
     operator_tags,
+    SparsityKey,
     Structure,
 )
 from .._operator import SparseOperator
@@ -107,9 +108,32 @@ class Materialise(lx.AbstractLinearSolver[MaterialiseState]):
     `options` are the inner solver's (AMG's `y0` in the operator's input structure).
     """
 
-    solver: AbstractHostSolver = eqx.field(converter=_check_solver)
-    sparsity: JacobianPattern = eqx.field(static=True, converter=as_pattern)
-    verify: bool = eqx.field(static=True, default=True)
+    solver: AbstractHostSolver
+    #: The key of the pattern: a static field lives on in JAX's caches, so it holds no
+    #: arrays. The `Materialise` built here holds the pattern itself (outside its pytree);
+    #: the copies JAX transformations make find it by key.
+    sparsity_key: SparsityKey = eqx.field(static=True)
+    verify: bool = eqx.field(static=True)
+
+    def __init__(self, solver: AbstractHostSolver, sparsity: Any, verify: bool = True):
+        self.solver = _check_solver(solver)
+        pattern = as_pattern(sparsity)
+        self.sparsity_key = pattern.key
+        self.verify = verify
+        object.__setattr__(self, "_sparsity", pattern)
+
+    @property
+    def sparsity(self) -> JacobianPattern:
+        """The sparsity pattern this solver was built with."""
+        pattern = self.sparsity_key.resolve()
+        if pattern is None:
+            raise ValueError(
+                "`Materialise`'s sparsity pattern is no longer held anywhere: the "
+                "`Materialise(solver, sparsity)` it was built as was dropped, and "
+                "`lineax_sparse.clear_cache()` released the patterns kept for reuse. Keep "
+                "the solver you built alive while it is used (or build it again)."
+            )
+        return pattern
 
     def init(self, operator: lx.AbstractLinearOperator, options: dict[str, Any]):
         inputs = Structure(operator.in_structure())
