@@ -67,10 +67,10 @@ SuperLU.__init__.__doc__ = """**Arguments:**
     matrix, `"MMD_AT_PLUS_A"` (minimum degree on A^T + A) when its pattern is
     structurally symmetric and every diagonal entry would be taken as a pivot (nonzero and
     at least `pivot_threshold` times the largest entry of its column: Poisson, elasticity,
-    diagonally dominant Jacobians; half the fill of COLAMD and 1.5-1.7x faster in 2D,
+    diagonally dominant Jacobians; half the fill of COLAMD and 1.3-2.2x faster in 2D,
     measured), and `"COLAMD"` otherwise: on saddle points (Stokes, constraints), whose
     zero or small diagonal blocks make partial pivoting leave the diagonal, minimum
-    degree's fill explodes (150x COLAMD's time at n = 4,719, 470x at n = 10,679). Or one
+    degree's fill explodes (107x COLAMD's time at n = 4,719, 442x at n = 10,679). Or one
     of `"COLAMD"`, `"MMD_AT_PLUS_A"`, `"MMD_ATA"`, `"NATURAL"`.
 - `pivot_threshold`: threshold partial pivoting in [0, 1]; 1 (default) is classic partial
     pivoting, smaller values prefer the diagonal (use with `symmetric_mode=True` for

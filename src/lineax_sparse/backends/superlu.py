@@ -142,16 +142,16 @@ def auto_ordering(
 
     Minimum degree on A^T + A orders for pivots on the diagonal. Where they are taken
     (Poisson, elasticity, convection-diffusion: diagonally dominant columns) it has half
-    COLAMD's fill and is faster in 2D (COLAMD: 1.73x the time on a Poisson 512², 1.46x on
-    the MBB beam 180 x 60), slower in 3D (1.54x COLAMD's time on a Poisson 30³). Where they
+    COLAMD's fill and is faster in 2D (COLAMD: 1.33x the time on a Poisson 512², 2.19x on
+    the MBB beam 180 x 60), slower in 3D (1.20x COLAMD's time on a Poisson 30³). Where they
     are not, partial pivoting swaps rows that the ordering never planned for, and the fill
     explodes: on MAC Stokes saddle points (zero pressure block) it had 16x COLAMD's fill
-    and took 150x COLAMD's time at n = 4,719, 470x at n = 10,679, and more than 120 s
-    against 2.3 s at n = 67,199; so too with a small nonzero pressure block, on
-    hangGlider_2 (45% of its diagonal absent: 13x) and bcsstk13 (SPD, but 20% of its
-    diagonal below its column's largest entry: 1.8x). COLAMD bounds the fill for any row
-    pivoting. With this rule the choice was within 1.54x of the best SuperLU ordering on
-    every matrix of `benchmarks/bench_superlu.py --part orderings` (load 7-9 on 2 cores).
+    and took 107x COLAMD's time at n = 4,719, 442x at n = 10,679, and more than 120 s
+    against 0.67 s at n = 67,199; so too with a small nonzero pressure block, on
+    hangGlider_2 (45% of its diagonal absent: 17x) and bcsstk13 (SPD, but 20% of its
+    diagonal below its column's largest entry: 1.6x). COLAMD bounds the fill for any row
+    pivoting. With this rule the choice was within 1.20x of the best SuperLU ordering on
+    every matrix of `benchmarks/bench_superlu.py --part orderings` (load 1.0-2.3, 2 cores).
     The test reads values, so it is made for each matrix (O(nnz)), never once per pattern:
     a factorization depends on its matrix alone.
     """
