@@ -433,7 +433,7 @@ class KrylovSteps:
     wrapping `AMGBackend.solve` (instrumentation only: the wrapped call runs unchanged)."""
 
     def __init__(self) -> None:
-        from lineax_sparse.backends import amg
+        from lineax_sparse.backends.amg import backend as amg
 
         self.counts = {False: 0, True: 0}
         original = amg.AMGBackend.solve

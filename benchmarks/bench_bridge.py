@@ -45,7 +45,7 @@ from cvxopt import cholmod  # noqa: E402
 from jax.experimental import sparse as jsparse  # noqa: E402
 
 import lineax_sparse as lxs  # noqa: E402
-import lineax_sparse._operator  # noqa: E402
+import lineax_sparse._operator.operator  # noqa: E402
 from bench_cholmod import LowerTriangle, mbb_parts, simp_values  # noqa: E402
 from common import environment, markdown_table, poisson_2d, Step, write_result  # noqa: E402
 from top88_cvxopt import element_stiffness  # noqa: E402
@@ -149,7 +149,7 @@ def ours(work: Workload, check_indices: bool = True):
         return forward, value_and_grad
     values = jnp.asarray(work.values[0])
     unchecked = lambda key, indices, data, argument: data  # noqa: E731
-    with mock.patch.object(lineax_sparse._operator, "check_indices", unchecked):
+    with mock.patch.object(lineax_sparse._operator.operator, "check_indices", unchecked):
         jax.block_until_ready((forward(values), value_and_grad(values)))  # traced now
     return forward, value_and_grad
 

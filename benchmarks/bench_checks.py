@@ -42,10 +42,11 @@ import cvxopt  # noqa: E402, F401  (first: it decides the BLAS of CHOLMOD)
 
 from common import environment, markdown_table, poisson_2d, write_result  # noqa: E402
 from helpers import elasticity2d, poisson3d  # noqa: E402
-from lineax_sparse.backends import checks, superlu_pivots  # noqa: E402
-from lineax_sparse.backends.base import Pattern  # noqa: E402
-from lineax_sparse.backends.cholmod import CholmodBackend  # noqa: E402
-from lineax_sparse.backends.superlu import SuperLUBackend  # noqa: E402
+from lineax_sparse.backends import numerics as checks
+from lineax_sparse.backends.cholmod.backend import CholmodBackend  # noqa: E402
+from lineax_sparse.backends.pattern import Pattern  # noqa: E402
+from lineax_sparse.backends.superlu import pivots as superlu_pivots  # noqa: E402
+from lineax_sparse.backends.superlu.backend import SuperLUBackend  # noqa: E402
 
 
 def _median_ms(times: list[float]) -> float:

@@ -58,7 +58,7 @@ from common import (  # noqa: E402
     Timing,
     write_result,
 )
-from lineax_sparse.backends.cholmod import (  # noqa: E402
+from lineax_sparse.backends.cholmod.backend import (  # noqa: E402
     _column_counts,
     _factor_bytes,
     _factor_entries,

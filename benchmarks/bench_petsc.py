@@ -259,7 +259,7 @@ def measure(name: str, nel, repeats: int, grad: bool, save: str | None) -> dict[
 def cholmod_prediction(nel) -> dict[str, Any]:
     """CHOLMOD's symbolic analysis of the pattern as `lxs.Cholmod()` makes it (no numeric
     factorization): the ordering `ordering="auto"` keeps, nnz(L), and the factor's bytes."""
-    from lineax_sparse.backends import cholmod as backend
+    from lineax_sparse.backends.cholmod import backend
 
     start = time.perf_counter()
     problem, _ = example.cantilever(*nel)

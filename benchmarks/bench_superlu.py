@@ -344,8 +344,8 @@ def factor_steps(matrix: sp.csc_matrix, ordering: str) -> dict[str, Any]:
 
 def auto_choice(matrix: sp.csc_matrix) -> tuple[str, str]:
     """(what `ordering="auto"` chooses for `matrix`, what the previous rule chose)."""
-    from lineax_sparse.backends.checks import column_maxima
-    from lineax_sparse.backends.superlu import auto_ordering
+    from lineax_sparse.backends.numerics import column_maxima
+    from lineax_sparse.backends.superlu.backend import auto_ordering
 
     structure = sp.csc_matrix((np.ones(matrix.nnz), matrix.indices, matrix.indptr), matrix.shape)
     symmetric = (structure != structure.T).nnz == 0

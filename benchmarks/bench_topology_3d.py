@@ -164,7 +164,7 @@ def _help_text() -> str:
 def amg_step_recorder() -> list[tuple[bool, int]] | None:
     """Record (transposed, CG steps) of every host solve of ours' AMG backend, by wrapping
     `AMGBackend.solve`; None (no counts reported) if the backend has no such method."""
-    from lineax_sparse.backends import amg as amg_backend
+    from lineax_sparse.backends.amg import backend as amg_backend
 
     backend = getattr(amg_backend, "AMGBackend", None)
     if backend is None or not hasattr(backend, "solve"):

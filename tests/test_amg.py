@@ -497,7 +497,7 @@ def test_a_guess_far_worse_than_zero_starts_from_zero(guess, krylov, getkey):
 def test_start_residuals_are_compared_without_overflow():
     # `checks.best_start`, shared by AMG and PETSc: per column, the candidate with the
     # smaller residual than zero's, its norm computed without overflow.
-    from lineax_sparse.backends.checks import best_start, residual_norms
+    from lineax_sparse.backends.numerics import best_start, residual_norms
 
     matrix = poisson2d(4)  # entries up to 4, row sums 0 to 2
     rhs = np.full((16, 1), 0.5)
@@ -642,7 +642,7 @@ def test_cycle_matches_pyamg(case, cycle):
     a vector and column by column for a block, whatever the smoother and level format."""
     import pyamg
 
-    from lineax_sparse.backends._cycle import Cycle
+    from lineax_sparse.backends.amg.cycle import Cycle
 
     plain = case in ("sa", "rs", "elasticity")
     if case == "elasticity":

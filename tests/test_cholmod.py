@@ -10,8 +10,8 @@ import scipy.sparse as sp
 from cvxopt import cholmod
 
 import lineax_sparse as lxs
-from lineax_sparse.backends.base import Status
-from lineax_sparse.backends.checks import NormBound
+from lineax_sparse.backends.numerics import NormBound
+from lineax_sparse.backends.status import Status
 
 from .helpers import (
     assert_close,
@@ -231,9 +231,9 @@ def _neumann_laplacian(m: int) -> sp.csc_matrix:
 def _pivot_checks(a: sp.csc_matrix):
     """`(quick, exact, quick norm, exact norm)` of the pivot check, or None if CHOLMOD's
     own factorization fails."""
-    from lineax_sparse._native import _backend
-    from lineax_sparse.backends.base import Pattern
-    from lineax_sparse.backends.cholmod import _column_maxima
+    from lineax_sparse._host.native import _backend
+    from lineax_sparse.backends.cholmod.backend import _column_maxima
+    from lineax_sparse.backends.pattern import Pattern
 
     a = sp.csc_matrix(a)
     a.sum_duplicates()
@@ -279,9 +279,9 @@ def test_quick_pivot_bound_never_accepts_what_the_exact_check_rejects(name):
 def test_floating_islands_are_estimated_and_cleared():
     """A random 0/1 SIMP design: floating islands held by E_min = 1e-9 leave pivots of
     6e-10 of their column. They ask for a condition estimate, which clears the matrix."""
-    from lineax_sparse._native import _backend
-    from lineax_sparse.backends.base import Pattern
-    from lineax_sparse.backends.checks import RCOND_LIMIT
+    from lineax_sparse._host.native import _backend
+    from lineax_sparse.backends.numerics import RCOND_LIMIT
+    from lineax_sparse.backends.pattern import Pattern
 
     rng = np.random.default_rng(3)
     a = elasticity2d(30, 10, density=rng.integers(0, 2, 300) + 1e-9)
@@ -318,7 +318,7 @@ def test_quick_pivot_bound_defers_to_the_exact_check_near_singularity():
 
 
 def test_backward_error_needs_the_exact_norm_only_when_the_bound_fails():
-    from lineax_sparse.backends.checks import checked_solve
+    from lineax_sparse.backends.numerics import checked_solve
 
     a = sp.csc_matrix(matrix("poisson"))
     dense = a.toarray()

@@ -8,7 +8,7 @@ import pytest
 from jax.experimental import sparse as jsparse
 
 import lineax_sparse as lxs
-from lineax_sparse.backends.checks import BACKWARD_ERROR_LIMIT
+from lineax_sparse.backends.numerics import BACKWARD_ERROR_LIMIT
 
 from .helpers import backward_error, load, operator, random_sparse, random_vector, with_data
 

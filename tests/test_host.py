@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lineax_sparse import _bridge, _native
-from lineax_sparse.backends.base import Pattern
-from lineax_sparse.backends.checks import is_hermitian
+from lineax_sparse._bridge import solve as _bridge
+from lineax_sparse._host import native as _native
+from lineax_sparse.backends.numerics import is_hermitian
+from lineax_sparse.backends.pattern import Pattern
 
 from .helpers import poisson2d, random_sparse
 
@@ -169,7 +170,7 @@ def test_malloc_is_tuned_at_the_first_native_call_unless_told_not_to(environment
         expected = "False"
     code = (
         "import numpy as np, lineax_sparse as lxs, scipy.sparse as sp, lineax as lx\n"
-        "from lineax_sparse import _host\n"
+        "from lineax_sparse._host import owner as _host\n"
         "before = _host.malloc_tuned\n"
         "op = lxs.SparseOperator.from_scipy(sp.eye(4, format='csc'))\n"
         "lx.linear_solve(op, np.ones(4, np.float32), solver=lxs.SuperLU())\n"

@@ -15,10 +15,10 @@ import scipy.sparse as sp
 from cvxopt import cholmod
 
 import lineax_sparse as lxs
-from lineax_sparse._native import _backend
-from lineax_sparse.backends import cholmod as backend_module
-from lineax_sparse.backends.base import Pattern
-from lineax_sparse.backends.cholmod import _column_counts, nested_dissection
+from lineax_sparse._host.native import _backend
+from lineax_sparse.backends.cholmod import backend as backend_module
+from lineax_sparse.backends.cholmod.backend import _column_counts, nested_dissection
+from lineax_sparse.backends.pattern import Pattern
 
 from .helpers import (
     assert_close,

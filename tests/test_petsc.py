@@ -398,7 +398,7 @@ def test_options_reach_only_their_ksp_and_leave_the_database(getkey):
 
 
 def test_objects_are_bounded_by_the_cache_and_freed(getkey):
-    from lineax_sparse.backends import petsc_mpi
+    from lineax_sparse.backends.petsc import mpi as petsc_mpi
 
     op = _problem("spd")
     b = random_vector(getkey(), op.size, jnp.float64)
@@ -418,7 +418,7 @@ def test_nbytes_grows_with_the_hierarchy(getkey):
     small, large = operator(poisson2d(16), PSD), operator(poisson2d(64), PSD)
     for op in (small, large):
         lx.linear_solve(op, jnp.ones(op.size), lxs.PETSc())
-    from lineax_sparse._registry import registry
+    from lineax_sparse._host.registry import registry
 
     sizes = sorted(registry.size_of(key) for key in list(registry._entries) if key[0] == "factor")
     assert len(sizes) == 2 and sizes[1] > 8 * sizes[0] > 0
@@ -432,7 +432,7 @@ def test_a_petsc_error_in_a_solve_never_crashes_the_process():
     # destroying it segfaulted. The objects layer keeps such a KSP alive forever instead.
     script = """
 import numpy as np, scipy.sparse as sp
-from lineax_sparse.backends._petsc_objects import Objects
+from lineax_sparse.backends.petsc.objects import Objects
 m = 20
 t = sp.diags_array([-1.0, 2.5, -0.5], offsets=[-1, 0, 1], shape=(m, m))
 A = (sp.kron(sp.eye_array(m), t) + sp.kron(t, sp.eye_array(m))).tocsr()

@@ -20,9 +20,9 @@ import scipy.sparse as sp
 from jax.experimental import sparse as jsparse
 
 import lineax_sparse as lxs
-from lineax_sparse.backends import superlu as superlu_backend, superlu_pivots
-from lineax_sparse.backends.base import Pattern
-from lineax_sparse.backends.checks import is_hermitian, RCOND_SUSPECT
+from lineax_sparse.backends.numerics import is_hermitian, RCOND_SUSPECT
+from lineax_sparse.backends.pattern import Pattern
+from lineax_sparse.backends.superlu import backend as superlu_backend, pivots as superlu_pivots
 
 from .helpers import (
     assert_solves,
@@ -391,7 +391,7 @@ FORK_SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, lineax as lx, numpy as np, scipy.sparse as sp
     jax.config.update("jax_enable_x64", True)
     import lineax_sparse as lxs
-    from lineax_sparse import _host, _native
+    from lineax_sparse._host import native as _native, owner as _host
     m = 12
     t = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
     A = (sp.kron(sp.eye(m), t) + sp.kron(t, sp.eye(m))).tocoo()
@@ -607,8 +607,8 @@ def test_confirm_decides_by_condition_and_residual():
     """The solve-time check (`checks.confirm`) on synthetic results: below eps the matrix
     is singular; between eps and 1e-12 a column whose residual no backward-stable solve
     leaves is; above, nothing changes. The estimate is made once per factor."""
-    from lineax_sparse.backends.base import SolveResult, Status
-    from lineax_sparse.backends.checks import Condition, confirm, RCOND_LIMIT
+    from lineax_sparse.backends.numerics import Condition, confirm, RCOND_LIMIT
+    from lineax_sparse.backends.status import SolveResult, Status
 
     def result(residuals):
         k = len(residuals)
@@ -642,9 +642,9 @@ def test_confirm_decides_by_condition_and_residual():
 def test_wide_blocks_are_checked_in_chunks(monkeypatch):
     """A block wider than `CHUNK_BYTES` is solved and checked chunk by chunk, with the same
     results column by column as in one piece (here: chunks of 3 columns out of 8)."""
-    from lineax_sparse.backends import checks
-    from lineax_sparse.backends.base import Pattern
-    from lineax_sparse.backends.cholmod import CholmodBackend
+    from lineax_sparse.backends.numerics import checks
+    from lineax_sparse.backends.cholmod.backend import CholmodBackend
+    from lineax_sparse.backends.pattern import Pattern
 
     m = 12
     t = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
@@ -678,8 +678,8 @@ def test_complex_right_hand_sides_of_real_matrices_are_split_exactly():
     # `checks.solve_split`: AMG's and PETSc's path for a complex block and a real matrix.
     import scipy.sparse.linalg as spla
 
-    from lineax_sparse.backends.base import SolveResult, Status
-    from lineax_sparse.backends.checks import solve_split
+    from lineax_sparse.backends.numerics import solve_split
+    from lineax_sparse.backends.status import SolveResult, Status
 
     from .helpers import poisson2d
 

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from jax.experimental import sparse as jsparse
 
 import lineax_sparse as lxs
-from lineax_sparse import _pattern
+from lineax_sparse._host import patterns as _pattern
 
 from . import helpers
 

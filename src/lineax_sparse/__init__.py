@@ -5,14 +5,22 @@ Importing this package changes no global JAX configuration.
 
 import importlib.metadata
 
-from ._adjoint import sparse_implicit_adjoint as sparse_implicit_adjoint
-from ._operator import SparseOperator as SparseOperator
-from ._pattern import static_pattern as static_pattern, StaticPattern as StaticPattern
-from ._registry import (
+from ._host.patterns import StaticPattern as StaticPattern
+from ._host.registry import (
     cache_info as cache_info,
     CacheInfo as CacheInfo,
     clear_cache as clear_cache,
     set_cache_limit as set_cache_limit,
+)
+from ._matrixfree.adjoint import sparse_implicit_adjoint as sparse_implicit_adjoint
+from ._matrixfree.sparsity import detect_sparsity as detect_sparsity
+from ._operator.operator import SparseOperator as SparseOperator
+from ._operator.pattern import static_pattern as static_pattern
+from ._petsc_processes import (
+    petsc_held_memory as petsc_held_memory,
+    petsc_peak_memory as petsc_peak_memory,
+    petsc_ranks as petsc_ranks,
+    petsc_serve as petsc_serve,
 )
 from ._solve import linear_solve as linear_solve
 from ._solver.amg import AMG as AMG
@@ -23,15 +31,8 @@ from ._solver.base import (
 )
 from ._solver.cholmod import Cholmod as Cholmod
 from ._solver.materialise import Materialise as Materialise, MaterialiseState as MaterialiseState
-from ._solver.petsc import (
-    PETSc as PETSc,
-    petsc_held_memory as petsc_held_memory,
-    petsc_peak_memory as petsc_peak_memory,
-    petsc_ranks as petsc_ranks,
-    petsc_serve as petsc_serve,
-)
+from ._solver.petsc import PETSc as PETSc
 from ._solver.superlu import SuperLU as SuperLU
-from ._sparsity import detect_sparsity as detect_sparsity
 
 
 __version__ = importlib.metadata.version("lineax-sparse")

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array
 
-from .._native import BackendSpec
-from .._operator import SparseOperator
+from .._operator.operator import SparseOperator
+from ..backends.base import BackendSpec
 from ..backends.options import (
     AMG_CYCLES,
     AMG_KRYLOV,

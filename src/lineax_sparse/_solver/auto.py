@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import lineax as lx
 
-from .._native import BackendSpec
-from .._operator import SparseOperator
+from .._operator.operator import SparseOperator
+from ..backends.base import BackendSpec
 from .base import AbstractHostSolver
 from .cholmod import Cholmod
 from .superlu import SuperLU

@@ -28,11 +28,12 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Inexact, Int, PyTree
 
-from .. import _bridge
-from .._native import BackendSpec
-from .._operator import SparseOperator
-from .._pattern import coalesce, PatternKey, plainly_valid
-from ..backends import requires_symmetric
+from .._bridge import solve as _bridge
+from .._host.patterns import PatternKey
+from .._operator.operator import SparseOperator
+from .._operator.pattern import coalesce, plainly_valid
+from ..backends.base import BackendSpec
+from ..backends.catalog import backend_class
 
 
 class HostSolverState(eqx.Module):
@@ -181,7 +182,7 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
         valid = None
         # None when released since `init` (`clear_cache`): the host interns it again.
         pattern = None if state.pattern is None else state.pattern.resolve()
-        if pattern is not None and requires_symmetric(state.spec[0]):
+        if pattern is not None and backend_class(state.spec[0]).requires_symmetric:
             # From the values the host receives (not kept in the state, so no state can
             # vouch for values it does not hold).
             valid = plainly_valid(jax.lax.stop_gradient(state.data), pattern)

@@ -21,7 +21,7 @@ import lineax as lx
 from jax.experimental import sparse as jsparse
 from jaxtyping import Array, PyTree
 
-from .._materialise import (
+from .._matrixfree.materialise import (
     as_pattern,
     compressed_values,
     JacobianPattern,
@@ -29,7 +29,7 @@ from .._materialise import (
     SparsityKey,
     Structure,
 )
-from .._operator import SparseOperator
+from .._operator.operator import SparseOperator
 from .base import AbstractHostSolver
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from .._native import BackendSpec
-from .._operator import SparseOperator
+from .._operator.operator import SparseOperator
+from ..backends.base import BackendSpec
 from ..backends.options import SUPERLU_ORDERINGS as ORDERINGS, SuperLUOrdering
 from .base import AbstractHostSolver
 

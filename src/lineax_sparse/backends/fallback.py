@@ -10,33 +10,31 @@ from typing import Any
 
 import numpy as np
 
-from .base import Backend, FactorError, Pattern, SolveResult, Status
-from .checks import is_hermitian
+from .base import AbstractBackend
+from .catalog import make_backend
+from .numerics import is_hermitian
+from .pattern import Pattern
+from .status import FactorError, SolveResult, Status
 
 
 _FALL_BACK_ON = (Status.NOT_POSITIVE_DEFINITE, Status.NOT_SYMMETRIC)
 
 
-class FallbackBackend:
-    requires_symmetric = False
-    factors_per_pattern = 2
-
+class FallbackBackend(AbstractBackend):
     def __init__(self, primary: tuple, secondary: tuple):
-        from . import make_backend
-
-        self.primary: Backend = make_backend(*primary)
-        self.secondary: Backend = make_backend(*secondary)
+        self.primary: AbstractBackend = make_backend(primary)
+        self.secondary: AbstractBackend = make_backend(secondary)
 
     def analyse(self, pattern: Pattern) -> dict[str, Any]:
         del pattern
         return {}
 
-    def _analysis(self, which: str, backend: Backend, pattern: Pattern, analyses: dict):
+    def _analysis(self, which: str, backend: AbstractBackend, pattern: Pattern, analyses: dict):
         if which not in analyses:
             analyses[which] = backend.analyse(pattern)
         return analyses[which]
 
-    def factor(self, pattern: Pattern, analysis: dict, matrix, aux) -> tuple[Backend, Any]:
+    def factor(self, pattern: Pattern, analysis: dict, matrix, aux) -> tuple[AbstractBackend, Any]:
         try:
             if self.primary.requires_symmetric and not is_hermitian(pattern, matrix.data):
                 raise FactorError(Status.NOT_SYMMETRIC)
@@ -48,13 +46,13 @@ class FallbackBackend:
         secondary = self._analysis("secondary", self.secondary, pattern, analysis)
         return self.secondary, self.secondary.factor(pattern, secondary, matrix, aux)
 
-    def setups(self, factor: tuple[Backend, Any]) -> int:
+    def setups(self, factor: tuple[AbstractBackend, Any]) -> int:
         backend, inner = factor
         return backend.setups(inner)
 
-    def solve(
+    def _solve(
         self,
-        factor: tuple[Backend, Any],
+        factor: tuple[AbstractBackend, Any],
         rhs: np.ndarray,
         transpose: bool,
         conjugate: bool,
@@ -63,6 +61,13 @@ class FallbackBackend:
         backend, inner = factor
         return backend.solve(inner, rhs, transpose, conjugate, guess)
 
-    def nbytes(self, factor: tuple[Backend, Any]) -> int:
+    def is_complex(self, factor: tuple[AbstractBackend, Any]) -> bool:
+        backend, inner = factor
+        return backend.is_complex(inner)
+
+    def nbytes(self, factor: tuple[AbstractBackend, Any]) -> int:
         backend, inner = factor
         return backend.nbytes(inner)
+
+
+Backend = FallbackBackend

@@ -57,9 +57,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from . import superlu_pivots
-from .base import FactorError, Pattern, single_threaded_blas, SolveResult, Status
-from .checks import (
+from ..blas import single_threaded_blas
+from ..numerics import (
     checked_solve,
     column_maxima,
     Condition,
@@ -74,7 +73,10 @@ from .checks import (
     RCOND_LIMIT,
     solve_split,
 )
-from .options import SUPERLU_ORDERINGS
+from ..options import SUPERLU_ORDERINGS
+from ..pattern import Pattern
+from ..status import FactorError, SolveResult, Status
+from . import pivots as superlu_pivots
 
 
 ORDERINGS = SUPERLU_ORDERINGS

@@ -47,6 +47,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..backends import lifecycle
+
 
 _T = TypeVar("_T")
 
@@ -281,3 +283,6 @@ def _shutdown() -> None:
 
 
 atexit.register(_shutdown)
+
+
+lifecycle.install_exit_runner(run_at_exit)

@@ -51,9 +51,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _petsc_objects
-from ._petsc_objects import Config, INSTALL_HINT, Objects, peak_resident, petsc
-from .base import Status
+from .. import lifecycle
+from ..status import Status
+from . import objects as _petsc_objects
+from .objects import Config, INSTALL_HINT, Objects, peak_resident, petsc
 
 
 _COMMAND, _REPLY = 7301, 7302
@@ -355,13 +356,8 @@ def channel() -> Local:
             _channel = Local() if _world is None else Distributed(*_world)
             # Registered after petsc4py's own exit handler, so it runs first: every object
             # is destroyed (and the workers stopped) while PETSc and MPI are alive, on the
-            # owner thread, after in-flight solves (`_host`, looked up rather than imported:
-            # this package never imports jax).
-            host = sys.modules.get("lineax_sparse._host")
-            if host is None:
-                atexit.register(_channel.close)
-            else:
-                atexit.register(host.run_at_exit, _channel.close)
+            # owner thread, after in-flight solves.
+            lifecycle.at_exit(_channel.close)
         return _channel
 
 

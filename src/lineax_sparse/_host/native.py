@@ -30,13 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from ._registry import registry
-from .backends import make_backend
-from .backends.base import Backend, FactorError, fingerprint, Pattern, Status
-from .backends.checks import is_hermitian
-
-
-BackendSpec = tuple[str, tuple[tuple[str, Any], ...]]
+from ..backends.base import AbstractBackend, BackendSpec
+from ..backends.catalog import make_backend
+from ..backends.numerics import is_hermitian
+from ..backends.pattern import fingerprint, Pattern
+from ..backends.status import FactorError, Status
+from .registry import registry
 
 
 class HostFailureWarning(RuntimeWarning):
@@ -88,14 +87,13 @@ class _FactorEntry:
 #: Backends are made once per solver configuration; at most this many are kept (a spec is a
 #: few strings and numbers, so only a program sweeping solver options reaches the bound).
 _BACKENDS_KEPT = 64
-_backends: collections.OrderedDict[BackendSpec, Backend] = collections.OrderedDict()
+_backends: collections.OrderedDict[BackendSpec, AbstractBackend] = collections.OrderedDict()
 
 
-def _backend(spec: BackendSpec) -> Backend:
+def _backend(spec: BackendSpec) -> AbstractBackend:
     backend = _backends.get(spec)
     if backend is None:
-        name, options = spec
-        backend = _backends[spec] = make_backend(name, options)
+        backend = _backends[spec] = make_backend(spec)
         while len(_backends) > _BACKENDS_KEPT:
             _backends.popitem(last=False)
     else:
@@ -132,7 +130,7 @@ def _analysis(spec: BackendSpec, pattern: Pattern) -> Any:
 #: analysis and the page faults of fresh memory). Each factor kept beyond the steady state
 #: cost a fresh-loop step 15-23 ms at n = 22k (MBB beam, CHOLMOD, steady step 38 ms), which
 #: is why 2 and not more. Batches are never split. A backend may keep fewer
-#: (`Backend.factors_per_pattern`): AMG keeps 1 (2 with `reuse`), so that an old hierarchy's
+#: (`AbstractBackend.factors_per_pattern`): AMG keeps 1 (2 with `reuse`), so that an old hierarchy's
 #: memory (hundreds of MB at n = 1M) is freed before the next setup allocates its own
 #: (measured: 6-15% of a solve with new values at n = 1M).
 FACTORS_PER_PATTERN = 2
@@ -273,7 +271,7 @@ def _build_entry(
     )
 
 
-def _refile_analysis(backend: Backend, entry: _FactorEntry) -> None:
+def _refile_analysis(backend: AbstractBackend, entry: _FactorEntry) -> None:
     """Re-file the entry's analysis when what it holds beyond its pattern changed size (an
     AMG analysis keeps the last solutions for warm starts), so the byte budget sees it."""
     measure = getattr(backend, "analysis_nbytes", None)
@@ -337,14 +335,14 @@ def _entry(
     return free, entry
 
 
-def _resize(key: tuple, entry: _FactorEntry, backend: Backend) -> None:
+def _resize(key: tuple, entry: _FactorEntry, backend: AbstractBackend) -> None:
     """Re-file an entry whose factor grew, so that the byte budget sees its new size."""
     if registry.get(key) is entry:
         registry.put(key, entry, backend.nbytes(entry.factor) + entry.nbytes)
 
 
 def _same_operator(
-    backend: Backend, factor: Any, complex_: bool, asked: tuple, known: tuple
+    backend: AbstractBackend, factor: Any, complex_: bool, asked: tuple, known: tuple
 ) -> bool:
     """Whether `op(A)` is the same matrix under the (transpose, conjugate) flags `asked`
     and `known`: always for equal flags, and for a symmetric backend's matrix (verified

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
-from . import _host
+from . import owner as _host
 
 
 #: Default byte budget, overridable by the environment variable below or `set_cache_limit`.

@@ -169,8 +169,7 @@ import numpy as np
 import scipy.sparse as sp
 from cvxopt import amd, cholmod
 
-from .base import FactorError, Pattern, SolveResult, Status
-from .checks import (
+from ..numerics import (
     checked_solve,
     Condition,
     confirm,
@@ -183,7 +182,9 @@ from .checks import (
     scale,
     symmetric_equilibration,
 )
-from .options import CHOLMOD_FACTORIZATIONS, CHOLMOD_ORDERINGS
+from ..options import CHOLMOD_FACTORIZATIONS, CHOLMOD_ORDERINGS
+from ..pattern import Pattern
+from ..status import FactorError, SolveResult, Status
 
 
 #: A pivot `D_j` with `|D_j| <= max(n, PIVOT_FLOOR) * eps * max_i |A_ij|` counts as zero.

@@ -147,9 +147,8 @@ import pyamg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ._cycle import Cycle
-from .base import FactorError, Pattern, single_threaded_blas, SolveResult, Status
-from .checks import (
+from ..blas import single_threaded_blas
+from ..numerics import (
     best_start,
     exponents,
     is_extreme,
@@ -158,7 +157,10 @@ from .checks import (
     seeded_global_random,
     solve_split,
 )
-from .options import AMG_CYCLES, AMG_KRYLOV, AMG_METHODS, AMG_SMOOTHERS
+from ..options import AMG_CYCLES, AMG_KRYLOV, AMG_METHODS, AMG_SMOOTHERS
+from ..pattern import Pattern
+from ..status import FactorError, SolveResult, Status
+from .cycle import Cycle
 
 
 # The backend gets resolved choices: the solver class turns "auto" into one of these.

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Status
+from ..status import Status
 
 
 INSTALL_HINT = (

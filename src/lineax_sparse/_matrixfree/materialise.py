@@ -48,8 +48,7 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 from jaxtyping import Array
 
-from ._operator import SparseOperator
-from ._registry import registry
+from .._host.registry import registry
 
 
 # ------------------------------------------------------------------ pytree <-> vector
@@ -517,8 +516,8 @@ def operator_tags(operator: lx.AbstractLinearOperator) -> frozenset[object]:
 
 def materialise(
     operator: lx.AbstractLinearOperator, sparsity: Any, tags: Any = None, verify: bool = True
-) -> SparseOperator:
-    """`SparseOperator.from_operator`: see there."""
+) -> tuple[jsparse.BCOO, Any]:
+    """The matrix and tags of `SparseOperator.from_operator` (see there), which wraps them."""
     if not isinstance(operator, lx.AbstractLinearOperator):
         raise ValueError(
             "`SparseOperator.from_operator(operator=...)` must be a lineax operator, got "
@@ -537,7 +536,7 @@ def materialise(
     )
     tags = operator_tags(operator) if tags is None else tags
     bcoo = jsparse.BCOO((data, jnp.asarray(pattern.indices())), shape=pattern.shape)
-    return SparseOperator(bcoo, tags)
+    return bcoo, tags
 
 
 # ------------------------------------------------------------------ least squares

@@ -25,31 +25,16 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 from jaxtyping import Array, Inexact, Int
 
-from ._pattern import check_indices, intern, PatternKey, StaticPattern
+from .._host.patterns import intern, PatternKey, StaticPattern
+from .._matrixfree.materialise import materialise
+from .indices import concrete_value, validate_indices
+from .pattern import check_indices
 
 
 def _frozenset(tags: object | Iterable[object]) -> frozenset[object]:
     if isinstance(tags, (frozenset, set, list, tuple)):
         return frozenset(tags)
     return frozenset([tags])
-
-
-def _is_concrete(x: Any) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def concrete_value(x: Any) -> np.ndarray | None:
-    """`x` as NumPy if its value is known at trace time, else None.
-
-    Under `jit`, JAX 0.10 stages even constants (a NumPy array closed over, or converted by
-    `BCOO`) as tracers; those tracers still hold their value (`get_const`), and a pattern
-    built from NumPy indices inside a jitted function is exactly such a constant.
-    """
-    if _is_concrete(x):
-        return np.asarray(x)
-    get_const = getattr(x, "get_const", None)
-    value = get_const() if callable(get_const) else None
-    return None if value is None else np.asarray(value)
 
 
 def _validate_matrix(matrix: Any) -> None:
@@ -79,35 +64,6 @@ def _validate_matrix(matrix: Any) -> None:
             f"{matrix.data.dtype}. Convert it first, e.g. `matrix.astype(jnp.float64)`."
         )
     validate_indices(matrix.indices, shape[0], "SparseOperator(matrix=...)", matrix.data)
-
-
-def validate_indices(indices: Any, n: int, argument: str, data: Any = None) -> None:
-    """Trace-time checks of COO `indices` (and of `data` beside them); concrete indices are
-    also range-checked. Raises `ValueError` naming `argument`."""
-    dtype = jnp.result_type(indices)
-    if not jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_:
-        raise ValueError(f"`{argument}` indices must be integers, got {dtype}.")
-    if jnp.ndim(indices) != 2 or jnp.shape(indices)[1] != 2:
-        raise ValueError(
-            f"`{argument}` indices must have shape (nse, 2), got "
-            f"indices.shape={jnp.shape(indices)}."
-        )
-    if data is not None and jnp.shape(data) != jnp.shape(indices)[:1]:
-        raise ValueError(
-            f"`{argument}` needs one value per index pair, got "
-            f"matrix.data.shape={jnp.shape(data)} and indices.shape={jnp.shape(indices)}."
-        )
-    concrete = concrete_value(indices)
-    if concrete is not None:
-        # An index equal to n is BCOO padding and allowed; anything else outside [0, n) is not.
-        bad = np.flatnonzero(((concrete < 0) | (concrete > n)).any(axis=1))
-        if bad.size:
-            first = int(bad[0])
-            raise ValueError(
-                f"`{argument}` has {bad.size} index pair(s) outside [0, {n}) for "
-                f"shape=({n}, {n}); the first is entry {first}: "
-                f"{tuple(int(v) for v in concrete[first])}."
-            )
 
 
 class SparseOperator(lx.AbstractLinearOperator):
@@ -314,9 +270,8 @@ class SparseOperator(lx.AbstractLinearOperator):
 
         A `SparseOperator` with the operator's values at the pattern's entries.
         """
-        from ._materialise import materialise
-
-        return materialise(operator, sparsity, tags, verify)
+        matrix, tags = materialise(operator, sparsity, tags, verify)
+        return cls(matrix, tags)
 
     @property
     def matrix(self) -> jsparse.BCOO:

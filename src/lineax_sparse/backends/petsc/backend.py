@@ -59,10 +59,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from . import petsc_mpi
-from ._petsc_objects import Config, petsc
-from .base import FactorError, Pattern, single_threaded_blas, SolveResult, Status
-from .checks import (
+from ..blas import single_threaded_blas
+from ..numerics import (
     best_start,
     checked_solve,
     Condition,
@@ -76,6 +74,10 @@ from .checks import (
     singular_result,
     solve_split,
 )
+from ..pattern import Pattern
+from ..status import FactorError, SolveResult, Status
+from . import mpi as petsc_mpi
+from .objects import Config, petsc
 
 
 #: Direct solvers whose `MatSolveTranspose` a transposed solve uses (`KSPSolveTranspose`).

@@ -35,11 +35,11 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Inexact, Int
 
-from . import _host, _native
-from ._callback import host_call
-from ._native import BackendSpec
-from ._pattern import GOLDEN, intern, mix32, PatternKey, StaticPattern
-from .backends.base import Status
+from .._host import native as _native, owner as _host
+from .._host.patterns import GOLDEN, intern, mix32, PatternKey, StaticPattern
+from ..backends.base import BackendSpec
+from ..backends.status import Status
+from .callback import host_call
 
 
 # One source of truth for how host outcomes read to a lineax user.
