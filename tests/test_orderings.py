@@ -16,8 +16,9 @@ from cvxopt import cholmod
 
 import lineax_sparse as lxs
 from lineax_sparse._host.native import _backend
-from lineax_sparse.backends.cholmod import backend as backend_module
-from lineax_sparse.backends.cholmod.backend import _column_counts, nested_dissection
+from lineax_sparse.backends.cholmod import ordering as backend_module
+from lineax_sparse.backends.cholmod.capsule import column_counts as _column_counts
+from lineax_sparse.backends.cholmod.ordering import nested_dissection
 from lineax_sparse.backends.pattern import Pattern
 
 from .helpers import (

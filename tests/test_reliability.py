@@ -642,8 +642,8 @@ def test_confirm_decides_by_condition_and_residual():
 def test_wide_blocks_are_checked_in_chunks(monkeypatch):
     """A block wider than `CHUNK_BYTES` is solved and checked chunk by chunk, with the same
     results column by column as in one piece (here: chunks of 3 columns out of 8)."""
-    from lineax_sparse.backends.numerics import checks
     from lineax_sparse.backends.cholmod.backend import CholmodBackend
+    from lineax_sparse.backends.numerics import refinement as checks
     from lineax_sparse.backends.pattern import Pattern
 
     m = 12

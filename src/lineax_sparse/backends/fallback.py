@@ -21,6 +21,9 @@ _FALL_BACK_ON = (Status.NOT_POSITIVE_DEFINITE, Status.NOT_SYMMETRIC)
 
 
 class FallbackBackend(AbstractBackend):
+    """`primary` (a backend spec) first; `secondary` when the matrix is not symmetric or
+    not positive definite. A factor is `(backend, its factor)`, solved by that backend."""
+
     def __init__(self, primary: tuple, secondary: tuple):
         self.primary: AbstractBackend = make_backend(primary)
         self.secondary: AbstractBackend = make_backend(secondary)
