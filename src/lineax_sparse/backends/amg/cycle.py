@@ -1,7 +1,7 @@
 """Multigrid cycles of a pyamg hierarchy, applied to one vector or to a block of them.
 
 `Cycle(ml, cycle, plain_gauss_seidel)(r)` is `B r`: one V-, W- or F-cycle from a zero
-initial guess, the preconditioner of the Krylov methods in `amg.py`, which call it one
+initial guess, the preconditioner of the Krylov methods in `krylov.py`, which call it one
 vector `(n,)` at a time. It also takes a block `(n, k)`, which goes through every level as
 a block (the products become sparse-times-block products); that is tested against pyamg but
 not used by the solves: the cycle's cost is its Gauss-Seidel sweeps, which run one column

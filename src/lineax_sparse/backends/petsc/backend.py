@@ -1,58 +1,16 @@
-"""PETSc through petsc4py: a KSP (Krylov method and preconditioner) per matrix.
+"""`PETScBackend`: PETSc through petsc4py, a KSP (Krylov method and preconditioner) per
+matrix, in this process or over MPI ranks (`mpi.py`).
 
-Options (the `PETSc` solver's static fields): `ksp_type`, `pc_type` (PETSc's names), `rtol`,
-`atol`, `max_steps`, `adjoint_rtol` as for `AMG`; `options`, PETSc options-database names and
-values applied under a prefix of this KSP's own (so they reach only it: `pc_hypre_type`,
-`pc_factor_mat_solver_type`, `pc_gamg_threshold`, `mat_mumps_icntl_14`, ...); `norm`: how
-the convergence test measures the residual ("unpreconditioned" for CG, "right" for GMRES
-with right preconditioning, whose residual is the true one; "" leaves PETSc's default);
-`block_size`: unknowns per mesh node (3 for 3D elasticity), which GAMG aggregates together;
-`direct`: whether the KSP is a direct solve (`preonly` with a factorization).
-
-Where the objects live. `petsc_mpi.channel()` is this process (`COMM_SELF`) or, after
-`lineax_sparse.petsc_serve()` under `mpiexec`, every rank of `MPI_COMM_WORLD`, each holding
-consecutive rows; this module only sees rank 0's view: the whole matrix (kept as scipy CSC
-for the checks) and whole vectors.
-
-Checks. PETSc's convergence test is not trusted: after every solve the true residual
-`|b - op(A) x|` is recomputed here. An iterative solve is `OK` only if it meets
-`max(rtol |b|, atol)` itself; one that PETSc calls converged but that does not (a
-preconditioned-norm test, a transpose the preconditioner does not really apply: hypre's
-BoomerAMG "converges" in 0 iterations with the residual of a zero solution) continues from
-its iterate with a tighter tolerance while that makes progress. An initial guess (`y0`)
-is used, column by column, only where its residual is smaller than zero's
-(`checks.best_start`): a guess of 1e100 or 1e300 was a breakdown at step 0. A direct solve
-(`direct`) goes through `checks.checked_solve` (backward error, iterative refinement) like
-CHOLMOD's and SuperLU's. `KSPConvergedReason` maps onto statuses: `DIVERGED_ITS` ->
-`MAX_STEPS_REACHED`; a failed factorization (`DIVERGED_PC_FAILED`, zero pivot) ->
-`SINGULAR` for a direct solve; an indefinite matrix or preconditioner under CG ->
-`NOT_POSITIVE_DEFINITE`; every other divergence, PETSc error and non-finite iterate ->
-`BREAKDOWN`.
-
-Transposed solves (the backward pass). Exactly symmetric values use the same KSP with
-`KSPSolve`. A direct solve by PETSc's or MUMPS's factorization uses `KSPSolveTranspose`
-(the same factors). Every other transposed solve uses a KSP of `A^T` (the CSC arrays of `A`
-are the CSR arrays of `A^T`), built at the first transposed solve and kept with the factor,
-as `AMG` does: see `TRANSPOSE_SOLVERS` for why the preconditioners' own transposes are
-never tried.
-
-A PETSc error inside a solve marks the factor broken: its later solves report `BREAKDOWN`
-without calling PETSc, and its objects are never destroyed (PETSc 3.18 can leave a KSP
-corrupted by an error; destroying it then crashed the process).
-
-Scaling. The matrix is scaled by a power of two to a largest entry in [0.5, 1), each
-right-hand side likewise (exact), so no norm of the iteration overflows or underflows.
-
-Memory. `nbytes` is the growth of the C heap across the setup on every rank (PETSc, hypre
-and MUMPS allocate with malloc; see `_petsc_objects.heap_in_use`), plus the values kept
-here (the matrix given to `factor`, unscaled: with a static pattern, the cache entry's own
-array). Exactly symmetric values go to PETSc straight from the CSC arrays, which are then
-the CSR arrays; others through the pattern's CSR structure.
+This module only sees rank 0's view: the whole matrix (kept as scipy CSC for the checks)
+and whole vectors. PETSc's convergence test is not trusted: every solve is judged by the
+true residual on the host (`AbstractIterativeBackend._restarted`), a direct one by
+`checks.checked_solve`. How it works, and why: `docs/backends/petsc.md`.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import weakref
 from typing import Any
 
@@ -60,19 +18,20 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..blas import single_threaded_blas
+from ..iterative import AbstractIterativeBackend, Round
 from ..numerics import (
     best_start,
     checked_solve,
     Condition,
     confirm,
     estimate_rcond,
+    exactly_symmetric,
     exponents,
     matrix_norm,
     NormBound,
     one_norm,
     scale,
     singular_result,
-    solve_split,
 )
 from ..pattern import Pattern
 from ..status import FactorError, SolveResult, Status
@@ -86,13 +45,27 @@ from .objects import Config, petsc
 #: leaves the KSP corrupted (destroying it later crashed the process, measured), or, for
 #: hypre's BoomerAMG, report convergence in 0 iterations with the residual of x = 0.
 TRANSPOSE_SOLVERS = ("", "petsc", "mumps")
-#: Rounds of a solve that PETSc calls converged but whose true residual is above the
-#: tolerance (each continues from the iterate with a tolerance tightened by the gap).
+#: Rounds of PETSc's solve per column: a solve that PETSc calls converged but whose true
+#: residual is above the tolerance continues from its iterate with a tolerance tightened
+#: by the gap, at most this many times in all.
 ROUNDS = 4
 
 _REASON_MAX_IT = -3
 _REASON_INDEFINITE = (-8, -10)
 _REASON_PC_FAILED = -11
+
+
+def _reported(reason: int) -> Status | None:
+    """The status PETSc's `KSPConvergedReason` decides for a solve that missed the
+    tolerance: None when PETSc called it converged (the solve then goes on)."""
+    if reason == _REASON_MAX_IT:
+        return Status.MAX_STEPS_REACHED
+    if reason in _REASON_INDEFINITE:  # an indefinite matrix or preconditioner under CG
+        return Status.NOT_POSITIVE_DEFINITE
+    if reason < 0:
+        return Status.BREAKDOWN
+    return None
+
 
 _idents = itertools.count(1)
 
@@ -123,11 +96,24 @@ class _Factor:
         self._symmetric: bool | None = None
 
     def exactly_symmetric(self) -> bool:
+        """Whether `A^T == A` exactly (computed once): then the CSC arrays are the CSR
+        arrays, and one KSP serves transposed solves too."""
         if self._symmetric is None:
-            lower, upper, unpaired = self.pattern.symmetry_pairs()
-            data = self.matrix.data
-            self._symmetric = unpaired.size == 0 and np.array_equal(data[lower], data[upper])
+            self._symmetric = exactly_symmetric(self.pattern, self.matrix.data)
         return self._symmetric
+
+
+class _Column:
+    """One right-hand side column solved through PETSc in rounds: what `_round` and
+    `_residual` need, and the relative tolerance of the next round."""
+
+    __slots__ = ("factor", "mode", "transpose", "b", "atol", "target", "tolerance", "rounds")
+
+    def __init__(self, factor, mode, transpose, b, atol, rtol, target):
+        self.factor, self.mode, self.transpose = factor, mode, transpose
+        self.b, self.atol, self.target = b, atol, target
+        self.tolerance = rtol
+        self.rounds = 0
 
 
 def _scaled_product(factor: _Factor, block: np.ndarray, transpose: bool) -> np.ndarray:
@@ -138,8 +124,9 @@ def _scaled_product(factor: _Factor, block: np.ndarray, transpose: bool) -> np.n
     return scale(operator @ scale(block, -up), up - factor.exponent)
 
 
-class PETScBackend:
-    requires_symmetric = False
+class PETScBackend(AbstractIterativeBackend):
+    """PETSc's KSPs; options as resolved by `lxs.PETSc`."""
+
     # A KSP holds a hierarchy or a factorization: free the old one before the next setup.
     factors_per_pattern = 1
 
@@ -158,7 +145,7 @@ class PETScBackend:
     ):
         self.rtol, self.atol, self.max_steps = rtol, atol, max_steps
         self.adjoint_rtol = adjoint_rtol
-        self.pc_type, self.direct = pc_type, direct
+        self.direct = direct
         self.config: Config = (ksp_type, pc_type, tuple(options), norm, block_size)
 
     # ------------------------------------------------------------ factor
@@ -204,40 +191,17 @@ class PETScBackend:
         weakref.finalize(factor, channel.release, factor.ident)
         return factor
 
+    def is_complex(self, factor: _Factor) -> bool:
+        del factor  # `factor` refuses complex values
+        return False
+
     def setups(self, factor: _Factor) -> int:
         return factor.setups
 
     def nbytes(self, factor: _Factor) -> int:
         return factor.nbytes
 
-    def answers_for(self, factor: _Factor, asked: tuple, known: tuple) -> bool:
-        """A solve with flags `known` answers one with `asked` for exactly symmetric values
-        when the asked tolerance is no tighter (the adjoint of a compliance)."""
-        if self.direct:
-            return factor.exactly_symmetric()
-
-        def tolerance(flags):
-            return self.adjoint_rtol if flags[0] else self.rtol
-
-        return tolerance(asked) >= tolerance(known) and factor.exactly_symmetric()
-
     # ------------------------------------------------------------ solve
-
-    def solve(
-        self,
-        factor: _Factor,
-        rhs: np.ndarray,
-        transpose: bool,
-        conjugate: bool,
-        guess: np.ndarray | None,
-    ) -> SolveResult:
-        del conjugate  # a real matrix: conj(A) = A
-        with single_threaded_blas(), np.errstate(all="ignore"):
-            if np.iscomplexobj(rhs):
-                return solve_split(
-                    lambda block, start: self._solve(factor, block, transpose, start), rhs, guess
-                )
-            return self._solve(factor, np.asarray(rhs, dtype=np.float64), transpose, guess)
 
     def _mode(self, factor: _Factor, transpose: bool) -> str:
         if not transpose or factor.exactly_symmetric():
@@ -264,10 +228,16 @@ class PETScBackend:
         factor.setups += 1
         factor.nbytes += nbytes
 
-    def _solve(self, factor, rhs, transpose, guess) -> SolveResult:
+    def _solve(self, factor: _Factor, rhs, transpose, conjugate, guess) -> SolveResult:
+        del conjugate  # a real matrix: conj(A) = A
+        with single_threaded_blas():
+            rhs = np.asarray(rhs, dtype=np.float64)
+            if self.direct:
+                return self._solve_direct(factor, rhs, transpose)
+            return self._solve_iterative(factor, rhs, transpose, guess)
+
+    def _solve_iterative(self, factor: _Factor, rhs, transpose, guess) -> SolveResult:
         n, k = rhs.shape
-        if self.direct:
-            return self._solve_direct(factor, rhs, transpose)
         # S = 2^-e A, b = 2^f b': A x = b  <=>  S x' = b', x = 2^(f - e) x'.
         shift = exponents(np.max(np.abs(rhs), axis=0, initial=0.0))
         work = scale(rhs, -shift[None, :])
@@ -280,7 +250,7 @@ class PETScBackend:
                 [scale(guess, factor.exponent - shift[None, :])],
             )
         atol = np.ldexp(self.atol, -shift)
-        rtol = self.adjoint_rtol if transpose else self.rtol
+        rtol = self.relative_tolerance(transpose)
         x = np.zeros((n, k))
         status = np.zeros(k, dtype=np.int32)
         steps = np.zeros(k, dtype=np.int32)
@@ -297,52 +267,44 @@ class PETScBackend:
                 status[column] = error.status
                 x[:, column] = np.nan
                 continue
-            outcome = self._iterate(
-                factor, mode, transpose, work[:, column], x0, rtol, atol[column]
-            )
-            x[:, column], status[column], steps[column], residual[column] = outcome
+            b = work[:, column]
+            norm_b = float(np.linalg.norm(b))
+            target = max(rtol * norm_b, atol[column])
+            system = _Column(factor, mode, transpose, b, atol[column], rtol, target)
+            # PETSc's own test judges the start (`check_start=False`).
+            outcome = self._restarted(system, norm_b, target, x0, self.max_steps, False)
+            x[:, column], status[column] = outcome.x, outcome.status
+            steps[column], residual[column] = outcome.steps, outcome.residual
         x = scale(x, shift[None, :] - factor.exponent)
         status[(status == Status.OK) & ~np.all(np.isfinite(x), axis=0)] = Status.BREAKDOWN
         return SolveResult(x, status, steps, residual)
 
-    def _iterate(self, factor, mode, transpose, b, x0, rtol, atol):
-        """One column: `(x, status, steps, relative residual)`, checked on the true residual."""
-        channel = petsc_mpi.channel()
-        operator = factor.matrix.T if transpose else factor.matrix  # A = 2^exponent S
-        down = np.ldexp(1.0, -factor.exponent)
-        norm_b = float(np.linalg.norm(b))
-        target = max(rtol * norm_b, atol)
-        steps, tolerance, previous, true = 0, rtol, np.inf, norm_b
-        x = x0
-        for _ in range(ROUNDS):
-            budget = self.max_steps - steps
-            if budget <= 0:
-                return x, Status.MAX_STEPS_REACHED, steps, true / norm_b
-            x, reason, taken, message = channel.solve(
-                factor.ident, mode, b, x, tolerance, atol, budget
-            )
-            steps += taken
-            if message:
-                factor.broken = True
-                return np.nan, Status.BREAKDOWN, steps, np.nan
-            if not np.all(np.isfinite(x)):
-                return np.nan, Status.BREAKDOWN, steps, np.nan
-            true = float(np.linalg.norm(b - down * (operator @ x)))
-            ratio = true / norm_b
-            if true <= target:
-                return x, Status.OK, steps, ratio
-            if reason == _REASON_MAX_IT or steps >= self.max_steps:
-                return x, Status.MAX_STEPS_REACHED, steps, ratio
-            if reason in _REASON_INDEFINITE:
-                return x, Status.NOT_POSITIVE_DEFINITE, steps, ratio
-            if reason < 0 or true >= previous:
-                return x, Status.BREAKDOWN, steps, ratio
+    def _round(self, system: _Column, x, budget: int, residual: float | None) -> Round:
+        if residual is not None:
             # PETSc stopped on its own norm (the preconditioned residual, which a user's
             # KSP type or options may choose): go on from here, the tolerance tightened by
             # the gap.
-            previous = true
-            tolerance = max(tolerance * 0.5 * target / true, 1e-300)
-        return x, Status.BREAKDOWN, steps, true / norm_b
+            system.tolerance = max(system.tolerance * 0.5 * system.target / residual, 1e-300)
+        system.rounds += 1
+        factor = system.factor
+        x, reason, taken, message = petsc_mpi.channel().solve(
+            factor.ident, system.mode, system.b, x, system.tolerance, system.atol, budget
+        )
+        if message:  # PETSc raised: its objects are not used again
+            factor.broken = True
+            return Round(np.full(system.b.shape, np.nan), taken, Status.BREAKDOWN)
+        reported = _reported(reason)
+        if reported is None and system.rounds == ROUNDS:
+            reported = Status.BREAKDOWN
+        return Round(x, taken, reported)
+
+    def _residual(self, system: _Column, x: np.ndarray) -> float:
+        if not np.all(np.isfinite(x)):
+            return math.nan
+        factor = system.factor
+        operator = factor.matrix.T if system.transpose else factor.matrix  # A = 2^exponent S
+        down = np.ldexp(1.0, -factor.exponent)
+        return float(np.linalg.norm(system.b - down * (operator @ x)))
 
     def _apply_inverse(self, factor: _Factor, block: np.ndarray, transpose: bool) -> np.ndarray:
         """`op(A)^-1 block` through the factorization of S = 2^-e A, column by column; NaN
