@@ -231,7 +231,7 @@ def _neumann_laplacian(m: int) -> sp.csc_matrix:
 def _pivot_checks(a: sp.csc_matrix):
     """`(quick, exact, quick norm, exact norm)` of the pivot check, or None if CHOLMOD's
     own factorization fails."""
-    from lineax_sparse._host.native import _backend
+    from lineax_sparse._host.cache import factor_cache
     from lineax_sparse.backends.cholmod.backend import _column_maxima
     from lineax_sparse.backends.pattern import Pattern
 
@@ -242,7 +242,7 @@ def _pivot_checks(a: sp.csc_matrix):
     order = np.lexsort((coo.row, coo.col))
     indices = np.stack([coo.row, coo.col], axis=1).astype(np.int32)[order]
     options = (("factorization", "LL"), ("mode", "auto"), ("ordering", "amd"))
-    backend = _backend(("cholmod", options))
+    backend = factor_cache.backend(("cholmod", options))
     pattern = Pattern(a.shape[0], indices)
     analysis = backend.analyse(pattern)
     csc = pattern.csc(pattern.assemble(coo.data[order]))
@@ -279,7 +279,7 @@ def test_quick_pivot_bound_never_accepts_what_the_exact_check_rejects(name):
 def test_floating_islands_are_estimated_and_cleared():
     """A random 0/1 SIMP design: floating islands held by E_min = 1e-9 leave pivots of
     6e-10 of their column. They ask for a condition estimate, which clears the matrix."""
-    from lineax_sparse._host.native import _backend
+    from lineax_sparse._host.cache import factor_cache
     from lineax_sparse.backends.numerics import RCOND_LIMIT
     from lineax_sparse.backends.pattern import Pattern
 
@@ -289,7 +289,7 @@ def test_floating_islands_are_estimated_and_cleared():
     assert quick is None and exact is None and not isinstance(quick_norm, NormBound)
     coo = a.tocoo()
     pattern = Pattern(a.shape[0], np.stack([coo.row, coo.col], 1).astype(np.int32))
-    backend = _backend(
+    backend = factor_cache.backend(
         ("cholmod", (("mode", "auto"), ("factorization", "LL"), ("ordering", "amd")))
     )
     csc = pattern.csc(pattern.assemble(coo.data))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lineax_sparse._bridge import solve as _bridge
-from lineax_sparse._host import native as _native
+from lineax_sparse._bridge import handle as _handle
+from lineax_sparse._host import batch as _batch
 from lineax_sparse.backends.numerics import is_hermitian
 from lineax_sparse.backends.pattern import Pattern
 
@@ -81,7 +81,7 @@ def test_hermitian_check():
 
 def test_handle_keys_round_trip_through_two_int32():
     for high, low in ((0, 0), (-1, -1), (2**31 - 1, -(2**31)), (-(2**31), 2**31 - 1)):
-        key = _native._to_key(np.array([high, low], dtype=np.int32))
+        key = _batch.handle_key(np.array([high, low], dtype=np.int32))
         assert 0 <= key < 2**64
         assert key == ((high & 0xFFFFFFFF) << 32) | (low & 0xFFFFFFFF)
 
@@ -94,10 +94,10 @@ def test_handles_are_deterministic_digests_of_values_and_indices(dtype, size):
     rng = np.random.default_rng(0)
     values = jnp.asarray(rng.standard_normal(size).astype(dtype))
     indices = jnp.asarray(rng.integers(0, 50, (size, 2)), dtype=jnp.int32)
-    handle = jax.jit(_bridge.make_handle)
+    handle = jax.jit(_handle.make_handle)
     h = np.asarray(handle(values, indices))
     assert h.shape == (2,) and h.dtype == np.int32
-    np.testing.assert_array_equal(np.asarray(_bridge.make_handle(values, indices)), h)
+    np.testing.assert_array_equal(np.asarray(_handle.make_handle(values, indices)), h)
     # A change in a sampled value (the first and last always are), or in an index, or a
     # uniform rescaling (as an optimization loop makes), changes the handle.
     for other_values, other_indices in (
@@ -108,10 +108,10 @@ def test_handles_are_deterministic_digests_of_values_and_indices(dtype, size):
         (values[:-1], indices[:-1]),
     ):
         assert not np.array_equal(np.asarray(handle(other_values, other_indices)), h)
-    batched = jax.vmap(_bridge.make_handle, in_axes=(0, None))(jnp.stack([values, values]), indices)
+    batched = jax.vmap(_handle.make_handle, in_axes=(0, None))(jnp.stack([values, values]), indices)
     np.testing.assert_array_equal(np.asarray(batched), np.stack([h, h]))
     # Differentiating through a solve differentiates through the handle: no tangent.
-    grad = jax.grad(lambda v: jnp.sum(_bridge.make_handle(v, indices)).astype(float))
+    grad = jax.grad(lambda v: jnp.sum(_handle.make_handle(v, indices)).astype(float))
     if not np.issubdtype(dtype, np.complexfloating):
         assert np.all(np.asarray(grad(values)) == 0)
 

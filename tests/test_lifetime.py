@@ -298,7 +298,7 @@ print("ok")
 
 def test_an_optimization_loop_keeps_few_factors_of_its_pattern(solver, getkey):
     """Old factors of a pattern are retired (their native objects reused), never needed ones."""
-    from lineax_sparse._host.native import FACTORS_PER_PATTERN
+    from lineax_sparse._host.cache import FACTORS_PER_PATTERN
 
     limit = (2 if solver.reuse else 1) if isinstance(solver, lxs.AMG) else FACTORS_PER_PATTERN
     op = operator(poisson2d(12), PSD)

@@ -12,7 +12,7 @@ from jax.experimental import sparse as jsparse
 from jax.flatten_util import ravel_pytree
 
 import lineax_sparse as lxs
-from lineax_sparse._matrixfree.materialise import as_pattern
+from lineax_sparse._matrixfree.jacobian import as_pattern
 
 
 PSD = lx.positive_semidefinite_tag

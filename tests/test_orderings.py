@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from cvxopt import cholmod
 
 import lineax_sparse as lxs
-from lineax_sparse._host.native import _backend
+from lineax_sparse._host.cache import factor_cache
 from lineax_sparse.backends.cholmod import ordering as backend_module
 from lineax_sparse.backends.cholmod.capsule import column_counts as _column_counts
 from lineax_sparse.backends.cholmod.ordering import nested_dissection
@@ -50,7 +50,7 @@ def analyse(a, ordering: str):
     """`(backend, pattern, analysis)` of the pattern of `a` for `Cholmod(ordering=...)`."""
     coo = sp.coo_matrix(a)
     indices = np.stack([coo.row, coo.col], axis=1).astype(np.int32)
-    backend = _backend(
+    backend = factor_cache.backend(
         ("cholmod", (("mode", "auto"), ("factorization", "LL"), ("ordering", ordering)))
     )
     pattern = Pattern(a.shape[0], indices)

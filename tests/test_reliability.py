@@ -391,7 +391,7 @@ FORK_SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, lineax as lx, numpy as np, scipy.sparse as sp
     jax.config.update("jax_enable_x64", True)
     import lineax_sparse as lxs
-    from lineax_sparse._host import native as _native, owner as _host
+    from lineax_sparse._host import batch as _batch, owner as _host
     m = 12
     t = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
     A = (sp.kron(sp.eye(m), t) + sp.kron(t, sp.eye(m))).tocoo()
@@ -407,7 +407,7 @@ FORK_SCRIPT = textwrap.dedent(
         spec = ("superlu", (("ordering", "COLAMD"), ("pivot_threshold", 1.0),
                             ("symmetric_mode", False)))
         indices = np.stack([A.row, A.col], 1).astype(np.int32)
-        x, status, _, _ = _host.run(_native.solve_batch, spec, m * m, False, False,
+        x, status, _, _ = _host.run(_batch.solve_batch, spec, m * m, False, False,
                                     np.array([1, 2], np.int32), A.data, indices, np.ones(m * m))
         assert int(status) == 0 and np.allclose(A @ x, 1.0)
         print("child ok", flush=True)

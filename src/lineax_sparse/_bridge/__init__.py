@@ -1,2 +1,3 @@
-"""The bridge between a traced solve and the host: the handle digest of the values, the
-callback primitive, and the mapping of host statuses onto `lineax.RESULTS`."""
+"""The bridge between a traced solve and the host: the handle digest of the values
+(`handle`), the callback primitive (`callback`), the solve callback (`solve`) and the mapping
+of host statuses onto `lineax.RESULTS` (`status`)."""

@@ -9,7 +9,7 @@ lowering emits XLA's Python callback directly (`jax._src.callback.emit_python_ca
 what `pure_callback` lowers to), so the callback receives numpy views of XLA's buffers.
 
 Those views are valid only during the call: the host side must copy whatever it keeps
-(`_native` does: values, indices and auxiliary arrays are copied into the entries and
+(`_host.cache` does: values, indices and auxiliary arrays are copied into the entries and
 patterns it files).
 
 Semantics are `pure_callback`'s with `vmap_method="expand_dims"`: no side effects (XLA may

@@ -1,13 +1,12 @@
-"""The only module that calls back into the host (`_callback.host_call`, a copy-free
-`jax.pure_callback`), and where handles are made.
+"""`solve`: the one callback of a solve, (handle, matrix arrays, right-hand side) ->
+(solution, status, statistics), through `callback.host_call` (a copy-free
+`jax.pure_callback`).
 
-`make_handle` computes a matrix's handle inside the computation, with no host call: a 64-bit
-digest (two int32) of a strided sample of the matrix's values and indices. `solve` is the one
-callback: (handle, matrix arrays, right-hand side) -> (solution, status, statistics). On the
-host the handle keys the registry; the entry found there is verified against the arrays
-exactly, and made (factorized) under that handle when absent. So the first solve of a matrix
-factorizes it, and every later solve of the same matrix (its transposed solve in the backward
-pass, a tangent solve, a solve with `state=`) finds that factorization.
+On the host the handle (`handle.make_handle`) keys the registry; the entry found there is
+verified against the arrays exactly, and made (factorized) under that handle when absent. So
+the first solve of a matrix factorizes it, and every later solve of the same matrix (its
+transposed solve in the backward pass, a tangent solve, a solve with `state=`) finds that
+factorization.
 
 Why one callback per solve rather than a factorization callback in `init` and a solve
 callback in `compute`: each callback copies its array arguments (the matrix's values and
@@ -22,7 +21,7 @@ The callback:
 - uses `vmap_method="expand_dims"`, so a whole vmapped batch is one host call and unbatched
   arguments are not broadcast before crossing to the host;
 - hands its work to the owner thread and never raises for a data-dependent failure: the host
-  returns a `Status` per system, mapped here onto `lineax.RESULTS`.
+  returns a `Status` per system, mapped onto `lineax.RESULTS` by `status.status_to_result`.
 """
 
 from __future__ import annotations
@@ -35,32 +34,13 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Inexact, Int
 
-from .._host import native as _native, owner as _host
-from .._host.patterns import GOLDEN, intern, mix32, PatternKey, StaticPattern
+from .._host import owner
+from .._host.batch import solve_batch
+from .._host.patterns import intern, PatternKey, StaticPattern
 from ..backends.base import BackendSpec
 from ..backends.status import Status
 from .callback import host_call
-
-
-# One source of truth for how host outcomes read to a lineax user.
-_STATUS_TO_RESULT = {
-    Status.SINGULAR: lx.RESULTS.singular,
-    Status.NONFINITE_INPUT: lx.RESULTS.nonfinite_input,
-    Status.MAX_STEPS_REACHED: lx.RESULTS.max_steps_reached,
-    Status.BREAKDOWN: lx.RESULTS.breakdown,
-    # lineax has no "invalid input" result; an out-of-range index is upstream bad input.
-    Status.INVALID_INDEX: lx.RESULTS.nonfinite_input,
-    # lineax's `singular` message names "declared a property it does not satisfy".
-    Status.NOT_POSITIVE_DEFINITE: lx.RESULTS.singular,
-    Status.NOT_SYMMETRIC: lx.RESULTS.singular,
-}
-
-
-def status_to_result(status: Int[Array, ""]) -> lx.RESULTS:
-    result = lx.RESULTS.successful
-    for code, mapped in _STATUS_TO_RESULT.items():
-        result = lx.RESULTS.where(status == code, mapped, result)
-    return result
+from .status import status_to_result
 
 
 def _solve_host(
@@ -98,8 +78,8 @@ def _solve_host(
         indices, static = None, found.host
     guess = rest.pop(0) if has_guess else None
     aux = rest.pop(0) if has_aux else None
-    x, status, steps, residual = _host.run(
-        _native.solve_batch,
+    x, status, steps, residual = owner.run(
+        solve_batch,
         spec,
         n,
         transpose,
@@ -114,68 +94,6 @@ def _solve_host(
         valid,
     )
     return x, status, steps, residual.astype(_residual_dtype(rhs.dtype))
-
-
-#: Entries of each array sampled by `make_handle`; arrays up to this long are digested whole.
-HANDLE_SAMPLE = 4096
-_SEEDS = (0x3C6EF372, 0xA54FF53A)  # one per half of the handle
-
-
-_UNSIGNED = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}
-
-
-def _words(array: Array) -> Array:
-    """The bits of `array` as a flat uint32 vector (complex: real and imaginary parts)."""
-    if jnp.iscomplexobj(array):
-        array = jnp.stack([array.real, array.imag], axis=-1)
-    itemsize = array.dtype.itemsize
-    if itemsize >= 4:  # 64-bit: 2 words per entry
-        return jax.lax.bitcast_convert_type(array, jnp.uint32).reshape(-1)
-    # 8- and 16-bit types (float16, bfloat16, int8, ...): one word per entry.
-    return jax.lax.bitcast_convert_type(array, _UNSIGNED[itemsize]).astype(jnp.uint32).reshape(-1)
-
-
-def _sample(array: Array) -> Array:
-    """At most `HANDLE_SAMPLE` evenly strided entries of the leading axis, and the last."""
-    length = array.shape[0]
-    if length <= HANDLE_SAMPLE:
-        return array
-    positions = np.append(np.arange(HANDLE_SAMPLE) * (length // HANDLE_SAMPLE), length - 1)
-    return array[positions]
-
-
-def make_handle(
-    values: Inexact[Array, " nse"],
-    indices: Int[Array, "nse 2"] | None,
-    aux: Array | None = None,
-    pattern: PatternKey | None = None,
-) -> Int[Array, "2"]:
-    """The handle of a matrix: a digest of its values and indices (and of the solver's
-    auxiliary arrays `aux`, if any), as two int32. With a static pattern, `indices` is
-    None and the digest of the pattern's indices (its key's) stands for them.
-
-    Made in the computation (a gather of a few thousand entries and a few integer operations,
-    no host call), so that it costs nothing next to a factorization. It only routes: two
-    matrices with equal handles are told apart on the host by an exact comparison, so a
-    collision costs a comparison, never a wrong answer.
-    """
-    values, indices, aux = jax.lax.stop_gradient((values, indices, aux))
-    parts = [_words(_sample(values))]
-    if indices is not None:
-        parts.append(_words(_sample(indices)))
-        salt = indices.shape[0]
-    else:
-        salt = pattern.digest[0] if pattern is not None else 0
-    if aux is not None:
-        parts.append(_words(_sample(aux.reshape(-1))))
-    words = jnp.concatenate(parts)
-    position = jax.lax.iota(jnp.uint32, words.shape[0]) * jnp.uint32(GOLDEN)
-    sizes = jnp.uint32((values.shape[0] * 0x01000193 + salt) & 0xFFFFFFFF)
-    halves = [
-        jnp.sum(mix32(words ^ mix32(position + jnp.uint32(seed))), dtype=jnp.uint32) ^ sizes
-        for seed in _SEEDS
-    ]
-    return jax.lax.bitcast_convert_type(jnp.stack(halves), jnp.int32)
 
 
 def solve(

@@ -1,2 +1,4 @@
-"""The host runtime: the owner thread that runs every native call, the byte-bounded
-registry, the patterns the process holds, and the cache of analyses and factorizations."""
+"""The host runtime: the owner thread that runs every native call (`owner`), the
+byte-bounded registry (`registry`), the static patterns the process holds (`patterns`), the
+cache of backends, analyses and factorizations (`cache`, `entry`, `digest`), and the solve of
+a vmapped batch (`batch`)."""

@@ -1,14 +1,14 @@
 """The handle table: keys -> host objects, in one byte-bounded LRU.
 
 A handle is a 64-bit digest of a matrix, made in the computation and passed through JAX as
-two int32 so that it works with `jax_enable_x64` off (see `_bridge.make_handle`).
+two int32 so that it works with `jax_enable_x64` off (see `_bridge.handle`).
 Factorizations are filed under keys made of the solver configuration, the handle and a probe
-number (`_native`). Keys are never pointers, and every entry is verified against the matrix
+number (`cache.py`). Keys are never pointers, and every entry is verified against the matrix
 before use: a forged or stale handle can only cost a factorization. The same table also holds
 the per-pattern symbolic analyses, so that one budget bounds all the memory lineax-sparse
 keeps alive.
 
-Every mutation happens on the owner thread (see `_host`), so that native objects are freed
+Every mutation happens on the owner thread (see `owner`), so that native objects are freed
 there; the lock additionally makes `cache_info()` safe from any thread.
 """
 
@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
-from . import owner as _host
+from . import owner
 
 
 #: Default byte budget, overridable by the environment variable below or `set_cache_limit`.
@@ -159,7 +159,7 @@ class Registry:
         self._counts = dict.fromkeys(self._counts, 0)
         for hook in self._clear_hooks:
             hook()
-        _host.release_in_child(inherited.clear)
+        owner.release_in_child(inherited.clear)
 
     def on_clear(self, hook: Callable[[], None]) -> None:
         """Call `hook()` at every later `clear` (for bookkeeping kept beside the table)."""
@@ -184,8 +184,8 @@ class Registry:
 
 
 registry = Registry(_limit_from_environment())
-_host.at_exit(registry.clear)
-_host.at_fork(registry.after_fork_in_child)
+owner.at_exit(registry.clear)
+owner.at_fork(registry.after_fork_in_child)
 
 
 def set_cache_limit(nbytes: int) -> None:
@@ -204,7 +204,7 @@ def set_cache_limit(nbytes: int) -> None:
         raise ValueError(
             f"`set_cache_limit(nbytes=...)` must be a non-negative integer, got {nbytes!r}."
         )
-    _host.run(registry.set_limit, nbytes)
+    owner.run(registry.set_limit, nbytes)
 
 
 def clear_cache() -> None:
@@ -213,7 +213,7 @@ def clear_cache() -> None:
     Always safe: solver states carry their matrix, so a later solve whose factorization
     was dropped refactorizes (and counts a miss) instead of failing.
     """
-    _host.run(registry.clear)
+    owner.run(registry.clear)
 
 
 def cache_info() -> CacheInfo:

@@ -1,4 +1,5 @@
-"""Trace-time checks of COO indices, and reading values known at trace time."""
+"""Trace-time checks of a sparse matrix and its COO indices, and reading values known at
+trace time."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import sparse as jsparse
 
 
 def _is_concrete(x: Any) -> bool:
@@ -54,3 +56,33 @@ def validate_indices(indices: Any, n: int, argument: str, data: Any = None) -> N
                 f"shape=({n}, {n}); the first is entry {first}: "
                 f"{tuple(int(v) for v in concrete[first])}."
             )
+
+
+def validate_matrix(matrix: Any) -> None:
+    """Trace-time checks of the BCOO given to `SparseOperator` (raises `ValueError`)."""
+    if not isinstance(matrix, jsparse.BCOO):
+        hint = (
+            " Use `SparseOperator.from_scipy(...)` for a scipy.sparse matrix."
+            if hasattr(matrix, "tocoo")
+            else ""
+        )
+        raise ValueError(
+            "`SparseOperator(matrix=...)` must be a `jax.experimental.sparse.BCOO`, got "
+            f"{type(matrix).__name__}.{hint}"
+        )
+    if matrix.n_batch != 0 or matrix.n_dense != 0:
+        raise ValueError(
+            "`SparseOperator(matrix=...)` must be an unbatched BCOO without dense blocks "
+            f"(n_batch=0, n_dense=0), got {matrix.n_batch=}, {matrix.n_dense=}. To solve "
+            "a batch of matrices, `jax.vmap` over their `data` instead."
+        )
+    shape = matrix.shape
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"`SparseOperator(matrix=...)` must be square, got {shape=}.")
+    if not jnp.issubdtype(matrix.data.dtype, jnp.inexact):
+        raise ValueError(
+            "`SparseOperator(matrix=...)` must have a floating or complex dtype (float16, "
+            "bfloat16, float32, float64, complex64 or complex128), got "
+            f"{matrix.data.dtype}. Convert it first, e.g. `matrix.astype(jnp.float64)`."
+        )
+    validate_indices(matrix.indices, shape[0], "SparseOperator(matrix=...)", matrix.data)

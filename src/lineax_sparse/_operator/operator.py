@@ -27,7 +27,7 @@ from jaxtyping import Array, Inexact, Int
 
 from .._host.patterns import intern, PatternKey, StaticPattern
 from .._matrixfree.materialise import materialise
-from .indices import concrete_value, validate_indices
+from .indices import concrete_value, validate_matrix
 from .pattern import check_indices
 
 
@@ -35,35 +35,6 @@ def _frozenset(tags: object | Iterable[object]) -> frozenset[object]:
     if isinstance(tags, (frozenset, set, list, tuple)):
         return frozenset(tags)
     return frozenset([tags])
-
-
-def _validate_matrix(matrix: Any) -> None:
-    if not isinstance(matrix, jsparse.BCOO):
-        hint = (
-            " Use `SparseOperator.from_scipy(...)` for a scipy.sparse matrix."
-            if hasattr(matrix, "tocoo")
-            else ""
-        )
-        raise ValueError(
-            "`SparseOperator(matrix=...)` must be a `jax.experimental.sparse.BCOO`, got "
-            f"{type(matrix).__name__}.{hint}"
-        )
-    if matrix.n_batch != 0 or matrix.n_dense != 0:
-        raise ValueError(
-            "`SparseOperator(matrix=...)` must be an unbatched BCOO without dense blocks "
-            f"(n_batch=0, n_dense=0), got {matrix.n_batch=}, {matrix.n_dense=}. To solve "
-            "a batch of matrices, `jax.vmap` over their `data` instead."
-        )
-    shape = matrix.shape
-    if len(shape) != 2 or shape[0] != shape[1]:
-        raise ValueError(f"`SparseOperator(matrix=...)` must be square, got {shape=}.")
-    if not jnp.issubdtype(matrix.data.dtype, jnp.inexact):
-        raise ValueError(
-            "`SparseOperator(matrix=...)` must have a floating or complex dtype (float16, "
-            "bfloat16, float32, float64, complex64 or complex128), got "
-            f"{matrix.data.dtype}. Convert it first, e.g. `matrix.astype(jnp.float64)`."
-        )
-    validate_indices(matrix.indices, shape[0], "SparseOperator(matrix=...)", matrix.data)
 
 
 class SparseOperator(lx.AbstractLinearOperator):
@@ -113,7 +84,7 @@ class SparseOperator(lx.AbstractLinearOperator):
         """
         key = _pattern.key if isinstance(_pattern, StaticPattern) else _pattern
         if key is None:
-            _validate_matrix(matrix)
+            validate_matrix(matrix)
         self.data = matrix.data
         self.indices = matrix.indices
         self.size = matrix.shape[0]
@@ -148,7 +119,7 @@ class SparseOperator(lx.AbstractLinearOperator):
 
     def _static_pattern_and_data(self) -> tuple[StaticPattern | None, Array]:
         """The static pattern the solvers use (None: take the general path) and the values,
-        guarded against indices that are not the pattern's (see `_pattern.check_indices`)."""
+        guarded against indices that are not the pattern's (see `pattern.check_indices`)."""
         key = self.pattern_key
         if key is None:
             return None, self.data

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Inexact, Int, PyTree
 
-from .._bridge import solve as _bridge
+from .._bridge import handle as _handle, solve as _bridge
 from .._host.patterns import PatternKey
 from .._operator.operator import SparseOperator
 from .._operator.pattern import coalesce, plainly_valid
@@ -99,7 +99,7 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
             key = None
         else:  # only the summed values will cross to the host
             key, data = pattern.key, coalesce(data, pattern)
-        handle = _bridge.make_handle(data, operator.indices if key is None else None, aux, key)
+        handle = _handle.make_handle(data, operator.indices if key is None else None, aux, key)
         return HostSolverState(
             handle, data, operator.indices, aux, operator.size, spec, False, False, key
         )

@@ -1,0 +1,228 @@
+"""`solve_batch`: the host procedure behind the solve callback, for a whole vmapped batch.
+
+Everything here is numpy and runs on the owner thread (`owner.run`). Arguments arrive as the
+`expand_dims` vmap method delivers them: each array may carry leading batch dimensions, of
+size 1 where that argument is not batched, broadcastable against each other. One call
+handles the whole batch, so a vmap over right-hand sides is one multi-RHS solve and a vmap
+over same-pattern matrices analyses the pattern once (the factorizations are found or made
+by `cache.FactorCache`).
+
+No exception leaves this module for anything the data can do: every failure is a `Status`
+per system. An unexpected exception (a bug) in the work for one matrix is reported as
+`BREAKDOWN` for its systems, with a `HostFailureWarning` that carries the traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+
+from ..backends.base import AbstractBackend, BackendSpec
+from ..backends.pattern import Pattern
+from ..backends.status import SolveResult, Status
+from .cache import factor_cache, host_dtype
+from .entry import FactorEntry
+from .registry import registry
+
+
+class HostFailureWarning(RuntimeWarning):
+    """An unexpected error on the host, reported as `RESULTS.breakdown` (please report it)."""
+
+
+def handle_key(handle: np.ndarray) -> int:
+    """The 64-bit registry key of a handle, which crosses as two int32 `(high, low)`."""
+    high, low = (int(v) & 0xFFFFFFFF for v in handle)
+    return (high << 32) | low
+
+
+def _batch_map(shape: tuple[int, ...], batch: tuple[int, ...]) -> np.ndarray:
+    """For each flat element of `batch`, the flat index of the argument it broadcasts from."""
+    return np.broadcast_to(np.arange(math.prod(shape)).reshape(shape), batch).reshape(-1)
+
+
+def _flat(array: np.ndarray, trailing: int) -> np.ndarray:
+    """`array` with its batch dimensions (all but the last `trailing`) flattened into one."""
+    batch = array.shape[: array.ndim - trailing]
+    return array.reshape((math.prod(batch),) + array.shape[array.ndim - trailing :])
+
+
+class _Batch(NamedTuple):
+    """The arguments with their batch dimensions flattened, and for each system of the
+    broadcast batch (`shape`) which matrix it solves; for each distinct matrix, which
+    handle, values, indices and auxiliary arrays make it."""
+
+    shape: tuple[int, ...]
+    handles: np.ndarray
+    values: np.ndarray
+    indices: np.ndarray
+    aux: np.ndarray | None
+    rhs: np.ndarray
+    guess: np.ndarray | None
+    handle_of: np.ndarray
+    value_of: np.ndarray
+    index_of: np.ndarray
+    aux_of: np.ndarray | None
+    matrix_of: np.ndarray
+
+
+def _broadcast(handles, values, indices, rhs, guess, aux) -> _Batch:
+    matrix_shapes = [handles.shape[:-1], values.shape[:-1], indices.shape[:-2]]
+    if aux is not None:
+        matrix_shapes.append(aux.shape[:-2])
+    vector_shapes = [rhs.shape[:-1]] + ([] if guess is None else [guess.shape[:-1]])
+    if not any(matrix_shapes) and not any(vector_shapes):
+        # No batch (the common case): one matrix, one right-hand side.
+        first = np.zeros(1, dtype=np.int64)
+        return _Batch(
+            (),
+            handles[None],
+            values[None],
+            indices[None],
+            None if aux is None else aux[None],
+            rhs[None],
+            None if guess is None else guess[None],
+            first,
+            first,
+            first,
+            first,
+            first,
+        )
+    matrix_batch = np.broadcast_shapes(*matrix_shapes)
+    batch = np.broadcast_shapes(matrix_batch, *vector_shapes)
+    maps = [_batch_map(shape, matrix_batch) for shape in matrix_shapes]
+    return _Batch(
+        batch,
+        _flat(handles, 1),
+        _flat(values, 1),
+        _flat(indices, 2),
+        None if aux is None else _flat(aux, 2),
+        _flat(rhs, 1)[_batch_map(rhs.shape[:-1], batch)],
+        None if guess is None else _flat(guess, 1)[_batch_map(guess.shape[:-1], batch)],
+        *maps[:3],
+        maps[3] if aux is not None else None,
+        _batch_map(matrix_batch, batch),
+    )
+
+
+def solve_batch(
+    spec: BackendSpec,
+    n: int,
+    transpose: bool,
+    conjugate: bool,
+    handles: np.ndarray,
+    values: np.ndarray,
+    indices: np.ndarray | None,
+    rhs: np.ndarray,
+    guess: np.ndarray | None = None,
+    aux: np.ndarray | None = None,
+    static: Pattern | None = None,
+    valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Solve every system of a batch; one backend solve per distinct matrix.
+
+    `guess` (optional) is an initial guess broadcastable like `rhs`; `aux` (optional) the
+    solver's auxiliary arrays, `(..., n, k)`, batched like the matrix. With a static
+    pattern (`static`, the host `Pattern` of a `StaticPattern`), `values` are the CSC
+    values summed in XLA and `indices` is None. Returns solutions of shape `batch + (n,)`
+    in `rhs.dtype`, and per system a status (int32), a step count (int32) and a relative
+    residual (float64), each of shape `batch`. `valid` (optional, batched like `values`)
+    says which matrices XLA found finite and exactly symmetric.
+    """
+    if indices is None:  # one pattern for the whole batch: an unbatched stand-in
+        indices = np.zeros((0, 2), dtype=np.int32)
+    flat = _broadcast(handles, values, indices, rhs, guess, aux)
+    if valid is not None:  # unbatched (a constant under vmap) or batched like `values`
+        valid_of_values = np.broadcast_to(valid, values.shape[:-1]).reshape(-1)
+    size = math.prod(flat.shape)
+    solution = np.full((size, n), np.nan, dtype=rhs.dtype)
+    status = np.empty(size, dtype=np.int32)
+    steps = np.zeros(size, dtype=np.int32)
+    residual = np.full(size, np.nan, dtype=np.float64)
+    backend = factor_cache.backend(spec)
+    dtype = host_dtype(values.dtype, rhs.dtype)
+    registry.count("host_calls")
+    factor_cache.begin_call()
+    for m in np.unique(flat.matrix_of) if size > 1 else (0,):
+        columns = np.flatnonzero(flat.matrix_of == m) if size > 1 else np.zeros(1, np.int64)
+        try:
+            key, entry = factor_cache.entry(
+                spec,
+                n,
+                handle_key(flat.handles[flat.handle_of[m]]),
+                None if static is not None else flat.indices[flat.index_of[m]],
+                flat.values[flat.value_of[m]],
+                None if flat.aux is None else flat.aux[flat.aux_of[m]],
+                static,
+                valid is not None and bool(valid_of_values[flat.value_of[m]]),
+            )
+            if entry.status != Status.OK:
+                status[columns] = entry.status
+                continue
+            block = flat.rhs[columns].T.astype(dtype)
+            finite = np.all(np.isfinite(block), axis=0)
+            block[:, ~finite] = 0
+            start = None
+            if flat.guess is not None:
+                start = flat.guess[columns].T.astype(dtype)
+                start[:, ~np.all(np.isfinite(start), axis=0)] = 0
+            result = entry.recall(backend, block, transpose, conjugate, start)
+            if result is None:
+                result = _solve(backend, key, entry, block, transpose, conjugate, start)
+        except Exception as error:  # noqa: BLE001 - a bug must not crash the user's program
+            warnings.warn(
+                "lineax-sparse: unexpected error on the host, reported as a breakdown "
+                f"(please report it):\n{''.join(traceback.format_exception(error))}",
+                HostFailureWarning,
+                stacklevel=1,
+            )
+            status[columns] = Status.BREAKDOWN
+            continue
+        column_status = np.where(finite, result.status, Status.NONFINITE_INPUT)
+        x = result.solution
+        x[:, column_status != Status.OK] = np.nan
+        with np.errstate(over="ignore", invalid="ignore"):
+            solution[columns] = x.T.astype(rhs.dtype, copy=False)
+        # A solution that overflows the caller's precision (float32) is no success.
+        overflow = ~np.all(np.isfinite(solution[columns]), axis=1) & (column_status == Status.OK)
+        column_status = np.where(overflow, Status.BREAKDOWN, column_status)
+        solution[columns[overflow]] = np.nan
+        status[columns] = column_status
+        steps[columns] = result.num_steps
+        residual[columns] = result.relative_residual
+    return (
+        solution.reshape(*flat.shape, n),
+        status.reshape(flat.shape),
+        steps.reshape(flat.shape),
+        residual.reshape(flat.shape),
+    )
+
+
+def _solve(
+    backend: AbstractBackend,
+    key: tuple,
+    entry: FactorEntry,
+    block: np.ndarray,
+    transpose: bool,
+    conjugate: bool,
+    start: np.ndarray | None,
+) -> SolveResult:
+    """Solve with the entry's factor, and keep the cache's accounting up to date."""
+    # One column (a vmapped batch is not kept: its copy could be large). A copy: a backend
+    # may write into the block.
+    asked = block.copy() if start is None and block.shape[1] == 1 else None
+    setups = backend.setups(entry.factor)
+    result = backend.solve(entry.factor, block, transpose, conjugate, start)
+    late = backend.setups(entry.factor) - setups
+    if late:  # an AMG hierarchy of A^T, or a rebuilt one, was set up meanwhile
+        registry.count("factorizations", late)
+        factor_cache.resize(key, entry, backend)
+    # Only a success may answer a later question: a failed forward solve must not answer a
+    # transposed one that alone would succeed (AMG's looser adjoint tolerance), nor a retry.
+    if asked is not None and np.all(result.status == Status.OK):
+        entry.memorize(asked, transpose, conjugate, result)
+    factor_cache.refile_analysis(backend, entry)
+    return result
