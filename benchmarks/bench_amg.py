@@ -43,10 +43,8 @@ and to benchmarks/results/amg.md.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -60,25 +58,24 @@ import numpy as np
 import pyamg
 import scipy.sparse as sp
 from jax.experimental import sparse as jsparse
-from threadpoolctl import ThreadpoolController
 
 import lineax_sparse as lxs
 from common import (
     block,
-    environment,
-    format_ratio,
-    format_result,
+    choose,
+    command_line,
     format_seconds,
-    format_target,
     isolated_result,
     markdown_table,
+    one_blas_thread,
     Phases,
-    source_version,
+    record_amg_solves,
+    Report,
+    results_table,
     Step,
     time_interleaved,
     time_isolated,
     Timing,
-    write_result,
 )
 
 
@@ -250,14 +247,14 @@ class Native:
     user's loop (ours frees old factors inside its calls too, when the cache evicts them).
     """
 
-    def __init__(self, controller: ThreadpoolController, phases: Phases, prefix: str, one: bool):
-        self.controller, self.phases, self.prefix, self.one = controller, phases, prefix, one
+    def __init__(self, phases: Phases, prefix: str, one: bool):
+        self.phases, self.prefix, self.one = phases, prefix, one
         self.ml: Any = None
         self.x: np.ndarray | None = None
         self.iterations: list[int] = []
 
     def __call__(self, matrix: sp.csr_matrix, b: np.ndarray) -> np.ndarray:
-        limit = self.controller.limit(limits=1, user_api="blas") if self.one else None
+        limit = one_blas_thread() if self.one else None
         start = time.perf_counter()
         try:
             self.ml = pyamg.smoothed_aggregation_solver(matrix)
@@ -283,7 +280,7 @@ def relative_residual(matrix: sp.csr_matrix, x, b: np.ndarray) -> float:
 # --- The measurements.
 
 
-def forward_steps(problem: Problem, controller: ThreadpoolController, grad: bool) -> dict[str, Any]:
+def forward_steps(problem: Problem, grad: bool) -> dict[str, Any]:
     """Steps 1 and 2: native, ours forward (new values, cold) and `value_and_grad`."""
     grid, repeats = problem.grid, problem.repeats
     values = grid.values(np.ones(grid.faces))
@@ -294,8 +291,8 @@ def forward_steps(problem: Problem, controller: ThreadpoolController, grad: bool
     data = jax.block_until_ready(jnp.asarray(values))
 
     phases = Phases()
-    native = Native(controller, phases, "native", one=False)
-    native_one = Native(controller, phases, "native 1t", one=True)
+    native = Native(phases, "native", one=False)
+    native_one = Native(phases, "native 1t", one=True)
     counted = Counted()
     current: dict[str, jax.Array] = {}
     scales = iter(range(1, 10 * (repeats + 1)))
@@ -329,8 +326,7 @@ def forward_steps(problem: Problem, controller: ThreadpoolController, grad: bool
         del timings[name]  # recorded as phases (setup, solve and their sum) instead
     results.update(timings)
     results.update(phases.timings())
-    first = timings["ours forward cold"].first
-    results["ours first call"] = Timing(first, (first,))
+    results["ours first call"] = Timing.once(timings["ours forward cold"].first)
 
     x, stats = counted.output["forward new"]
     iterations, residual = int(stats["num_steps"]), float(stats["relative_residual"])
@@ -364,7 +360,7 @@ def setups_text(per_call: list[int]) -> str:
     return f"{', '.join(str(c) for c in per_call)} (warm-up first) **expected 1 each**"
 
 
-def loop_steps(problem: Problem, controller: ThreadpoolController) -> dict[str, Any]:
+def loop_steps(problem: Problem) -> dict[str, Any]:
     """Step 3: `STEPS` changing matrices; ours with reuse, ours rebuilding, native rebuilding."""
     grid = problem.grid
     fields = loop_coefficients(grid)
@@ -374,7 +370,7 @@ def loop_steps(problem: Problem, controller: ThreadpoolController) -> dict[str, 
     b_host = np.random.default_rng(0).standard_normal(grid.n)
     b = jnp.asarray(b_host)
     indices, size = grid.coo_indices(), grid.n
-    native = Native(controller, Phases(), "loop", one=True)
+    native = Native(Phases(), "loop", one=True)
     record: dict[str, Any] = {}
 
     def ours(name: str, fn) -> Callable[[], Any]:
@@ -429,26 +425,17 @@ def smooth_coefficients(grid: Grid, drift: float = DRIFT) -> list[np.ndarray]:
 
 
 class KrylovSteps:
-    """Counts the Krylov steps of our AMG backend's solves, forward and transposed, by
-    wrapping `AMGBackend.solve` (instrumentation only: the wrapped call runs unchanged)."""
+    """Krylov steps of our AMG backend's solves since the last `take()`, forward and
+    transposed (`record_amg_solves`)."""
 
     def __init__(self) -> None:
-        from lineax_sparse.backends.amg import backend as amg
-
-        self.counts = {False: 0, True: 0}
-        original = amg.AMGBackend.solve
-
-        def counted(backend, factor, rhs, transpose, conjugate, guess):
-            result = original(backend, factor, rhs, transpose, conjugate, guess)
-            self.counts[bool(transpose)] += int(np.sum(result.num_steps))
-            return result
-
-        amg.AMGBackend.solve = counted
+        self.solves = record_amg_solves()
 
     def take(self) -> tuple[int, int]:
-        out = (self.counts[False], self.counts[True])
-        self.counts = {False: 0, True: 0}
-        return out
+        forward = sum(steps for transposed, steps in self.solves if not transposed)
+        backward = sum(steps for transposed, steps in self.solves if transposed)
+        self.solves.clear()
+        return forward, backward
 
 
 def general_loss(data, b, indices, size, solver):
@@ -573,11 +560,10 @@ def _rhs_case(points: int, k: int, repeats: int) -> list[str]:
     batched = jax.jit(jax.vmap(one))
     block(single(b_device[0]))  # compile; builds the hierarchy
     block(batched(b_device))  # compile
-    controller = ThreadpoolController()
     native_ml = pyamg.smoothed_aggregation_solver(matrix.copy())
 
     def native():
-        with controller.limit(limits=1, user_api="blas"):
+        with one_blas_thread():
             return [native_ml.solve(b, tol=RTOL, accel="cg") for b in bs]
 
     timings = time_interleaved(
@@ -643,10 +629,9 @@ def cholmod_results(problem: Problem, limit: float) -> dict[str, Any]:
         setups = [int(s) for s in note.read_text().split()] if note.exists() else []
     forward = isolated_result(results, "forward")
     out: dict[str, Any] = {"cholmod forward": forward}
-    if isinstance(forward, Timing):
-        out["cholmod first call"] = Timing(forward.first, (forward.first,))
-    else:
-        out["cholmod first call"] = forward
+    out["cholmod first call"] = (
+        Timing.once(forward.first) if isinstance(forward, Timing) else forward
+    )
     if setups:
         out["cholmod setups"] = setups_text(setups)
         if set(setups) != {1}:
@@ -657,13 +642,12 @@ def cholmod_results(problem: Problem, limit: float) -> dict[str, Any]:
 def run_problem(
     problem: Problem, parts: set[str], limit: float, counter: KrylovSteps
 ) -> dict[str, Any]:
-    controller = ThreadpoolController()
     results: dict[str, Any] = {}
     if "forward" in parts:
-        results.update(forward_steps(problem, controller, grad="grad" in parts))
+        results.update(forward_steps(problem, grad="grad" in parts))
         lxs.clear_cache()
     if "loop" in parts:
-        results.update(loop_steps(problem, controller))
+        results.update(loop_steps(problem))
         lxs.clear_cache()
     if "warm" in parts:
         results.update(warm_steps(problem, counter))
@@ -750,42 +734,18 @@ RATIOS = [
 ]
 
 
-def cell(value: Any) -> str:
-    return value if isinstance(value, str) else format_result(value)
-
-
-def report(problems: list[Problem], all_results: list[dict[str, Any]]) -> str:
-    header = ["measurement (median)"] + [problem.name for problem in problems]
-    rows = [
-        ["n"] + [f"{problem.grid.n:,}" for problem in problems],
-        ["nnz"] + [f"{problem.nnz:,}" for problem in problems],
-        ["repetitions (calls / loops / Cholmod calls)"]
-        + [f"{p.repeats} / {p.loop_repeats} / {p.cholmod_repeats}" for p in problems],
-    ]
-    rows += [[label] + [cell(results.get(key)) for results in all_results] for label, key in ROWS]
-    rows += [
-        [label]
-        + [format_target(results.get(num), results.get(den), limit) for results in all_results]
-        for label, num, den, limit in TARGETS
-    ]
-    rows += [
-        [label] + [format_ratio(results.get(num), results.get(den)) for results in all_results]
-        for label, num, den in RATIOS
-    ]
-    return markdown_table(header, rows)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
-    parser.add_argument("--repeats", type=int, help="timed repetitions of every call")
+    parser = command_line(
+        __doc__,
+        quick="small sizes, few repetitions",
+        repeats="timed repetitions of every call",
+        limit="seconds after which a Cholmod call is abandoned",
+    )
+    parser.set_defaults(limit=120.0)
     parser.add_argument("--loop-repeats", type=int, help="timed repetitions of every loop")
     parser.add_argument("--cholmod-repeats", type=int, help="timed Cholmod calls")
     parser.add_argument("--grid2", type=int, help="2D grid side (default 1024, quick 256)")
     parser.add_argument("--grid3", type=int, help="3D grid side (default 64, quick 32)")
-    parser.add_argument(
-        "--limit", type=float, default=120.0, help="seconds after which a Cholmod call is abandoned"
-    )
     parser.add_argument(
         "--raw", action="store_true", help="also print every timed repetition of every row"
     )
@@ -798,10 +758,8 @@ def main() -> None:
         help=f"comma-separated subset of {','.join(PARTS)} (default all; grad needs forward)",
     )
     args = parser.parse_args()
-    parts = set(args.parts.split(","))
-    chosen = set(args.problems.split(","))
-    if not parts <= set(PARTS) or not chosen <= {"2d", "3d"}:
-        parser.error(f"--parts must name some of {PARTS}, --problems some of 2d, 3d")
+    parts = set(choose(parser, args.parts, PARTS, "--parts"))
+    chosen = choose(parser, args.problems, ("2d", "3d"), "--problems")
 
     side2 = args.grid2 or (256 if args.quick else 1024)
     side3 = args.grid3 or (32 if args.quick else 64)
@@ -815,7 +773,10 @@ def main() -> None:
         for key, side, dim, power in (("2d", side2, 2, "²"), ("3d", side3, 3, "³"))
         if key in chosen
     ]
-    started = f"{environment()}, pyamg {pyamg.__version__}; source {source_version()}"
+    title = "AMG benchmark" + (
+        "" if parts == set(PARTS) else f" (parts: {', '.join(sorted(parts))})"
+    )
+    report = Report(title, args.quick)
     counter = KrylovSteps()
     all_results = []
     for problem in problems:
@@ -827,52 +788,41 @@ def main() -> None:
                     times = ", ".join(format_seconds(t) for t in value.times)
                     print(f"  {key}: first {format_seconds(value.first)}; {times}")
 
-    text = "\n".join(
-        [
-            f"AMG benchmark{' (--quick)' if args.quick else ''}"
-            + ("" if parts == set(PARTS) else f" (parts: {', '.join(sorted(parts))})")
-            + f": {started}",
-            f"(load average at the end: {os.getloadavg()[0]:.2f})",
-            "",
-            report(problems, all_results),
-            "",
-            "Forward = hierarchy setup + one solve to a relative residual of 1e-8 (smoothed "
-            "aggregation, V-cycle, CG). Ours builds a hierarchy in every call: 'new values' "
-            "scales the values by a new 1 + 1e-12 k, 'cold' clears the cache first. Ours holds "
-            "BLAS to one thread, so the like-for-like native row is the one under "
-            "`threadpool_limits(1)`. Our CG stops on the true residual, pyamg's on its "
-            "recursively updated one (recomputed every 8 iterations). Loop: "
-            f"{STEPS} variable-coefficient diffusion matrices (log-normal face coefficients, "
-            f"σ = {SIGMA:g}, each scaled by a random factor in [{1 - DRIFT:g}, {1 + DRIFT:g}] "
-            "per step), the cache cleared before each loop; 'setups' counts hierarchies built "
-            "(our `cache_info().factorizations` after the loop). Targets: ours / native forward "
-            "≤ 1.05, `value_and_grad` / forward ≤ 1.6."
-            + (
-                " With --quick the sizes are far below those the targets are for."
-                if args.quick
-                else ""
-            ),
-        ]
+    facts = [
+        ["n"] + [f"{problem.grid.n:,}" for problem in problems],
+        ["nnz"] + [f"{problem.nnz:,}" for problem in problems],
+        ["repetitions (calls / loops / Cholmod calls)"]
+        + [f"{p.repeats} / {p.loop_repeats} / {p.cholmod_repeats}" for p in problems],
+    ]
+    names = [problem.name for problem in problems]
+    report.table(results_table(names, all_results, facts, ROWS, TARGETS, RATIOS))
+    report.add(
+        "Forward = hierarchy setup + one solve to a relative residual of 1e-8 (smoothed "
+        "aggregation, V-cycle, CG). Ours builds a hierarchy in every call: 'new values' "
+        "scales the values by a new 1 + 1e-12 k, 'cold' clears the cache first. Ours holds "
+        "BLAS to one thread, so the like-for-like native row is the one under "
+        "`threadpool_limits(1)`. Our CG stops on the true residual, pyamg's on its "
+        "recursively updated one (recomputed every 8 iterations). Loop: "
+        f"{STEPS} variable-coefficient diffusion matrices (log-normal face coefficients, "
+        f"σ = {SIGMA:g}, each scaled by a random factor in [{1 - DRIFT:g}, {1 + DRIFT:g}] "
+        "per step), the cache cleared before each loop; 'setups' counts hierarchies built "
+        "(our `cache_info().factorizations` after the loop). Targets: ours / native forward "
+        "≤ 1.05, `value_and_grad` / forward ≤ 1.6."
+        + (" With --quick the sizes are far below those the targets are for." if args.quick else "")
     )
     if "rhs" in parts:
         print("running many right-hand sides ...", flush=True)
         rhs_rows = rhs_results(args.quick, 1 if args.quick else 2)
-        text += "\n\n" + markdown_table(
-            [
-                "many right-hand sides (median)",
-                "ours vmap (one call)",
-                "ours separate calls",
-                "native pyamg, column by column",
-                "separate / vmap (target ≥ 3)",
-                "iterations per column, worst relative residual",
-            ],
-            rhs_rows,
-        )
-        text += f"\n\n(load average after the right-hand sides: {os.getloadavg()[0]:.2f})"
-    print()
-    print(text)
-    path = write_result("amg.md", text)
-    print(f"\nwritten to {path}")
+        header = [
+            "many right-hand sides (median)",
+            "ours vmap (one call)",
+            "ours separate calls",
+            "native pyamg, column by column",
+            "separate / vmap (target ≥ 3)",
+            "iterations per column, worst relative residual",
+        ]
+        report.table(markdown_table(header, rhs_rows))
+    report.publish("amg.md")
 
 
 if __name__ == "__main__":

@@ -26,15 +26,21 @@ both, so cvxopt is imported first here and both use cvxopt's. Every side runs wi
 
 from __future__ import annotations
 
-import os
+from unittest import mock
+
+from common import (
+    command_line,
+    format_seconds,
+    import_sparsax,
+    markdown_table,
+    pin_blas_threads,
+    Report,
+    Step,
+    time_interleaved,
+)
 
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from unittest import mock  # noqa: E402
+pin_blas_threads()  # before numpy loads OpenBLAS: every side on one BLAS thread
 
 import cvxopt  # noqa: E402  (imported before sparsax: it decides CHOLMOD's BLAS)
 import jax  # noqa: E402
@@ -46,18 +52,12 @@ from jax.experimental import sparse as jsparse  # noqa: E402
 
 import lineax_sparse as lxs  # noqa: E402
 import lineax_sparse._operator.operator  # noqa: E402
-from bench_cholmod import LowerTriangle, mbb_parts, simp_values  # noqa: E402
-from common import environment, markdown_table, poisson_2d, Step, write_result  # noqa: E402
-from top88_cvxopt import element_stiffness  # noqa: E402
+import problems  # noqa: E402
 
 
 jax.config.update("jax_enable_x64", True)
 
-try:
-    import sparsax  # noqa: E402
-except ImportError:  # optional: its rows are skipped
-    sparsax = None
-
+sparsax = import_sparsax()  # optional: its rows are skipped without it
 CYCLE = 8  # distinct value arrays per step: more than the cache keeps per pattern
 
 
@@ -77,17 +77,16 @@ class Workload:
 
 
 def mbb(nelx: int, nely: int) -> Workload:
-    rows, cols, keep, n = mbb_parts(nelx, nely)
+    rows, cols, keep, n = problems.mbb_parts(nelx, nely)
     rng = np.random.default_rng(1)
-    ke = element_stiffness().reshape(-1)
-    values = [
-        simp_values(np, rng.uniform(0.1, 1.0, nelx * nely), ke, keep) for _ in range(2 * CYCLE)
-    ]
+    ke = problems.element_stiffness().reshape(-1)
+    densities = [rng.uniform(0.1, 1.0, nelx * nely) for _ in range(2 * CYCLE)]
+    values = [problems.simp_values(np, density, ke, keep) for density in densities]
     return Workload(f"MBB {nelx}×{nely}, FEM COO", rows, cols, n, values, 1.10, 1.15)
 
 
 def poisson(grid: int) -> Workload:
-    coo = poisson_2d(grid).tocoo()
+    coo = problems.poisson_2d(grid).tocoo()
     values = [coo.data * (1 + 0.01 * k) for k in range(2 * CYCLE)]
     return Workload(f"Poisson {grid}²", coo.row, coo.col, coo.shape[0], values, 1.05, None)
 
@@ -98,7 +97,7 @@ def poisson(grid: int) -> Workload:
 class Native:
     def __init__(self, work: Workload):
         self.work = work
-        self.lower = LowerTriangle(work.rows, work.cols, work.n)
+        self.lower = problems.LowerTriangle(work.rows, work.cols, work.n)
         matrix = self.lower.assemble(work.values[0])
         self.factor = cholmod.symbolic(matrix)
         self.b = cvxopt.matrix(work.b)
@@ -217,15 +216,9 @@ def run(work: Workload, repeats: int) -> list[list[str]]:
         steps["sparsax value_and_grad"] = Step(
             lambda: alternative[1](device_values[pick("s value_and_grad")])
         )
-    times = {name: [] for name in steps}
-    for round_ in range(repeats + 1):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            jax.block_until_ready(step.fn())
-            if round_:
-                times[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(values) for name, values in times.items()}
-    rows = [[work.name, name, f"{1e3 * median[name]:.2f} ms", ""] for name in steps]
+    timings = time_interleaved(steps, repeats)
+    median = {name: timing.median for name, timing in timings.items()}
+    rows = [[work.name, name, format_seconds(median[name]), ""] for name in steps]
     for kind, target in (("forward", work.target_forward), ("value_and_grad", work.target_grad)):
         ratio = median[f"ours {kind}"] / median[f"native {kind}"]
         verdict = "" if target is None else (" (met)" if ratio <= target else " (**missed**)")
@@ -248,27 +241,17 @@ def run(work: Workload, repeats: int) -> list[list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small problems, few repeats")
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds")
+    parser = command_line(__doc__, quick="small problems, few repeats", repeats="timed rounds")
     args = parser.parse_args()
     repeats = args.repeats or (5 if args.quick else 25)
     workloads = [mbb(60, 20), poisson(128)] if args.quick else [mbb(180, 60), poisson(512)]
-    start_load = os.getloadavg()[0]
+    report = Report("Bridge overhead benchmark", args.quick)
     rows = []
     for work in workloads:
         lxs.clear_cache()
         rows += run(work, repeats)
-    header = (
-        environment()
-        + f"; load at the end {os.getloadavg()[0]:.2f} (start {start_load:.2f}); cvxopt "
-        + "imported first"
-        + ("" if sparsax is None else f", then sparsax {sparsax.__version__}")
-    )
-    table = markdown_table(["workload", "row", "median", "target"], rows)
-    text = f"{header}\n\n{table}\n"
-    print(text)
-    write_result("bridge.md", text)
+    report.table(markdown_table(["workload", "row", "median", "target"], rows))
+    report.publish("bridge.md")
 
 
 if __name__ == "__main__":

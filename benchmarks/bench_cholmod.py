@@ -31,9 +31,7 @@ includes compilation). The Markdown table goes to stdout and to benchmarks/resul
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -51,71 +49,38 @@ from jax.experimental.sparse.linalg import spsolve
 import lineax_sparse as lxs
 from common import (
     block,
-    environment,
-    format_ratio,
-    format_result,
-    format_target,
+    choose,
+    command_line,
+    import_sparsax,
     isolated_result,
-    markdown_table,
     Phases,
-    poisson_2d,
+    Report,
     Result,
-    source_version,
+    results_table,
     Step,
     time_interleaved,
     time_isolated,
     Timing,
-    write_result,
 )
-from top88_cvxopt import element_stiffness
+from problems import (
+    elasticity2d,
+    element_stiffness,
+    LowerTriangle,
+    mbb_parts,
+    poisson_2d,
+    simp_values,
+)
 
 
 jax.config.update("jax_enable_x64", True)
 
-try:  # after cvxopt: both load one CHOLMOD shared object, and the first decides its BLAS
-    import sparsax
-except ImportError:  # optional (the `bench` extra installs it): its rows stay empty
-    sparsax = None
+# Optional (the `bench` extra installs it): its rows stay empty without it. After cvxopt,
+# imported above: both load one CHOLMOD shared object, and the first decides its BLAS.
+sparsax = import_sparsax()
 
 BATCH = 64
 STEPS = 20  # solves per optimisation loop
 PSD = lx.positive_semidefinite_tag
-E_MIN, PENALTY = 1e-9, 3.0  # SIMP: E = E_MIN + rho^PENALTY (1 - E_MIN)
-
-
-# --- The MBB beam, assembled as `elasticity2d` in tests/helpers.py (benchmarks do not import
-# the tests). `mbb_parts` is the same code split in two, so that the optimisation loop can
-# reassemble the values for new densities.
-
-
-def mbb_parts(nelx: int, nely: int):
-    """`(rows, cols, keep, size)`: the reduced COO structure of the MBB half-beam.
-
-    Element e contributes `ke.reshape(-1) * E_e` at positions `8 * 8 * e + (0..63)` of the
-    full COO list; `keep` selects those between free dofs, renumbered by `rows` / `cols`.
-    """
-    nodes = np.arange((nelx + 1) * (nely + 1)).reshape(nelx + 1, nely + 1).T
-    first = (2 * nodes[:-1, :-1] + 2).T.reshape(-1)  # 0-based dof of each element's node
-    offsets = np.array([0, 1, 2 * nely + 2, 2 * nely + 3, 2 * nely, 2 * nely + 1, -2, -1])
-    edof = first[:, None] + offsets[None, :]
-    rows = np.repeat(edof, 8, axis=1).reshape(-1)
-    cols = np.tile(edof, (1, 8)).reshape(-1)
-    ndof = 2 * (nelx + 1) * (nely + 1)
-    fixed = np.union1d(np.arange(0, 2 * (nely + 1), 2), [ndof - 1])
-    free = np.setdiff1d(np.arange(ndof), fixed)
-    renumber = -np.ones(ndof, dtype=np.int64)
-    renumber[free] = np.arange(free.size)
-    keep = (renumber[rows] >= 0) & (renumber[cols] >= 0)
-    return renumber[rows[keep]], renumber[cols[keep]], np.flatnonzero(keep), free.size
-
-
-def elasticity2d(nelx: int, nely: int, density=None) -> sp.coo_matrix:
-    """MBB half-beam stiffness (Q4, plane stress), fixed dofs removed: SPD, as COO with the
-    duplicates of FEM assembly (as `tests/helpers.py`)."""
-    rows, cols, keep, size = mbb_parts(nelx, nely)
-    scale = np.ones(nelx * nely) if density is None else np.asarray(density)
-    values = (scale[:, None] * element_stiffness().reshape(1, -1)).reshape(-1)
-    return sp.coo_matrix((values[keep], (rows, cols)), shape=(size, size))
 
 
 # --- Problems and their optimisation loops.
@@ -161,11 +126,6 @@ def poisson_problem(grid: int, repeats: int, loop_repeats: int) -> Problem:
     return Problem(f"Poisson {grid}²", matrix, repeats, loop_repeats, 1.05, loop)
 
 
-def simp_values(xp, density, ke, keep):
-    young = E_MIN + density**PENALTY * (1 - E_MIN)
-    return (young[:, None] * ke[None, :]).reshape(-1)[keep]
-
-
 def mbb_problem(nelx: int, nely: int, repeats: int, loop_repeats: int) -> Problem:
     rows, cols, keep, _ = mbb_parts(nelx, nely)
     loop = Loop(
@@ -178,44 +138,6 @@ def mbb_problem(nelx: int, nely: int, repeats: int, loop_repeats: int) -> Proble
     )
     matrix = sp.csc_matrix(elasticity2d(nelx, nely))  # duplicates summed
     return Problem(f"MBB {nelx}×{nely} Q4", matrix, repeats, loop_repeats, 1.10, loop)
-
-
-class LowerTriangle:
-    """A `cvxopt.spmatrix` of the lower triangle of a fixed COO structure, refilled in place.
-
-    `assemble(values)` sums the COO values (duplicates included) into the matrix's values in
-    cvxopt's column-major order: one `np.bincount` and the `V` setter. This is the cheapest
-    assembly we know for cvxopt, so that the native side is not slowed by its assembly. The
-    construction sorts the keys as lineax-sparse's `Pattern` does (a stable argsort: FEM keys
-    come in sorted runs), so that neither side is slowed by a slower algorithm.
-    """
-
-    def __init__(self, rows: np.ndarray, cols: np.ndarray, n: int):
-        rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
-        self.select = np.flatnonzero(rows >= cols)
-        keys = cols[self.select] * n + rows[self.select]
-        order = np.argsort(keys, kind="stable")
-        ordered = keys[order]
-        first = np.empty(ordered.size, dtype=bool)
-        first[:1] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-        self.slot = np.empty(keys.size, dtype=np.int64)
-        self.slot[order] = np.cumsum(first) - 1
-        unique = ordered[first]
-        self.size = unique.size
-        self.matrix = cvxopt.spmatrix(
-            cvxopt.matrix(np.ones(unique.size)),
-            cvxopt.matrix(unique % n, tc="i"),
-            cvxopt.matrix(unique // n, tc="i"),
-            (n, n),
-        )
-        if not np.array_equal(np.asarray(self.matrix.I).ravel(), unique % n):
-            raise RuntimeError("cvxopt stores the lower triangle in another order")
-
-    def assemble(self, values: np.ndarray):
-        summed = np.bincount(self.slot, weights=values[self.select], minlength=self.size)
-        self.matrix.V = cvxopt.matrix(summed)
-        return self.matrix
 
 
 # --- Ours.
@@ -354,8 +276,7 @@ def forward_steps(problem: Problem, b_host: np.ndarray, results: dict[str, Resul
     if sparsax is not None:
         results["sparsax forward"] = steady_timings["sparsax forward"]
     results["native total steady"] = steady_phases.timings()["native total"]
-    first = timings["ours forward cold"].first
-    results["ours first call"] = Timing(first, (first,))
+    results["ours first call"] = Timing.once(timings["ours forward cold"].first)
     x = np.asarray(ours_solve(operator, b))
     residual = np.linalg.norm(matrix @ x - b_host) / np.linalg.norm(b_host)
     if not residual < 1e-8:
@@ -490,19 +411,19 @@ def batch_steps(problem: Problem, results: dict[str, Result]) -> None:
         raise RuntimeError(f"the 64-right-hand-side runs refactorized: {info}")
 
 
-def run_problem(problem: Problem, limit: float) -> tuple[dict[str, Result], str]:
+def run_problem(problem: Problem, limit: float) -> dict[str, Any]:
     n = problem.matrix.shape[0]
     b_host = np.random.default_rng(0).standard_normal(n)
-    results: dict[str, Result] = {}
+    results: dict[str, Any] = {}
     forward_steps(problem, b_host, results)
-    cache = loop_steps(problem, b_host, results)
+    results["cache"] = loop_steps(problem, b_host, results)
     batch_steps(problem, results)
     csr = problem.matrix.tocsr()
     csr.sort_indices()
     spsolve_results = time_isolated(spsolve_steps, (csr, b_host), problem.repeats, limit)
     results["spsolve forward"] = isolated_result(spsolve_results, "forward")
     lxs.clear_cache()
-    return results, cache
+    return results
 
 
 # --- The report.
@@ -532,6 +453,7 @@ ROWS = [
     (f"loop of {STEPS}: ours, jitted, one call per step", "loop ours"),
     (f"loop of {STEPS}: native `linsolve` per step", "loop linsolve"),
     (f"loop of {STEPS}: native `symbolic` once, `numeric` + `solve` per step", "loop reuse"),
+    ("`cache_info()` after our loop", "cache"),
     (f"ours vmap over {BATCH} rhs (one call)", "ours vmap"),
     (f"ours {BATCH} separate calls", "ours loop"),
     (f"native `solve` of an (n, {BATCH}) block", "native block"),
@@ -567,51 +489,23 @@ RATIOS = [
 ]
 
 
-def report(problems: list[Problem], all_results: list[dict[str, Result]], caches) -> str:
-    header = ["measurement (median)"] + [problem.name for problem in problems]
-    rows = [
-        ["n"] + [f"{problem.matrix.shape[0]:,}" for problem in problems],
-        ["nnz"] + [f"{problem.matrix.nnz:,}" for problem in problems],
-        ["repetitions (calls / loops)"]
-        + [f"{problem.repeats} / {problem.loop_repeats}" for problem in problems],
-        ["loop values"] + [problem.loop.description for problem in problems],
-    ]
-    rows += [
-        [label] + [format_result(results.get(key)) for results in all_results]
-        for label, key in ROWS
-    ]
-    rows.append(["`cache_info()` after our loop"] + list(caches))
-    for label, num, den, limit in TARGETS:
-        cells = []
-        for problem, results in zip(problems, all_results, strict=True):
-            bound = problem.target if limit is None else limit
-            cells.append(format_target(results.get(num), results.get(den), bound))
-        rows.append([label] + cells)
-    rows += [
-        [label] + [format_ratio(results.get(num), results.get(den)) for results in all_results]
-        for label, num, den in RATIOS
-    ]
-    return markdown_table(header, rows)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
-    parser.add_argument("--repeats", type=int, help="timed repetitions of every call")
+    parser = command_line(
+        __doc__,
+        quick="small sizes, few repetitions",
+        repeats="timed repetitions of every call",
+        limit="seconds after which spsolve is abandoned",
+    )
+    parser.set_defaults(limit=60.0)
     parser.add_argument("--loop-repeats", type=int, help="timed repetitions of every loop")
     parser.add_argument("--grid", type=int, help="Poisson grid side (default 512, quick 128)")
-    parser.add_argument(
-        "--limit", type=float, default=60.0, help="seconds after which spsolve is abandoned"
-    )
     parser.add_argument(
         "--problems",
         default="poisson,mbb",
         help="comma-separated subset of poisson,mbb (default both)",
     )
     args = parser.parse_args()
-    chosen = args.problems.split(",")
-    if not set(chosen) <= {"poisson", "mbb"} or not chosen:
-        parser.error("--problems must name some of poisson, mbb")
+    chosen = choose(parser, args.problems, ("poisson", "mbb"), "--problems")
 
     grid = args.grid or (128 if args.quick else 512)
     nelx, nely = (60, 20) if args.quick else (180, 60)
@@ -623,40 +517,37 @@ def main() -> None:
         *([poisson_problem(grid, big_repeats, big_loops)] if "poisson" in chosen else []),
         *([mbb_problem(nelx, nely, small_repeats, small_loops)] if "mbb" in chosen else []),
     ]
-    started = f"{environment()}, cvxopt {cvxopt.__version__}; source {source_version()}"
-    all_results, caches = [], []
+    report = Report("CHOLMOD benchmark", args.quick)
+    all_results = []
     for problem in problems:
         print(f"running {problem.name} (n={problem.matrix.shape[0]}) ...", flush=True)
-        results, cache = run_problem(problem, args.limit)
-        all_results.append(results)
-        caches.append(cache)
+        all_results.append(run_problem(problem, args.limit))
 
-    text = "\n".join(
-        [
-            f"CHOLMOD benchmark{' (--quick)' if args.quick else ''}: {started}",
-            f"(load average at the end: {os.getloadavg()[0]:.2f})",
-            "",
-            report(problems, all_results, caches),
-            "",
-            "Forward = factorization + one solve. Ours refactorizes in every repetition: "
-            "'cold' clears the cache first, 'new values' scales the values by a new "
-            "1 + 1e-12 k. Targets: ours / native forward ≤ 1.05 at n ≈ 262k and ≤ 1.10 at "
-            f"n ≈ 22k, `value_and_grad` / forward ≤ 1.3, loop ours / {STEPS} × `linsolve` "
-            f"≤ 0.75. The loop rows include the assembly of the values on both sides, and the "
-            f"structure once per loop: ours clears the cache before each loop (so it analyses "
-            f"the pattern once per loop), native builds its lower triangle's structure. "
-            f"The {BATCH}-rhs rows reuse one factorization (ours passed as `state=`)."
-            + (
-                " With --quick the sizes are far below those the targets are for."
-                if args.quick
-                else ""
-            ),
-        ]
+    facts = [
+        ["n"] + [f"{problem.matrix.shape[0]:,}" for problem in problems],
+        ["nnz"] + [f"{problem.matrix.nnz:,}" for problem in problems],
+        ["repetitions (calls / loops)"]
+        + [f"{problem.repeats} / {problem.loop_repeats}" for problem in problems],
+        ["loop values"] + [problem.loop.description for problem in problems],
+    ]
+    targets = [
+        (label, num, den, [p.target if limit is None else limit for p in problems])
+        for label, num, den, limit in TARGETS
+    ]
+    names = [problem.name for problem in problems]
+    report.table(results_table(names, all_results, facts, ROWS, targets, RATIOS))
+    report.add(
+        "Forward = factorization + one solve. Ours refactorizes in every repetition: "
+        "'cold' clears the cache first, 'new values' scales the values by a new "
+        "1 + 1e-12 k. Targets: ours / native forward ≤ 1.05 at n ≈ 262k and ≤ 1.10 at "
+        f"n ≈ 22k, `value_and_grad` / forward ≤ 1.3, loop ours / {STEPS} × `linsolve` "
+        f"≤ 0.75. The loop rows include the assembly of the values on both sides, and the "
+        f"structure once per loop: ours clears the cache before each loop (so it analyses "
+        f"the pattern once per loop), native builds its lower triangle's structure. "
+        f"The {BATCH}-rhs rows reuse one factorization (ours passed as `state=`)."
+        + (" With --quick the sizes are far below those the targets are for." if args.quick else "")
     )
-    print()
-    print(text)
-    path = write_result("cholmod.md", text)
-    print(f"\nwritten to {path}")
+    report.publish("cholmod.md")
 
 
 if __name__ == "__main__":

@@ -38,16 +38,25 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
+
+from common import (
+    command_line,
+    error_text,
+    examples_on_path,
+    format_seconds,
+    markdown_table,
+    pin_blas_threads,
+    Report,
+    run_child,
+    send_result,
+    Step,
+    time_interleaved,
+)
 
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "examples"))
+pin_blas_threads()  # here and in every child, before numpy loads OpenBLAS
+examples_on_path()
 
 ROUTES = ("dense", "gmres", "bicgstab", "superlu", "auto", "amg")
 ROUTE_NAMES = {
@@ -174,10 +183,7 @@ def run_case(case: dict) -> dict:
         out = jax.block_until_ready(run())
         first = time.perf_counter() - start
     except Exception as error:  # noqa: BLE001 - reported in the table
-        first_line = str(error).splitlines()[0] if str(error) else ""
-        if "let " in first_line:  # a jaxpr in the message: keep the words before it
-            first_line = first_line.split("let ")[0].rstrip(" '") + " <jaxpr> ..."
-        return {"error": f"failed: {type(error).__name__}: {first_line[:100]}"}
+        return {"error": f"failed: {error_text(error, 120)}"}
     result = {"first": first, **describe(out)}
     times = []
     for _ in range(case["repeats"]):
@@ -198,16 +204,9 @@ def run_targets(case: dict) -> dict:
             jax, make, describe, _ = _newton(case["grid"])
         else:
             jax, make, describe, _ = _kvaerno(case["grid"], case["t1"])
-        runs = {route: make(route) for route in ("dense", "superlu")}
-        times = {route: [] for route in runs}
-        for run in runs.values():
-            jax.block_until_ready(run())  # compile
-        for _ in range(case["repeats"]):
-            for route, run in runs.items():
-                start = time.perf_counter()
-                jax.block_until_ready(run())
-                times[route].append(time.perf_counter() - start)
-        return {route: statistics.median(t) for route, t in times.items()}
+        steps = {route: Step(make(route)) for route in ("dense", "superlu")}
+        timings = time_interleaved(steps, case["repeats"])  # the warm-up turn compiles
+        return {route: timing.median for route, timing in timings.items()}
     # "parts": one Newton step at the manufactured solution's neighbourhood
     jax, make, describe, pattern = _newton(case["grid"])
     import jax.numpy as jnp
@@ -257,18 +256,23 @@ def run_targets(case: dict) -> dict:
         ),
         "newton step": lambda k: step(u + 1e-9 * k),
     }
-    for part in parts.values():
-        jax.block_until_ready(part(0))
-    times = {name: [] for name in parts}
-    for k in range(1, case["repeats"] + 1):
-        for name, part in parts.items():
-            start = time.perf_counter()
-            jax.block_until_ready(part(k))
-            times[name].append(time.perf_counter() - start)
-    coloring = lxs._materialise.as_pattern(pattern).bind(n, n).coloring()
-    result = {name: statistics.median(t) for name, t in times.items()}
-    result["colours"] = int(coloring.num_colors)
+
+    def at_new_values(part):  # call k (0: the warm-up) at new values: nothing cached
+        calls = iter(range(10**9))
+        return Step(lambda: part(next(calls)))
+
+    steps = {name: at_new_values(part) for name, part in parts.items()}
+    timings = time_interleaved(steps, case["repeats"])
+    result = {name: timing.median for name, timing in timings.items()}
+    result["colours"] = _colours(pattern, n)
     return result
+
+
+def _colours(pattern, n: int) -> int:
+    """The colours of the pattern's columns: the JVPs of one materialisation."""
+    from lineax_sparse._matrixfree.materialise import as_pattern
+
+    return int(as_pattern(pattern).bind(n, n).coloring().num_colors)
 
 
 def _step_problem(grid: int):
@@ -326,29 +330,27 @@ def run_verify(case: dict) -> dict:
         ("materialise", False): materialise(False),
     }
     calls = iter(range(1, 10**9))  # every call at new values: never a cached factorization
-    for part in parts.values():
-        jax.block_until_ready(part(u + 1e-9 * next(calls)))
-    times: dict = {name: [] for name in parts}
-    for repetition in range(case["repeats"]):
-        order = list(parts.items())
-        if repetition % 2:  # alternate who goes first: no position in a turn is favoured
-            order.reverse()
-        for name, part in order:
-            x = u + 1e-9 * next(calls)
-            jax.block_until_ready(x)
-            start = time.perf_counter()
-            jax.block_until_ready(part(x))
-            times[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(t) for name, t in times.items()}
-    turn_ratios = [a / b for a, b in zip(times["step", True], times["step", False], strict=True)]
+    point = {}
+
+    def at_new_point(part):
+        def new_point():  # untimed
+            point["x"] = jax.block_until_ready(u + 1e-9 * next(calls))
+
+        return Step(lambda: part(point["x"]), new_point)
+
+    # Alternating who goes first: no position in a turn is favoured.
+    steps = {f"{kind} {verify}": at_new_point(part) for (kind, verify), part in parts.items()}
+    timings = time_interleaved(steps, case["repeats"], alternate=True)
+    verified, unverified = timings["step True"].times, timings["step False"].times
+    turn_ratios = [a / b for a, b in zip(verified, unverified, strict=True)]
     return {
         "n": n,
-        "step_verified": median["step", True],
-        "step_unverified": median["step", False],
-        "materialise_verified": median["materialise", True],
-        "materialise_unverified": median["materialise", False],
+        "step_verified": timings["step True"].median,
+        "step_unverified": timings["step False"].median,
+        "materialise_verified": timings["materialise True"].median,
+        "materialise_unverified": timings["materialise False"].median,
         "median_turn_ratio": statistics.median(turn_ratios),
-        "colours": int(lxs._materialise.as_pattern(pattern).bind(n, n).coloring().num_colors),
+        "colours": _colours(pattern, n),
         "load": [load_before, os.getloadavg()[0]],
     }
 
@@ -401,14 +403,12 @@ def _colouring_pattern(kind: str, target: int):
     raise ValueError(kind)
 
 
-def _child(case: dict) -> None:
-    runner = {
-        "case": run_case,
-        "targets": run_targets,
-        "colouring": run_colouring,
-        "verify": run_verify,
-    }
-    print("RESULT " + json.dumps(runner[case["runner"]](case)), flush=True)
+RUNNERS = {
+    "case": run_case,
+    "targets": run_targets,
+    "colouring": run_colouring,
+    "verify": run_verify,
+}
 
 
 # ------------------------------------------------------------------ the parent
@@ -416,20 +416,7 @@ def _child(case: dict) -> None:
 
 def spawn(case: dict, timeout: float) -> dict:
     """Run `case` in a fresh Python process; `{"error": ...}` if it fails or times out."""
-    try:
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", json.dumps(case)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"> {timeout:.0f} s, abandoned"}
-    for line in out.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"error": f"crashed: {tail[:120]}"}
+    return run_child([__file__, "--child", json.dumps(case)], timeout)
 
 
 def sweep(kind: str, sizes, args, t1: float = 0.3) -> list[list[str]]:
@@ -462,7 +449,7 @@ def sweep(kind: str, sizes, args, t1: float = 0.3) -> list[list[str]]:
             else:
                 detail = [str(result["steps"]), f"{result['u_mean']:.8f}"]
             rows.append(
-                [ROUTE_NAMES[route], f"{n:,}", _seconds(result["time"]), converged] + detail
+                [ROUTE_NAMES[route], f"{n:,}", format_seconds(result["time"]), converged] + detail
             )
             if result["time"] > args.limit or not result["converged"]:
                 reason = (
@@ -491,192 +478,159 @@ SWEEPS = (
 )
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+def targets_table(quick: bool) -> str:
+    rows = []
+    for kind, grid, target in (("newton", 50, 30), ("newton", 70, 100), ("kvaerno", 32, 15)):
+        if quick and grid > 50:
+            continue
+        case = {"runner": "targets", "kind": kind, "grid": grid, "repeats": 3, "t1": 0.3}
+        result = spawn(case, timeout=3600)
+        print(f"  targets {kind} {grid}: {result}", flush=True)
+        n = grid * grid if kind == "newton" else 2 * grid * grid
+        if "error" in result:
+            rows.append([kind, f"{n:,}", result["error"], "", "", ""])
+            continue
+        ratio = result["dense"] / result["superlu"]
+        verdict = "met" if ratio >= target else "**missed**"
+        rows.append(
+            [
+                "Newton" if kind == "newton" else "Kvaerno5",
+                f"{n:,}",
+                format_seconds(result["dense"]),
+                format_seconds(result["superlu"]),
+                f"**{ratio:.0f}x**",
+                f"≥ {target}x: {verdict}",
+            ]
+        )
+    return markdown_table(["solver", "n", "dense", "sparse", "speed-up", "target"], rows)
+
+
+def step_parts_table(quick: bool) -> str:
+    rows = []
+    for grid in (50,) if quick else (100, 200, 400):
+        case = {"runner": "targets", "kind": "parts", "grid": grid, "repeats": 5}
+        result = spawn(case, timeout=1800)
+        print(f"  parts {grid}: {result}", flush=True)
+        if "error" in result:
+            rows.append([f"{grid * grid:,}", result["error"], "", "", "", "", ""])
+            continue
+        share = result["materialise"] / result["newton step"]
+        rows.append(
+            [
+                f"{grid * grid:,}",
+                str(result["colours"]),
+                f"{result['linearise'] * 1e3:.1f}",
+                f"{result['materialise'] * 1e3:.1f}",
+                f"{result['factorize+solve'] * 1e3:.1f}",
+                f"{result['newton step'] * 1e3:.1f}",
+                f"**{share:.1%}** (≤ 20%: {'met' if share <= 0.2 else '**missed**'})",
+            ]
+        )
+    header = ["n", "colours", "linearise", "materialise", "factorize + solve", "Newton step"]
+    return markdown_table([*header, "materialise / step"], rows)
+
+
+def colouring_table(quick: bool) -> str:
+    rows = []
+    for kind in ("2D 5-point", "3D 7-point", "2D Q4 FEM (2 dofs)", "3D hex FEM (3 dofs)"):
+        for target in (10_000, 100_000) if quick else (10_000, 100_000, 1_000_000):
+            case = {"runner": "colouring", "pattern": kind, "n": target}
+            result = spawn(case, timeout=900)
+            print(f"  colouring {kind} {target}: {result}", flush=True)
+            if "error" in result:
+                rows.append([kind, f"~{target:,}", "", result["error"], "", "", ""])
+                continue
+            fwd, rev = result["fwd"], result["rev"]
+            rows.append(
+                [
+                    kind,
+                    f"{result['n']:,}",
+                    f"{result['nnz']:,}",
+                    str(fwd["colours"]),
+                    f"{fwd['seconds']:.2f}",
+                    str(rev["colours"]),
+                    f"{rev['seconds']:.2f}",
+                ]
+            )
+    header = ["pattern", "n", "nnz", "column colours", "s", "row colours", "s"]
+    return markdown_table(header, rows)
+
+
+def verify_table(quick: bool) -> str:
+    rows = []
+    for grid in (50,) if quick else (100, 200, 400):
+        case = {"runner": "verify", "grid": grid, "repeats": 6 if quick else 20}
+        result = spawn(case, timeout=3600)
+        print(f"  verify {grid}: {result}", flush=True)
+        if "error" in result:
+            rows.append([f"{grid * grid:,}", result["error"], *[""] * 7])
+            continue
+        ratio = result["step_verified"] / result["step_unverified"]
+        # The check's own cost, measured on the materialisation alone (steady where a
+        # step's time drifts with the machine's load), as a share of a step.
+        added = result["materialise_verified"] - result["materialise_unverified"]
+        rows.append(
+            [
+                f"{result['n']:,}",
+                str(result["colours"]),
+                f"{result['step_unverified'] * 1e3:.1f}",
+                f"{result['step_verified'] * 1e3:.1f}",
+                f"**{ratio - 1:+.1%}** ({result['median_turn_ratio'] - 1:+.1%})",
+                f"{result['materialise_unverified'] * 1e3:.1f}",
+                f"{result['materialise_verified'] * 1e3:.1f}",
+                f"**{added / result['step_unverified']:+.1%}**",
+                "{:.2f} / {:.2f}".format(*result["load"]),
+            ]
+        )
+    header = ["n", "colours", "step, unverified", "step, verified", "step cost"]
+    header += ["materialise, unverified", "materialise, verified", "added materialise / step"]
+    return markdown_table([*header, "load before / after"], rows)
+
+
+CAPTIONS = {
+    "targets": "Targets: lineax's dense default against Materialise(SuperLU()), in turns in one "
+    "process (median of 3)",
+    "parts": "One Newton step's parts (ms, medians of 5; materialisation = coloured JVPs of "
+    "the linearisation and decompression, the colouring done once beforehand)",
+    "colouring": "Colouring (asdex, greedy): colours of columns (JVPs) and of rows (VJPs), "
+    "host seconds (once per pattern)",
+    "verify": "Verification: one Newton step and one materialisation with `verify=False` and "
+    "`verify=True` (ms, medians, in turns in one process, each call at new values; "
+    "step cost: of the medians, and in parentheses the median of the per-turn "
+    "ratios; added materialise / step: the materialisation's difference as a share "
+    "of the unverified step; target: at most +5% of a step at n >= 1e4)",
+}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = command_line(
+        __doc__, quick="small sizes only", limit="seconds per solve before a route stops"
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes only")
-    parser.add_argument(
-        "--limit", type=float, default=60.0, help="seconds per solve before a route stops"
-    )
+    parser.set_defaults(limit=60.0)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--parts", default="newton,kvaerno,targets,colouring,verify", help="tables to run"
     )
     args = parser.parse_args()
     if args.child is not None:
-        _child(json.loads(args.child))
+        case = json.loads(args.child)
+        send_result(RUNNERS[case["runner"]](case))
         return
-    sys.path.insert(0, str(HERE))
-    from common import environment, markdown_table, write_result
-
     parts = args.parts.split(",")
-    sections = [environment()]
+    report = Report("Sparse Jacobians benchmark", args.quick, echo=True)
     for kind, quick, full, title, detail in SWEEPS:
-        if kind not in parts:
-            continue
-        rows = sweep(kind, quick if args.quick else full, args)
-        columns = ["route", "n", "time", "converged", *detail]
-        sections.append(f"{title}\n\n" + markdown_table(columns, rows))
-        print(sections[-1], flush=True)
+        if kind in parts:
+            rows = sweep(kind, quick if args.quick else full, args)
+            columns = ["route", "n", "time", "converged", *detail]
+            report.table(markdown_table(columns, rows), title, echo=True)
     if "targets" in parts:
-        rows = []
-        for kind, grid, target in (
-            ("newton", 50, 30),
-            ("newton", 70, 100),
-            ("kvaerno", 32, 15),
-        ):
-            if args.quick and grid > 50:
-                continue
-            case = {"runner": "targets", "kind": kind, "grid": grid, "repeats": 3, "t1": 0.3}
-            result = spawn(case, timeout=3600)
-            print(f"  targets {kind} {grid}: {result}", flush=True)
-            n = grid * grid if kind == "newton" else 2 * grid * grid
-            if "error" in result:
-                rows.append([kind, f"{n:,}", result["error"], "", "", ""])
-                continue
-            ratio = result["dense"] / result["superlu"]
-            verdict = "met" if ratio >= target else "**missed**"
-            rows.append(
-                [
-                    "Newton" if kind == "newton" else "Kvaerno5",
-                    f"{n:,}",
-                    _seconds(result["dense"]),
-                    _seconds(result["superlu"]),
-                    f"**{ratio:.0f}x**",
-                    f"≥ {target}x: {verdict}",
-                ]
-            )
-        sections.append(
-            "Targets: lineax's dense default against Materialise(SuperLU()), in turns in one "
-            "process (median of 3)\n\n"
-            + markdown_table(["solver", "n", "dense", "sparse", "speed-up", "target"], rows)
-        )
-        print(sections[-1], flush=True)
-        rows = []
-        for grid in (50,) if args.quick else (100, 200, 400):
-            case = {"runner": "targets", "kind": "parts", "grid": grid, "repeats": 5}
-            result = spawn(case, timeout=1800)
-            print(f"  parts {grid}: {result}", flush=True)
-            if "error" in result:
-                rows.append([f"{grid * grid:,}", result["error"], "", "", "", "", ""])
-                continue
-            share = result["materialise"] / result["newton step"]
-            rows.append(
-                [
-                    f"{grid * grid:,}",
-                    str(result["colours"]),
-                    f"{result['linearise'] * 1e3:.1f}",
-                    f"{result['materialise'] * 1e3:.1f}",
-                    f"{result['factorize+solve'] * 1e3:.1f}",
-                    f"{result['newton step'] * 1e3:.1f}",
-                    f"**{share:.1%}** (≤ 20%: {'met' if share <= 0.2 else '**missed**'})",
-                ]
-            )
-        sections.append(
-            "One Newton step's parts (ms, medians of 5; materialisation = coloured JVPs of "
-            "the linearisation and decompression, the colouring done once beforehand)\n\n"
-            + markdown_table(
-                [
-                    "n",
-                    "colours",
-                    "linearise",
-                    "materialise",
-                    "factorize + solve",
-                    "Newton step",
-                    "materialise / step",
-                ],
-                rows,
-            )
-        )
-        print(sections[-1], flush=True)
+        report.table(targets_table(args.quick), CAPTIONS["targets"], echo=True)
+        report.table(step_parts_table(args.quick), CAPTIONS["parts"], echo=True)
     if "colouring" in parts:
-        rows = []
-        kinds = ("2D 5-point", "3D 7-point", "2D Q4 FEM (2 dofs)", "3D hex FEM (3 dofs)")
-        for kind in kinds:
-            for target in (10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000):
-                case = {"runner": "colouring", "pattern": kind, "n": target}
-                result = spawn(case, timeout=900)
-                print(f"  colouring {kind} {target}: {result}", flush=True)
-                if "error" in result:
-                    rows.append([kind, f"~{target:,}", "", result["error"], "", "", ""])
-                    continue
-                fwd, rev = result["fwd"], result["rev"]
-                rows.append(
-                    [
-                        kind,
-                        f"{result['n']:,}",
-                        f"{result['nnz']:,}",
-                        str(fwd["colours"]),
-                        f"{fwd['seconds']:.2f}",
-                        str(rev["colours"]),
-                        f"{rev['seconds']:.2f}",
-                    ]
-                )
-        sections.append(
-            "Colouring (asdex, greedy): colours of columns (JVPs) and of rows (VJPs), host "
-            "seconds (once per pattern)\n\n"
-            + markdown_table(
-                ["pattern", "n", "nnz", "column colours", "s", "row colours", "s"], rows
-            )
-        )
-        print(sections[-1], flush=True)
+        report.table(colouring_table(args.quick), CAPTIONS["colouring"], echo=True)
     if "verify" in parts:
-        rows = []
-        for grid in (50,) if args.quick else (100, 200, 400):
-            case = {"runner": "verify", "grid": grid, "repeats": 6 if args.quick else 20}
-            result = spawn(case, timeout=3600)
-            print(f"  verify {grid}: {result}", flush=True)
-            if "error" in result:
-                rows.append([f"{grid * grid:,}", result["error"], *[""] * 7])
-                continue
-            ratio = result["step_verified"] / result["step_unverified"]
-            # The check's own cost, measured on the materialisation alone (steady where a
-            # step's time drifts with the machine's load), as a share of a step.
-            added = result["materialise_verified"] - result["materialise_unverified"]
-            rows.append(
-                [
-                    f"{result['n']:,}",
-                    str(result["colours"]),
-                    f"{result['step_unverified'] * 1e3:.1f}",
-                    f"{result['step_verified'] * 1e3:.1f}",
-                    f"**{ratio - 1:+.1%}** ({result['median_turn_ratio'] - 1:+.1%})",
-                    f"{result['materialise_unverified'] * 1e3:.1f}",
-                    f"{result['materialise_verified'] * 1e3:.1f}",
-                    f"**{added / result['step_unverified']:+.1%}**",
-                    "{:.2f} / {:.2f}".format(*result["load"]),
-                ]
-            )
-        sections.append(
-            "Verification: one Newton step and one materialisation with `verify=False` and "
-            "`verify=True` (ms, medians, in turns in one process, each call at new values; "
-            "step cost: of the medians, and in parentheses the median of the per-turn "
-            "ratios; added materialise / step: the materialisation's difference as a share "
-            "of the unverified step; target: at most +5% of a step at n >= 1e4)\n\n"
-            + markdown_table(
-                [
-                    "n",
-                    "colours",
-                    "step, unverified",
-                    "step, verified",
-                    "step cost",
-                    "materialise, unverified",
-                    "materialise, verified",
-                    "added materialise / step",
-                    "load before / after",
-                ],
-                rows,
-            )
-        )
-        print(sections[-1], flush=True)
-    text = "\n\n".join(sections)
-    name = "jacobian_verify.md" if parts == ["verify"] else "jacobian.md"
-    print(f"\nwritten to {write_result(name, text)}")
+        report.table(verify_table(args.quick), CAPTIONS["verify"], echo=True)
+    report.publish("jacobian_verify.md" if parts == ["verify"] else "jacobian.md")
 
 
 if __name__ == "__main__":

@@ -27,46 +27,46 @@ table goes to stdout and to benchmarks/results/orderings.md.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+import sys
+import time
+from collections.abc import Callable
+
+from common import (
+    choose,
+    command_line,
+    markdown_table,
+    pin_blas_threads,
+    Report,
+    ROOT,
+    Step,
+    time_interleaved,
+    Timing,
+)
 
 
-os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before numpy and cvxopt load their BLAS
-
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
+pin_blas_threads()  # before numpy and cvxopt load their BLAS
 
 import cvxopt  # noqa: E402, I001  (first: it decides which BLAS CHOLMOD uses)
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 from cvxopt import cholmod  # noqa: E402
 
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "examples"))
-
-from common import (  # noqa: E402
-    environment,
-    markdown_table,
-    poisson_2d,
-    source_version,
-    Step,
-    time_interleaved,
-    Timing,
-    write_result,
-)
+from lineax_sparse.backends.cholmod import Backend as CholmodBackend  # noqa: E402
 from lineax_sparse.backends.cholmod.backend import (  # noqa: E402
     _column_counts,
     _factor_bytes,
     _factor_entries,
     AMD_FILL_RATIO,
     AMD_FLOPS_PER_ENTRY,
-    CholmodBackend,
     fill_reducing_ordering,
 )
+from problems import elasticity2d, poisson_2d, poisson_3d  # noqa: E402
+
+
+sys.path.insert(0, str(ROOT / "examples"))
 
 
 ORDERINGS = ("amd", "nested_dissection")
@@ -80,21 +80,7 @@ class Problem:
     repeats: int
 
 
-def poisson_3d(grid: int) -> sp.csc_matrix:
-    """7-point Laplacian on a `grid`³ interior grid (unscaled)."""
-    second_difference = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(grid, grid))
-    eye = sp.identity(grid)
-    laplacian = (
-        sp.kron(sp.kron(eye, eye), second_difference)
-        + sp.kron(sp.kron(eye, second_difference), eye)
-        + sp.kron(sp.kron(second_difference, eye), eye)
-    )
-    return sp.csc_matrix(laplacian)
-
-
 def mbb(nelx: int, nely: int) -> sp.csc_matrix:
-    from bench_cholmod import elasticity2d
-
     return sp.csc_matrix(elasticity2d(nelx, nely))
 
 
@@ -110,25 +96,23 @@ def cantilever(nelx: int, nely: int, nelz: int) -> sp.csc_matrix:
     return sp.csc_matrix(sp.coo_matrix((values, (indices[:, 0], indices[:, 1])), shape=(n, n)))
 
 
-def problems(quick: bool, repeats: int | None) -> dict[str, Problem]:
-    def make(name, build, default):
-        return Problem(name, build, repeats or default)
+# key: (name, builder, quick size, full size, quick repetitions, full repetitions)
+PROBLEMS = {
+    "poisson2d": ("Poisson 2D {}²", poisson_2d, (128,), (512,), 3, 5),
+    "mbb": ("MBB {}×{} Q4", mbb, (60, 20), (180, 60), 5, 9),
+    "poisson3d": ("Poisson 3D {}³", poisson_3d, (24,), (64,), 3, 2),
+    "hex30": ("cantilever {}×{}×{} H8", cantilever, (12, 6, 6), (30, 15, 15), 3, 5),
+    "hex48": ("cantilever {}×{}×{} H8", cantilever, (20, 10, 10), (48, 24, 24), 3, 2),
+}
 
-    if quick:
-        return {
-            "poisson2d": make("Poisson 2D 128²", lambda: poisson_2d(128), 3),
-            "mbb": make("MBB 60×20 Q4", lambda: mbb(60, 20), 5),
-            "poisson3d": make("Poisson 3D 24³", lambda: poisson_3d(24), 3),
-            "hex30": make("cantilever 12×6×6 H8", lambda: cantilever(12, 6, 6), 3),
-            "hex48": make("cantilever 20×10×10 H8", lambda: cantilever(20, 10, 10), 3),
-        }
-    return {
-        "poisson2d": make("Poisson 2D 512²", lambda: poisson_2d(512), 5),
-        "mbb": make("MBB 180×60 Q4", lambda: mbb(180, 60), 9),
-        "poisson3d": make("Poisson 3D 64³", lambda: poisson_3d(64), 2),
-        "hex30": make("cantilever 30×15×15 H8", lambda: cantilever(30, 15, 15), 5),
-        "hex48": make("cantilever 48×24×24 H8", lambda: cantilever(48, 24, 24), 2),
-    }
+
+def problems(quick: bool, repeats: int | None) -> dict[str, Problem]:
+    chosen = {}
+    for key, (name, build, small, large, few, many) in PROBLEMS.items():
+        size = small if quick else large
+        count = repeats or (few if quick else many)
+        chosen[key] = Problem(name.format(*size), functools.partial(build, *size), count)
+    return chosen
 
 
 def lower_triangle(matrix: sp.csc_matrix):
@@ -174,7 +158,7 @@ def measure(problem: Problem) -> dict:
             start = time.perf_counter()
             factors[kind] = cholmod.symbolic(template, p=orderings[kind])
             seconds = time.perf_counter() - start
-        results[kind]["symbolic"] = Timing(seconds, (seconds,))
+        results[kind]["symbolic"] = Timing.once(seconds)
         if kind == "amd":  # the statistics `"auto"` decides by (a symbolic factor's)
             counts = _column_counts(factors[kind], n)
 
@@ -256,7 +240,7 @@ def ratio(results: dict, key: str) -> str:
     return f"**{nd / amd:.2f}**" if key == "numeric" else f"{nd / amd:.2f}"
 
 
-def report(measured: dict[str, dict]) -> str:
+def orderings_table(measured: dict[str, dict]) -> str:
     header = [
         "matrix",
         "n",
@@ -308,7 +292,7 @@ def report(measured: dict[str, dict]) -> str:
     return markdown_table(header, rows)
 
 
-def auto_report(measured: dict[str, dict]) -> str:
+def auto_table(measured: dict[str, dict]) -> str:
     header = [
         "matrix",
         "AMD: fl / nnz(L)",
@@ -334,9 +318,9 @@ def auto_report(measured: dict[str, dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
-    parser.add_argument("--repeats", type=int, help="timed repetitions of every step")
+    parser = command_line(
+        __doc__, quick="small sizes, few repetitions", repeats="timed repetitions of every step"
+    )
     parser.add_argument(
         "--problems",
         default="poisson2d,mbb,poisson3d,hex30,hex48",
@@ -344,43 +328,30 @@ def main() -> None:
     )
     args = parser.parse_args()
     available = problems(args.quick, args.repeats)
-    chosen = args.problems.split(",")
-    if not chosen or not set(chosen) <= set(available):
-        parser.error(f"--problems must name some of {','.join(available)}")
+    chosen = choose(parser, args.problems, list(available), "--problems")
 
-    started = f"{environment()}, cvxopt {cvxopt.__version__}; source {source_version()}"
-    print(started, flush=True)
+    report = Report("CHOLMOD orderings benchmark", args.quick, echo=True)
     measured = {}
     for key in chosen:
         problem = available[key]
         print(f"running {problem.name} (load {os.getloadavg()[0]:.2f}) ...", flush=True)
         measured[problem.name] = measure(problem)
 
-    text = "\n".join(
-        [
-            f"CHOLMOD orderings benchmark{' (--quick)' if args.quick else ''}: {started}",
-            f"(load average at the end: {os.getloadavg()[0]:.2f})",
-            "",
-            report(measured),
-            "",
-            auto_report(measured),
-            "",
-            "Medians over the repetitions after one warm-up (symbolic: one call). "
-            "ordering = what `analyse` pays once per pattern; numeric = refactorization of "
-            "one factor object in place; solve = one right-hand side. nnz(L) counts the "
-            "supernodal blocks as CHOLMOD stores them. `load` = 1-minute load average after "
-            'the matrix\'s measurements; `← auto` marks what `ordering="auto"` chooses. '
-            f"`auto` tries nested dissection when AMD's factor costs ≥ {AMD_FLOPS_PER_ENTRY} "
-            f"flops per entry (fl = Σ c_j², c_j the column counts) and fills ≥ "
-            f"{AMD_FILL_RATIO}× the lower triangle, and keeps the sparser factor; its "
-            "ordering time includes the symbolic analyses it decides by, which the first "
-            "factorization reuses.",
-        ]
+    report.table(orderings_table(measured))
+    report.table(auto_table(measured))
+    report.add(
+        "Medians over the repetitions after one warm-up (symbolic: one call). "
+        "ordering = what `analyse` pays once per pattern; numeric = refactorization of "
+        "one factor object in place; solve = one right-hand side. nnz(L) counts the "
+        "supernodal blocks as CHOLMOD stores them. `load` = 1-minute load average after "
+        'the matrix\'s measurements; `← auto` marks what `ordering="auto"` chooses. '
+        f"`auto` tries nested dissection when AMD's factor costs ≥ {AMD_FLOPS_PER_ENTRY} "
+        f"flops per entry (fl = Σ c_j², c_j the column counts) and fills ≥ "
+        f"{AMD_FILL_RATIO}× the lower triangle, and keeps the sparser factor; its "
+        "ordering time includes the symbolic analyses it decides by, which the first "
+        "factorization reuses."
     )
-    print()
-    print(text)
-    path = write_result("orderings.md", text)
-    print(f"\nwritten to {path}")
+    report.publish("orderings.md")
 
 
 if __name__ == "__main__":

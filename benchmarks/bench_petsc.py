@@ -65,38 +65,47 @@ The tables go to stdout and to benchmarks/results/petsc.md, petsc_ranks.md, pets
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from common import (
+    choose,
+    command_line,
+    error_text,
+    examples_on_path,
+    format_bytes,
+    format_seconds,
+    markdown_table,
+    PeakMemory,
+    physical_memory,
+    pin_blas_threads,
+    process_memory,
+    Report,
+    run_child,
+    send_result,
+)
 
 
 # Before NumPy loads OpenBLAS: on a shared 2-core machine threaded BLAS only adds noise, and
 # lineax-sparse holds its own host calls to one thread anyway. (PETSc's MUMPS uses Debian's
 # libblas, which is single-threaded.)
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
+pin_blas_threads()
+examples_on_path()
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import cvxopt  # noqa: E402, F401  (before PETSc, which links Debian's CHOLMOD: the first decides)
+import cvxopt  # noqa: E402, F401, I001  (before PETSc, which links Debian's CHOLMOD: the first decides)
+import elasticity_3d_petsc as example  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "examples"))
-
-import elasticity_3d_petsc as example  # noqa: E402
 import lineax_sparse as lxs  # noqa: E402
-from common import environment, markdown_table, source_version, write_result  # noqa: E402
 
 
 jax.config.update("jax_enable_x64", True)
@@ -146,32 +155,6 @@ def dofs_of(nel: tuple[int, int, int]) -> int:
     return 3 * nelx * (nely + 1) * (nelz + 1)
 
 
-# --- Memory of this process (Linux).
-
-
-def _status(field: str) -> int:
-    """A `VmRSS` / `VmHWM` line of /proc/self/status, in bytes."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def reset_peak() -> int:
-    """Reset the peak RSS (`VmHWM`) to the current RSS, which it returns (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
-    return _status("VmRSS")
-
-
-def physical_memory() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 # --- One measurement (in a child process).
 
 
@@ -206,43 +189,43 @@ def measure(name: str, nel, repeats: int, grad: bool, save: str | None) -> dict[
     compiled = time.perf_counter() - start
     jax.block_until_ready(moduli + grad_moduli + loads)
 
-    base = reset_peak()
-    first, solution = timed(solve, problem, young, problem.load, solver)
-    peak_first = _status("VmHWM") - base
-    u = np.asarray(solution.value)
-    if save:
-        np.save(save, u)
-    result: dict[str, Any] = {
-        "solver": name,
-        "nel": list(nel),
-        "dofs": problem.size,
-        "nnz": problem.nnz,
-        "build_s": built,
-        "compile_s": compiled,
-        "first_s": first,
-        "first_iterations": int(solution.stats["num_steps"]),
-        "setup_s": [],
-        "solve_s": [],
-        "grad_s": [],
-        "iterations": [],
-        "rhs_iterations": [],
-        "residual": [],
-    }
-    for k in range(repeats):
-        seconds, solution = timed(solve, problem, moduli[k], problem.load, solver)
-        result["setup_s"].append(seconds)
-        result["iterations"].append(int(solution.stats["num_steps"]))
-        result["residual"].append(float(solution.stats["relative_residual"]))
-        seconds, solution = timed(solve, problem, moduli[k], loads[k], solver)
-        result["solve_s"].append(seconds)
-        result["rhs_iterations"].append(int(solution.stats["num_steps"]))
-        if value_and_grad is not None:
-            seconds, _ = timed(value_and_grad, problem, grad_moduli[k], solver)
-            result["grad_s"].append(seconds)
+    with PeakMemory() as memory:
+        first, solution = timed(solve, problem, young, problem.load, solver)
+        peak_first = memory.increase()
+        u = np.asarray(solution.value)
+        if save:
+            np.save(save, u)
+        result: dict[str, Any] = {
+            "solver": name,
+            "nel": list(nel),
+            "dofs": problem.size,
+            "nnz": problem.nnz,
+            "build_s": built,
+            "compile_s": compiled,
+            "first_s": first,
+            "first_iterations": int(solution.stats["num_steps"]),
+            "setup_s": [],
+            "solve_s": [],
+            "grad_s": [],
+            "iterations": [],
+            "rhs_iterations": [],
+            "residual": [],
+        }
+        for k in range(repeats):
+            seconds, solution = timed(solve, problem, moduli[k], problem.load, solver)
+            result["setup_s"].append(seconds)
+            result["iterations"].append(int(solution.stats["num_steps"]))
+            result["residual"].append(float(solution.stats["relative_residual"]))
+            seconds, solution = timed(solve, problem, moduli[k], loads[k], solver)
+            result["solve_s"].append(seconds)
+            result["rhs_iterations"].append(int(solution.stats["num_steps"]))
+            if value_and_grad is not None:
+                seconds, _ = timed(value_and_grad, problem, grad_moduli[k], solver)
+                result["grad_s"].append(seconds)
     result["peak_first"] = peak_first
-    result["peak_run"] = _status("VmHWM") - base
-    result["rss_before"] = base
-    result["hwm"] = _status("VmHWM")
+    result["peak_run"] = memory.final - memory.start
+    result["rss_before"] = memory.start
+    result["hwm"] = memory.final
     if name in ("gamg", "hypre", "mumps"):
         result["ranks"] = lxs.petsc_ranks()
         result["petsc_peaks"] = lxs.petsc_peak_memory()
@@ -294,7 +277,7 @@ def cholmod_prediction(nel) -> dict[str, Any]:
         "matrix_bytes": lower * 16,
         "largest_update": int(head.maxcsize) * 8 if head.is_super else 0,
         "physical": physical_memory(),
-        "hwm": _status("VmHWM"),
+        "hwm": process_memory("VmHWM"),
     }
 
 
@@ -311,9 +294,9 @@ def child_main(args) -> None:
             result = measure(args.solver, nel, args.repeats, not args.no_grad, args.save)
         result["ok"] = True
     except Exception as error:  # reported in the table
-        result = {"ok": False, "error": f"{type(error).__name__}: {error}".splitlines()[0]}
+        result = {"ok": False, "error": error_text(error)}
         traceback.print_exc()
-    Path(args.result).write_text(json.dumps(result))
+    send_result(result, args.result)
 
 
 def mpiexec(ranks: int) -> list[str]:
@@ -336,50 +319,21 @@ def child_arguments(part, solver, nel, repeats, save, no_grad) -> list[str]:
     return arguments + (["--no-grad"] if no_grad else [])
 
 
-def run_child(arguments: list[str], limit: float, prefix: list[str] | None = None) -> dict:
+def run_measurement(arguments: list[str], limit: float, prefix: list[str] | None = None) -> dict:
     """Run this script with `arguments` in a child process; its JSON result, or why not."""
     # Without MPI's variables: a process that initialized MPI as a singleton has them, and a
     # child `mpiexec` that inherits them takes itself for a rank of that job.
     mpi = ("OMPI_", "PMIX_", "OPAL_", "PRTE_")
     env = {key: value for key, value in os.environ.items() if not key.startswith(mpi)}
     env.setdefault("LINEAX_SPARSE_CACHE_BYTES", CACHE_BYTES)
-    with tempfile.TemporaryDirectory() as directory:
-        result = Path(directory) / "result.json"
-        command = [*(prefix or []), sys.executable, __file__, *arguments, "--result", str(result)]
-        try:
-            done = subprocess.run(command, env=env, timeout=limit, capture_output=True, text=True)
-        except subprocess.TimeoutExpired:
-            return {"ok": False, "error": f"> {limit:.0f} s, abandoned"}
-        if result.exists():
-            out = json.loads(result.read_text())
-            if not out.get("ok"):
-                sys.stderr.write(done.stderr[-3000:])
-            return out
-        sys.stderr.write(done.stderr[-3000:])
-        return {"ok": False, "error": f"crashed (exit code {done.returncode})"}
+    return run_child([__file__, *arguments], limit, prefix or (), env)
 
 
 # --- Formatting.
 
 
-def seconds_text(value: float | None) -> str:
-    if value is None:
-        return "–"
-    if value >= 100:
-        return f"{value:.0f} s"
-    if value >= 1:
-        return f"{value:.2f} s"
-    return f"{value * 1e3:.0f} ms"
-
-
 def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
-
-
-def gigabytes(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value / 1e9:.2f} GB"
 
 
 def iterations_text(result: dict) -> str:
@@ -436,13 +390,13 @@ def table_rows(nel, results: dict[str, dict], solutions: dict[str, np.ndarray]) 
         rows.append(
             [
                 SOLVERS[name],
-                seconds_text(result["first_s"]),
-                seconds_text(median(result["setup_s"])),
-                seconds_text(median(result["solve_s"])),
-                seconds_text(median(result["grad_s"])),
+                format_seconds(result["first_s"]),
+                format_seconds(median(result["setup_s"])),
+                format_seconds(median(result["solve_s"])),
+                format_seconds(median(result["grad_s"])),
                 iterations_text(result),
                 difference(solutions.get(name), None if name == "cholmod" else reference_u),
-                f"{gigabytes(result['peak_first'])} / {gigabytes(result['peak_run'])}",
+                f"{format_bytes(result['peak_first'])} / {format_bytes(result['peak_run'])}",
                 ratios_text(result, results.get(reference), reference) if reference else "",
             ]
         )
@@ -452,11 +406,8 @@ def table_rows(nel, results: dict[str, dict], solutions: dict[str, np.ndarray]) 
 # --- Parts.
 
 
-def table_part(args, started: str) -> str:
-    solvers = [name for name in args.solvers.split(",") if name]
-    unknown = set(solvers) - set(SOLVERS)
-    if unknown:
-        raise SystemExit(f"unknown solvers {sorted(unknown)}: choose from {', '.join(SOLVERS)}")
+def table_part(args, report: Report) -> None:
+    solvers = args.solvers
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         for size in args.sizes.split(","):
@@ -468,42 +419,36 @@ def table_part(args, started: str) -> str:
                 print(f"{nel} {name} ...", flush=True)
                 path = Path(directory) / f"{name}.npy"
                 arguments = child_arguments("child", name, nel, args.repeats, str(path), False)
-                results[name] = run_child(arguments, args.limit)
+                results[name] = run_measurement(arguments, args.limit)
                 if results[name].get("ok"):
                     solutions[name] = np.load(path)
                     path.unlink()
                     r = results[name]
                     print(
-                        f"  first {seconds_text(r['first_s'])}, setup+solve "
-                        f"{seconds_text(median(r['setup_s']))}, solve "
-                        f"{seconds_text(median(r['solve_s']))}, v&g "
-                        f"{seconds_text(median(r['grad_s']))}, iterations {iterations_text(r)}, "
-                        f"peak +{gigabytes(r['peak_run'])}",
+                        f"  first {format_seconds(r['first_s'])}, setup+solve "
+                        f"{format_seconds(median(r['setup_s']))}, solve "
+                        f"{format_seconds(median(r['solve_s']))}, v&g "
+                        f"{format_seconds(median(r['grad_s']))}, iterations {iterations_text(r)}, "
+                        f"peak +{format_bytes(r['peak_run'])}",
                         flush=True,
                     )
                 else:
                     print(f"  {results[name]['error']}", flush=True)
             rows += table_rows(nel, results, solutions)
-    return "\n".join(
-        [
-            f"PETSc benchmark{' (--quick)' if args.quick else ''}: {started}",
-            f"(load average at the end: {os.getloadavg()[0]:.2f}; {args.repeats} rounds of new "
-            "moduli per row, medians)",
-            "",
-            markdown_table(TABLE_HEADER, rows),
-            "",
-            "3D elasticity, cantilever of unit hexahedra (examples/elasticity_3d_petsc.py), "
-            f"relative tolerance {RTOL:g} on the true residual for the iterative rows. Each row "
-            "runs in its own process, one after the other. First call: the first solve after "
-            "ahead-of-time compilation (pattern analysis, setup, solve). Setup + solve: new "
-            "moduli, so a new hierarchy or factorization. Solve, new rhs: same moduli, a new "
-            "right-hand side (the cached hierarchy or factorization). `value_and_grad`: of the "
-            "compliance with respect to the element moduli, new moduli. Iterations: Krylov "
-            "iterations of the setup + solve rounds (direct rows: refinement steps). Peak RSS "
-            "increase: the process's peak above its RSS before the first solve. Time ratio: "
-            "PETSc rows against `lxs.AMG` (iterative) or `lxs.Cholmod` (MUMPS); below 1 is "
-            "faster.",
-        ]
+    caption = f"{args.repeats} rounds of new moduli per row, medians:"
+    report.table(markdown_table(TABLE_HEADER, rows), caption)
+    report.add(
+        "3D elasticity, cantilever of unit hexahedra (examples/elasticity_3d_petsc.py), "
+        f"relative tolerance {RTOL:g} on the true residual for the iterative rows. Each row "
+        "runs in its own process, one after the other. First call: the first solve after "
+        "ahead-of-time compilation (pattern analysis, setup, solve). Setup + solve: new "
+        "moduli, so a new hierarchy or factorization. Solve, new rhs: same moduli, a new "
+        "right-hand side (the cached hierarchy or factorization). `value_and_grad`: of the "
+        "compliance with respect to the element moduli, new moduli. Iterations: Krylov "
+        "iterations of the setup + solve rounds (direct rows: refinement steps). Peak RSS "
+        "increase: the process's peak above its RSS before the first solve. Time ratio: "
+        "PETSc rows against `lxs.AMG` (iterative) or `lxs.Cholmod` (MUMPS); below 1 is "
+        "faster."
     )
 
 
@@ -513,21 +458,20 @@ def ranks_measure(args) -> None:
     nel = grid_for(args.sizes.split(",")[0])
     result = measure(args.solver or "gamg", nel, args.repeats, not args.no_grad, args.save)
     result["ok"] = True
-    if args.result:
-        Path(args.result).write_text(json.dumps(result))
-    peaks = ", ".join(gigabytes(p) for p in result.get("petsc_peaks", []))
+    send_result(result, args.result)
+    peaks = ", ".join(format_bytes(p) for p in result.get("petsc_peaks", []))
     times = ", ".join(
-        f"{label} {seconds_text(median(result[key]))}"
+        f"{label} {format_seconds(median(result[key]))}"
         for label, key in (("setup + solve", "setup_s"), ("solve", "solve_s"), ("v&g", "grad_s"))
     )
     print(
         f"{result['solver']} on {result.get('ranks', 1)} rank(s), {result['dofs']:,} dofs: "
-        f"first {seconds_text(result['first_s'])}, {times}, iterations "
+        f"first {format_seconds(result['first_s'])}, {times}, iterations "
         f"{iterations_text(result)}; peak RSS per rank {peaks}"
     )
 
 
-def ranks_part(args, started: str) -> str:
+def ranks_part(args, report: Report) -> None:
     """The driver: the measurement under `mpiexec -n 1` and `-n 2`, side by side."""
     nel = grid_for(args.sizes.split(",")[0])
     solver = args.solver or "gamg"
@@ -537,7 +481,7 @@ def ranks_part(args, started: str) -> str:
             print(f"{nel} {solver} on {ranks} rank(s) ...", flush=True)
             path = Path(directory) / f"{ranks}.npy"
             arguments = child_arguments("ranks", solver, nel, args.repeats, str(path), args.no_grad)
-            results[ranks] = run_child(arguments, args.limit, prefix=mpiexec(ranks))
+            results[ranks] = run_measurement(arguments, args.limit, prefix=mpiexec(ranks))
             if results[ranks].get("ok"):
                 solutions[ranks] = np.load(path)
             else:
@@ -549,14 +493,14 @@ def ranks_part(args, started: str) -> str:
             return [r["error"]] + ["–"] * 8
         return [
             str(r.get("ranks", "?")),
-            seconds_text(r["first_s"]),
-            seconds_text(median(r["setup_s"])),
-            seconds_text(median(r["solve_s"])),
-            seconds_text(median(r["grad_s"])),
+            format_seconds(r["first_s"]),
+            format_seconds(median(r["setup_s"])),
+            format_seconds(median(r["solve_s"])),
+            format_seconds(median(r["grad_s"])),
             iterations_text(r),
-            " + ".join(gigabytes(p) for p in r.get("petsc_peaks", [])),
-            gigabytes(r["peak_run"]),
-            " + ".join(gigabytes(p) for p in r.get("petsc_held", [])),
+            " + ".join(format_bytes(p) for p in r.get("petsc_peaks", [])),
+            format_bytes(r["peak_run"]),
+            " + ".join(format_bytes(p) for p in r.get("petsc_held", [])),
         ]
 
     labels = [
@@ -577,34 +521,29 @@ def ranks_part(args, started: str) -> str:
             ["max ‖u₂ − u₁‖ / max ‖u₁‖ (entries)", difference(solutions[2], solutions[1]), ""]
         )
     dofs = next((r["dofs"] for r in results.values() if r.get("ok")), dofs_of(nel))
-    return "\n".join(
-        [
-            f"PETSc on 1 and 2 MPI ranks: {started}",
-            f"(load average at the end: {os.getloadavg()[0]:.2f})",
-            "",
-            f"{SOLVERS[solver]}, cantilever {nel[0]}x{nel[1]}x{nel[2]} ({dofs:,} dofs), "
-            f"{args.repeats} rounds, medians:",
-            "",
-            markdown_table(["", "1 rank", "2 ranks"], rows),
-            "",
-            "Each column is `mpiexec -n P python benchmarks/bench_petsc.py --part ranks`: "
-            "rank 0 runs the JAX program and holds the whole problem, the other rank holds "
-            "only its rows of the matrix and of the hierarchy. The peaks per rank are "
-            "absolute (rank 0's includes JAX and the problem).",
-        ]
+    caption = (
+        f"{SOLVERS[solver]}, cantilever {nel[0]}x{nel[1]}x{nel[2]} ({dofs:,} dofs), "
+        f"{args.repeats} rounds, medians:"
+    )
+    report.table(markdown_table(["", "1 rank", "2 ranks"], rows), caption)
+    report.add(
+        "Each column is `mpiexec -n P python benchmarks/bench_petsc.py --part ranks`: "
+        "rank 0 runs the JAX program and holds the whole problem, the other rank holds "
+        "only its rows of the matrix and of the hierarchy. The peaks per rank are "
+        "absolute (rank 0's includes JAX and the problem)."
     )
 
 
-def huge_part(args, started: str) -> str:
+def huge_part(args, report: Report) -> None:
     nel = grid_for(args.sizes.split(",")[0]) if args.sizes_given else grid_for(HUGE)
     print(f"{nel}: CHOLMOD's symbolic analysis ...", flush=True)
-    predicted = run_child(
+    predicted = run_measurement(
         ["--part", "child", "--what", "predict", "--nel", "x".join(map(str, nel))], args.limit
     )
     print(f"  {predicted}", flush=True)
     print(f"{nel}: PETSc CG + GAMG ...", flush=True)
     arguments = child_arguments("child", "gamg", nel, args.repeats, None, args.no_grad)
-    solved = run_child(arguments, args.limit)
+    solved = run_measurement(arguments, args.limit)
     print(f"  {'ok' if solved.get('ok') else solved.get('error')}", flush=True)
     rows = []
     if predicted.get("ok"):
@@ -615,54 +554,51 @@ def huge_part(args, started: str) -> str:
             ["dofs / nnz", f"{p['dofs']:,} / {p['nnz']:,}"],
             [
                 "CHOLMOD symbolic analysis (`ordering='auto'`)",
-                f"{seconds_text(p['analysis_s'])}: {p['ordering']}, "
+                f"{format_seconds(p['analysis_s'])}: {p['ordering']}, "
                 f"{'supernodal' if p['supernodal'] else 'simplicial'}",
             ],
             ["nnz(L) (column counts) / entries stored", f"{p['nnz_L']:,} / {p['stored_L']:,}"],
-            ["predicted factor (values + indices)", gigabytes(p["factor_bytes"])],
-            ["+ the lower triangle passed to CHOLMOD", gigabytes(p["matrix_bytes"])],
+            ["predicted factor (values + indices)", format_bytes(p["factor_bytes"])],
+            ["+ the lower triangle passed to CHOLMOD", format_bytes(p["matrix_bytes"])],
             [
                 "physical memory",
-                f"{gigabytes(p['physical'])} ({p['physical'] / 2**30:.1f} GiB): {verdict}",
+                f"{format_bytes(p['physical'])} ({p['physical'] / 2**30:.1f} GiB): {verdict}",
             ],
-            ["peak RSS of the analysis process", gigabytes(p["hwm"])],
+            ["peak RSS of the analysis process", format_bytes(p["hwm"])],
         ]
     else:
         rows.append(["CHOLMOD prediction", predicted.get("error", "?")])
     if solved.get("ok"):
         s = solved
         rows += [
-            ["PETSc CG + GAMG: first call (analysis + setup + solve)", seconds_text(s["first_s"])],
-            ["setup + solve, new moduli", seconds_text(median(s["setup_s"]))],
-            ["solve, new right-hand side", seconds_text(median(s["solve_s"]))],
-            ["`value_and_grad` of the compliance", seconds_text(median(s["grad_s"]))],
+            [
+                "PETSc CG + GAMG: first call (analysis + setup + solve)",
+                format_seconds(s["first_s"]),
+            ],
+            ["setup + solve, new moduli", format_seconds(median(s["setup_s"]))],
+            ["solve, new right-hand side", format_seconds(median(s["solve_s"]))],
+            ["`value_and_grad` of the compliance", format_seconds(median(s["grad_s"]))],
             [
                 "iterations / true relative residual of the first solve",
                 f"{iterations_text(s)} / {s['true_residual']:.1e}",
             ],
-            ["peak RSS increase during the solves", gigabytes(s["peak_run"])],
-            ["peak RSS of the process (problem, JAX, PETSc)", gigabytes(s["hwm"])],
+            ["peak RSS increase during the solves", format_bytes(s["peak_run"])],
+            ["peak RSS of the process (problem, JAX, PETSc)", format_bytes(s["hwm"])],
             [
                 "assembly of the problem / ahead-of-time compilation",
-                f"{seconds_text(s['build_s'])} / {seconds_text(s['compile_s'])}",
+                f"{format_seconds(s['build_s'])} / {format_seconds(s['compile_s'])}",
             ],
         ]
     else:
         rows.append(["PETSc CG + GAMG", solved.get("error", "?")])
-    return "\n".join(
-        [
-            f"Beyond CHOLMOD's memory: {started}",
-            f"(load average at the end: {os.getloadavg()[0]:.2f})",
-            "",
-            markdown_table([f"cantilever {nel[0]}x{nel[1]}x{nel[2]}", ""], rows),
-            "",
-            "The prediction is CHOLMOD's own symbolic analysis of the pattern, as "
-            "`lxs.Cholmod()` runs it before factorizing (AMD, and METIS nested dissection "
-            "where AMD's factor is expensive, keeping the sparser); the factor's size counts "
-            "the supernodal values and row indices as `backends/cholmod.py` does for `nbytes`. "
-            "No numeric factorization was attempted. CHOLMOD needs the factor and the matrix "
-            "at once, and more (its update workspace) while factorizing.",
-        ]
+    report.table(markdown_table([f"cantilever {nel[0]}x{nel[1]}x{nel[2]}", ""], rows))
+    report.add(
+        "The prediction is CHOLMOD's own symbolic analysis of the pattern, as "
+        "`lxs.Cholmod()` runs it before factorizing (AMD, and METIS nested dissection "
+        "where AMD's factor is expensive, keeping the sparser); the factor's size counts "
+        "the supernodal values and row indices as `backends/cholmod.py` does for `nbytes`. "
+        "No numeric factorization was attempted. CHOLMOD needs the factor and the matrix "
+        "at once, and more (its update workspace) while factorizing."
     )
 
 
@@ -673,10 +609,22 @@ def under_mpiexec() -> bool:
     )
 
 
+PARTS = {  # --part: (title, results file)
+    "table": ("PETSc benchmark", "petsc.md"),
+    "ranks": ("PETSc on 1 and 2 MPI ranks", "petsc_ranks.md"),
+    "huge": ("Beyond CHOLMOD's memory", "petsc_huge.md"),
+}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_line(
+        __doc__,
+        quick="tiny sizes, one round",
+        repeats="rounds of new moduli (default 3, quick 1)",
+        limit="seconds per child process",
+    )
+    parser.set_defaults(limit=3600.0)
     parser.add_argument("--part", choices=("table", "ranks", "huge", "child"), default="table")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one round")
     parser.add_argument(
         "--sizes",
         help=f"comma-separated sizes: dofs (1e5) or grids (50x25x25); default {DEFAULT_SIZES} "
@@ -684,8 +632,6 @@ def main() -> None:
     )
     parser.add_argument("--solvers", default=",".join(SOLVERS), help="rows of the table")
     parser.add_argument("--solver", help="ranks part: the solver (default gamg)")
-    parser.add_argument("--repeats", type=int, help="rounds of new moduli (default 3, quick 1)")
-    parser.add_argument("--limit", type=float, default=3600.0, help="seconds per child process")
     parser.add_argument(
         "--grad",
         action=argparse.BooleanOptionalAction,
@@ -713,19 +659,13 @@ def main() -> None:
     if args.part == "ranks" and (args.measure or under_mpiexec()):
         ranks_measure(args)
         return
-    started = f"{environment()}; source {source_version()}"
-    if args.part == "table":
-        text, name = table_part(args, started), "petsc.md"
-    elif args.part == "ranks":
-        text, name = ranks_part(args, started), "petsc_ranks.md"
-    else:
-        if args.quick and not args.sizes_given:
-            args.sizes, args.sizes_given = "16x8x8", True
-        text, name = huge_part(args, started), "petsc_huge.md"
-    print()
-    print(text)
-    if not args.quick:
-        print(f"\nwritten to {write_result(name, text)}")
+    args.solvers = choose(parser, args.solvers, list(SOLVERS), "--solvers")
+    if args.part == "huge" and args.quick and not args.sizes_given:
+        args.sizes, args.sizes_given = "16x8x8", True
+    title, name = PARTS[args.part]
+    report = Report(title, args.quick)
+    {"table": table_part, "ranks": ranks_part, "huge": huge_part}[args.part](args, report)
+    report.publish(None if args.quick else name)
 
 
 if __name__ == "__main__":

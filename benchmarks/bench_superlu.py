@@ -39,7 +39,6 @@ printed per matrix. The table goes to benchmarks/results/superlu_orderings.md.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import time
@@ -59,21 +58,22 @@ from jax.experimental.sparse.linalg import spsolve
 
 import lineax_sparse as lxs
 from common import (
-    environment,
+    command_line,
     Failure,
-    format_ratio,
     format_result,
     isolated_result,
     markdown_table,
-    poisson_2d,
+    Phases,
+    Report,
     Result,
-    source_version,
+    results_table,
     Step,
+    time_call,
     time_interleaved,
     time_isolated,
     Timing,
-    write_result,
 )
+from problems import elasticity2d, poisson_2d, poisson_3d
 
 
 jax.config.update("jax_enable_x64", True)
@@ -133,15 +133,18 @@ def spsolve_steps(csr: sp.csr_matrix, b: np.ndarray, batch: np.ndarray):
 
 def time_native_split(matrix: sp.csc_matrix, b: np.ndarray, repeats: int) -> dict[str, Timing]:
     """`splu` and `solve` timed separately within each call."""
-    times: dict[str, list[float]] = {"factor": [], "solve": []}
-    for _ in range(repeats + 1):
+    phases = Phases()
+
+    def call():
         start = time.perf_counter()
         lu = spla.splu(matrix)
         factored = time.perf_counter()
         lu.solve(b)
-        times["factor"].append(factored - start)
-        times["solve"].append(time.perf_counter() - factored)
-    return {key: Timing(value[0], tuple(value[1:])) for key, value in times.items()}
+        phases.record("native factor", factored - start)
+        phases.record("native solve", time.perf_counter() - factored)
+
+    time_call(call, repeats)
+    return phases.timings()
 
 
 def perturbed(operator: lxs.SparseOperator, scales) -> list[lxs.SparseOperator]:
@@ -164,10 +167,7 @@ def run_problem(problem: Problem, limit: float) -> dict[str, Result]:
     operator = lxs.SparseOperator.from_scipy(matrix)
     indices, size = operator.indices, operator.size
     b = jnp.asarray(b_host)
-    results: dict[str, Result] = {}
-
-    native = time_native_split(matrix, b_host, repeats)
-    results["native factor"], results["native solve"] = native["factor"], native["solve"]
+    results: dict[str, Result] = dict(time_native_split(matrix, b_host, repeats))
 
     # Every repetition must factorize. "cold" steps clear the cache first; "new" steps get
     # values never factorized before (odd scales for forward, even ones for the gradient),
@@ -189,8 +189,7 @@ def run_problem(problem: Problem, limit: float) -> dict[str, Result]:
         repeats,
     )
     results.update(forward)
-    first = forward["ours forward cold"].first
-    results["ours first call"] = Timing(first, (first,))
+    results["ours first call"] = Timing.once(forward["ours forward cold"].first)
 
     # Solve cost only: our two variants get the factorization through `state=` (made once,
     # here), so neither refactorizes nor even asks for a factorization. Without `state=`,
@@ -260,22 +259,34 @@ RATIOS = [
 ]
 
 
-def report(problems: list[Problem], all_results: list[dict[str, Result]]) -> str:
-    header = ["measurement (median)"] + [problem.name for problem in problems]
-    rows = [
+def main_part(args) -> None:
+    limit = args.limit or 60.0
+    grid = args.grid or (128 if args.quick else 512)
+    big_repeats = args.repeats or (3 if args.quick else 5)
+    small_repeats = args.repeats or (5 if args.quick else 20)
+    problems = [
+        Problem(f"Poisson {grid}²", poisson_2d(grid), big_repeats),
+        Problem("rajat19", read_matrix("rajat19"), small_repeats),
+        Problem("west0479", read_matrix("west0479"), small_repeats),
+    ]
+    report = Report("SuperLU benchmark", args.quick)
+    all_results = []
+    for problem in problems:
+        print(f"running {problem.name} (n={problem.matrix.shape[0]}) ...", flush=True)
+        all_results.append(run_problem(problem, limit))
+    facts = [
         ["n"] + [f"{problem.matrix.shape[0]:,}" for problem in problems],
         ["nnz"] + [f"{problem.matrix.nnz:,}" for problem in problems],
         ["repetitions"] + [str(problem.repeats) for problem in problems],
     ]
-    rows += [
-        [label] + [format_result(results.get(key)) for results in all_results]
-        for label, key in ROWS
-    ]
-    rows += [
-        [label] + [format_ratio(results.get(num), results.get(den)) for results in all_results]
-        for label, num, den in RATIOS
-    ]
-    return markdown_table(header, rows)
+    names = [problem.name for problem in problems]
+    report.table(results_table(names, all_results, facts, ROWS, ratios=RATIOS))
+    report.add(
+        "Forward = factorization + one solve. Ours refactorizes in every repetition: "
+        "'cold' clears the cache first, 'new values' scales the values by a new 1 + 1e-12 k. "
+        f"The {BATCH}-rhs rows reuse one factorization passed as `state=`."
+    )
+    report.publish("superlu.md")
 
 
 # --- Part `orderings`: SuperLU's column orderings, and the one "auto" chooses.
@@ -305,20 +316,7 @@ def stokes_2d(cells: int) -> sp.csc_matrix:
     return sp.csc_matrix(saddle[:keep, :keep])
 
 
-def poisson_3d(grid: int) -> sp.csc_matrix:
-    """7-point Laplacian on a `grid`³ interior grid (unscaled)."""
-    second_difference = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(grid, grid))
-    eye = sp.identity(grid)
-    return sp.csc_matrix(
-        sp.kron(sp.kron(eye, eye), second_difference)
-        + sp.kron(sp.kron(eye, second_difference), eye)
-        + sp.kron(sp.kron(second_difference, eye), eye)
-    )
-
-
 def mbb(nelx: int, nely: int) -> sp.csc_matrix:
-    from bench_cholmod import elasticity2d
-
     return sp.csc_matrix(elasticity2d(nelx, nely))
 
 
@@ -362,14 +360,12 @@ def run_orderings(matrix: sp.csc_matrix, repeats: int, limit: float) -> dict[str
     if isinstance(row[row["auto"]], Timing):  # ours takes the same route: it will finish
         operator = lxs.SparseOperator.from_scipy(matrix)
         b = jnp.asarray(np.random.default_rng(0).standard_normal(matrix.shape[0]))
-        row["ours"] = time_interleaved(
-            {"ours": Step(lambda: ours_solve(operator, b), lxs.clear_cache)}, repeats
-        )["ours"]
+        row["ours"] = time_call(lambda: ours_solve(operator, b), repeats, lxs.clear_cache)
     row["load after"] = os.getloadavg()[0]
     return row
 
 
-def orderings_report(rows: dict[str, tuple[sp.csc_matrix, dict[str, Any]]]) -> str:
+def orderings_table(rows: dict[str, tuple[sp.csc_matrix, dict[str, Any]]]) -> str:
     def ratio(result: Any, best: float | None) -> str:
         if isinstance(result, Timing) and best:
             return f"{result.median / best:.2f}"
@@ -394,45 +390,35 @@ def orderings_report(rows: dict[str, tuple[sp.csc_matrix, dict[str, Any]]]) -> s
 
 
 def orderings_part(quick: bool, repeats: int | None, limit: float) -> None:
-    started = environment()
+    report = Report("SuperLU orderings", quick)
     repeats = repeats or (2 if quick else 3)
     rows = {}
     for name, build in ordering_problems(quick):
         matrix = build()
         print(f"running {name} (n={matrix.shape[0]}) ...", flush=True)
         rows[name] = (matrix, run_orderings(matrix, repeats, limit))
-    text = "\n".join(
-        [
-            f"SuperLU orderings{' (--quick)' if quick else ''}: {started}; {source_version()}",
-            f"(load average at the end: {os.getloadavg()[0]:.2f})",
-            "",
-            orderings_report(rows),
-            "",
-            "`splu` alone (factorization, ordering included), medians of "
-            f"{repeats} calls after a warm-up, each ordering in its own process abandoned "
-            f"after {limit:.0f} s; in parentheses the ratio to the best ordering. 'auto' is "
-            "what `SuperLU()` chooses for the matrix; 'previous' what it chose before "
-            "(MMD_AT_PLUS_A for every structurally symmetric pattern). Ours: jitted "
-            "`SuperLU()` forward (factorization + one solve + checks), cache cleared before "
-            "each call. Load: the 1-minute load average before and after the matrix.",
-        ]
+    report.table(orderings_table(rows))
+    report.add(
+        "`splu` alone (factorization, ordering included), medians of "
+        f"{repeats} calls after a warm-up, each ordering in its own process abandoned "
+        f"after {limit:.0f} s; in parentheses the ratio to the best ordering. 'auto' is "
+        "what `SuperLU()` chooses for the matrix; 'previous' what it chose before "
+        "(MMD_AT_PLUS_A for every structurally symmetric pattern). Ours: jitted "
+        "`SuperLU()` forward (factorization + one solve + checks), cache cleared before "
+        "each call. Load: the 1-minute load average before and after the matrix."
     )
-    print()
-    print(text)
-    path = write_result("superlu_orderings.md", text)
-    print(f"\nwritten to {path}")
+    report.publish("superlu_orderings.md")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
-    parser.add_argument("--repeats", type=int, help="timed repetitions for every problem")
-    parser.add_argument("--grid", type=int, help="Poisson grid side (default 512, quick 128)")
-    parser.add_argument(
-        "--limit",
-        type=float,
-        help="seconds after which spsolve (default 60), or an ordering (default 120), is abandoned",
+    parser = command_line(
+        __doc__,
+        quick="small sizes, few repetitions",
+        repeats="timed repetitions for every problem",
+        limit="seconds after which spsolve (default 60), or an ordering (default 120), is "
+        "abandoned",
     )
+    parser.add_argument("--grid", type=int, help="Poisson grid side (default 512, quick 128)")
     parser.add_argument(
         "--part", choices=("all", "main", "orderings"), default="all", help="what to run"
     )
@@ -441,40 +427,6 @@ def main() -> None:
         main_part(args)
     if args.part in ("all", "orderings"):
         orderings_part(args.quick, args.repeats, args.limit or 120.0)
-
-
-def main_part(args: argparse.Namespace) -> None:
-    limit = args.limit or 60.0
-    grid = args.grid or (128 if args.quick else 512)
-    big_repeats = args.repeats or (3 if args.quick else 5)
-    small_repeats = args.repeats or (5 if args.quick else 20)
-    problems = [
-        Problem(f"Poisson {grid}²", poisson_2d(grid), big_repeats),
-        Problem("rajat19", read_matrix("rajat19"), small_repeats),
-        Problem("west0479", read_matrix("west0479"), small_repeats),
-    ]
-    started = environment()
-    all_results = []
-    for problem in problems:
-        print(f"running {problem.name} (n={problem.matrix.shape[0]}) ...", flush=True)
-        all_results.append(run_problem(problem, limit))
-
-    text = "\n".join(
-        [
-            f"SuperLU benchmark{' (--quick)' if args.quick else ''}: {started}",
-            f"(load average at the end: {os.getloadavg()[0]:.2f})",
-            "",
-            report(problems, all_results),
-            "",
-            "Forward = factorization + one solve. Ours refactorizes in every repetition: "
-            "'cold' clears the cache first, 'new values' scales the values by a new 1 + 1e-12 k. "
-            f"The {BATCH}-rhs rows reuse one factorization passed as `state=`.",
-        ]
-    )
-    print()
-    print(text)
-    path = write_result("superlu.md", text)
-    print(f"\nwritten to {path}")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,11 @@ Runs the 88-line algorithm on the MBB half-beam, side by side in one process:
 - baseline "tuned": the same with a precomputed scatter into one `cvxopt.spmatrix`.
 
 Each round runs the three to convergence (max |x_new - x| <= 0.01) from the same start, one
-after the other; ours starts each round with an empty cache, so it analyses the pattern
-again, as the baselines call `symbolic` again. The time per iteration is the median over
-all iterations of all rounds except each run's first (ours compiles in its first round's
-first iteration). The three must reach the same compliance in the same number of
-iterations, else the run fails: they are the same algorithm.
+after the other (in reverse order every other round); ours starts each run with an empty
+cache, so it analyses the pattern again, as the baselines call `symbolic` again. The time
+per iteration is the median over all iterations of all rounds except each run's first (ours
+compiles in its first round's first iteration). The three must reach the same compliance
+in the same number of iterations, else the run fails: they are the same algorithm.
 
     python benchmarks/bench_topology.py             # 180 x 60, density filter, 3 rounds
     python benchmarks/bench_topology.py --quick     # 60 x 20, 1 round
@@ -21,21 +21,25 @@ iterations, else the run fails: they are the same algorithm.
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-import jax
+from common import (
+    command_line,
+    examples_on_path,
+    format_seconds,
+    markdown_table,
+    Report,
+    turn_order,
+)
 
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "examples"))
+examples_on_path()
+
+import jax  # noqa: E402
 
 import lineax_sparse as lxs  # noqa: E402
 import topology_optimization as ours  # noqa: E402
-from common import environment, markdown_table, source_version, write_result  # noqa: E402
 from top88_cvxopt import Top88  # noqa: E402
 
 
@@ -64,7 +68,7 @@ def run_baseline(args, assembly: str, max_iterations: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_line(__doc__, quick="60 x 20 (rmin 2.4), 1 round")
     parser.add_argument("--nelx", type=int, default=180)
     parser.add_argument("--nely", type=int, default=60)
     parser.add_argument("--volfrac", type=float, default=0.4)
@@ -72,7 +76,6 @@ def main() -> None:
     parser.add_argument("--filter", choices=("sensitivity", "density"), default="density")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-iterations", type=int, default=2000)
-    parser.add_argument("--quick", action="store_true", help="60 x 20 (rmin 2.4), 1 round")
     args = parser.parse_args()
     if args.quick:
         args.nelx, args.nely, args.volfrac, args.rmin, args.rounds = 60, 20, 0.5, 2.4, 1
@@ -81,11 +84,18 @@ def main() -> None:
     settings = ours.Settings(args.volfrac, 3.0, args.filter == "density")
     names = ("ours", "plain", "tuned")
     runs: dict[str, list[tuple[list[float], list[float]]]] = {name: [] for name in names}
+    title = (
+        f"Topology optimization benchmark: MBB {args.nelx}×{args.nely}, volfrac {args.volfrac}, "
+        f"rmin {args.rmin}, {args.filter} filter, {args.rounds} rounds"
+    )
+    report = Report(title)
     for round_number in range(args.rounds):
         print(f"round {round_number + 1} of {args.rounds} ...", flush=True)
-        runs["ours"].append(run_ours(problem, settings, args.max_iterations))
-        runs["plain"].append(run_baseline(args, "plain", args.max_iterations))
-        runs["tuned"].append(run_baseline(args, "tuned", args.max_iterations))
+        for name in turn_order(names, round_number):
+            if name == "ours":
+                runs[name].append(run_ours(problem, settings, args.max_iterations))
+            else:
+                runs[name].append(run_baseline(args, name, args.max_iterations))
 
     reference = runs["tuned"][0][0]
     for name in names:
@@ -108,14 +118,11 @@ def main() -> None:
     rows = [
         ["iterations to convergence", *[str(len(runs[name][0][0])) for name in names]],
         ["final compliance", *[f"{runs[name][0][0][-1]:.4f}" for name in names]],
-        ["time per iteration (median)", *[f"{1e3 * median[name]:.1f} ms" for name in names]],
-        [
-            "first iteration (median over rounds)",
-            *[f"{1e3 * first(name):.0f} ms" for name in names],
-        ],
+        ["time per iteration (median)", *[format_seconds(median[name]) for name in names]],
+        ["first iteration (median over rounds)", *[format_seconds(first(name)) for name in names]],
         [
             "total per run (median)",
-            *[f"{statistics.median(sum(s) for _, s in runs[name]):.2f} s" for name in names],
+            *[format_seconds(statistics.median(sum(s) for _, s in runs[name])) for name in names],
         ],
         [
             "**ours / this, per iteration**",
@@ -123,18 +130,12 @@ def main() -> None:
             *[f"**{median['ours'] / median[n]:.2f}**" for n in names[1:]],
         ],
     ]
-    title = (
-        f"Topology optimization benchmark: MBB {args.nelx}×{args.nely}, volfrac {args.volfrac}, "
-        f"rmin {args.rmin}, {args.filter} filter, {args.rounds} rounds\n"
-        f"{environment()}; source {source_version()}"
-    )
     table = markdown_table(
         ["", "ours (jit, Cholmod, jax.grad)", "NumPy + cvxopt, plain", "NumPy + cvxopt, tuned"],
         rows,
     )
-    text = f"{title}\n\n{table}\n"
-    print(text)
-    write_result("topology.md", text)
+    report.table(table)
+    report.publish("topology.md")
 
 
 if __name__ == "__main__":

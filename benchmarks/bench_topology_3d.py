@@ -37,43 +37,51 @@ benchmarks/results/topology_3d_ab.md).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import gc
+import inspect
+import io
+import json
 import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from common import (
+    choose,
+    command_line,
+    examples_on_path,
+    format_seconds,
+    markdown_table,
+    PeakMemory,
+    pin_blas_threads,
+    record_amg_solves,
+    Report,
+    ROOT,
+    run_child,
+    source_version,
+    turn_order,
+)
 
 
 # Before NumPy loads OpenBLAS: on a shared 2-core machine threaded BLAS only adds noise, and
 # lineax-sparse holds its own host calls to one thread anyway.
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
+pin_blas_threads()
+examples_on_path()
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
-import gc  # noqa: E402
-import inspect  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import cvxopt  # noqa: E402, F401  (before anything that may load CHOLMOD: the first decides its BLAS)
+import cvxopt  # noqa: E402, F401, I001  (before anything that may load CHOLMOD: the first decides its BLAS)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "examples"))
-
-import lineax_sparse as lxs  # noqa: E402
 import top3d_native as native  # noqa: E402
 import topology_optimization_3d as example  # noqa: E402
-from common import environment, format_seconds, markdown_table, source_version, write_result  # noqa: E402
+
+import lineax_sparse as lxs  # noqa: E402
 
 
 jax.config.update("jax_enable_x64", True)
@@ -159,26 +167,6 @@ def _help_text() -> str:
     with contextlib.redirect_stdout(text), contextlib.suppress(SystemExit):
         example.main(["--help"])
     return text.getvalue()
-
-
-def amg_step_recorder() -> list[tuple[bool, int]] | None:
-    """Record (transposed, CG steps) of every host solve of ours' AMG backend, by wrapping
-    `AMGBackend.solve`; None (no counts reported) if the backend has no such method."""
-    from lineax_sparse.backends.amg import backend as amg_backend
-
-    backend = getattr(amg_backend, "AMGBackend", None)
-    if backend is None or not hasattr(backend, "solve"):
-        return None
-    record: list[tuple[bool, int]] = []
-    original = backend.solve
-
-    def solve(self, factor, rhs, transpose, *args, **kwargs):
-        result = original(self, factor, rhs, transpose, *args, **kwargs)
-        record.append((bool(transpose), int(np.sum(result.num_steps))))
-        return result
-
-    backend.solve = solve
-    return record
 
 
 def per_iteration_steps(record: list[tuple[bool, int]]) -> str:
@@ -334,40 +322,6 @@ def run_native(solver: str, config: NativeConfig, iterations: int) -> Run:
     )
 
 
-class PeakMemory:
-    """Peak resident memory of the process during a block: Linux's VmHWM, reset on entry
-    (writing 5 to /proc/self/clear_refs); elsewhere the process's peak so far (getrusage)."""
-
-    def __enter__(self) -> PeakMemory:
-        self.start = _status_bytes("VmRSS")
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            self.reset = True
-        except OSError:
-            self.reset = False
-        return self
-
-    def __exit__(self, *exc) -> None:
-        peak = _status_bytes("VmHWM")
-        if peak is None or not self.reset:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
-        self.peak = peak
-
-    def text(self) -> str:
-        above = "" if self.start is None else f" (+{(self.peak - self.start) / 2**20:.0f})"
-        return f"{self.peak / 2**20:.0f} MB{above}" + ("" if self.reset else ", process peak")
-
-
-def _status_bytes(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 # --- Report.
 
 
@@ -386,7 +340,7 @@ def relative_difference(runs: list[Run], reference: Run) -> float:
     return worst
 
 
-def report(
+def comparison_table(
     runs: dict[str, list[Run]], labels: dict[str, str], warm_up: dict[str, Run]
 ) -> tuple[str, float]:
     names = list(runs)
@@ -432,7 +386,7 @@ def report(
             *[str(runs[n][0].setups) if runs[n][0].setups is not None else "–" for n in names],
         ],
         [
-            "peak RSS during the run, round 1 (MB above the RSS at its start)",
+            "peak RSS during the run, round 1 (in parentheses: above the RSS at its start)",
             *[runs[n][0].memory for n in names],
         ],
     ]
@@ -441,7 +395,7 @@ def report(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_line(__doc__, quick="12 x 6 x 6, 3 iterations, 1 round")
     parser.add_argument(
         "--size",
         type=int,
@@ -452,17 +406,13 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=5, help="iterations per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each variant, in turns")
     parser.add_argument("--solvers", default="amg,cholmod", help="comma-separated: amg,cholmod")
-    parser.add_argument("--quick", action="store_true", help="12 x 6 x 6, 3 iterations, 1 round")
     parser.add_argument(
         "--ab", metavar="COMMIT", help="compare the example of COMMIT with this tree's instead"
     )
     args = parser.parse_args()
     if args.quick:
         args.size, args.iterations, args.rounds = list(QUICK_SIZE), 3, 1
-    solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
-    unknown = set(solvers) - set(NAMES)
-    if unknown or not solvers:
-        parser.error(f"--solvers takes a comma-separated subset of {', '.join(NAMES)}")
+    solvers = choose(parser, args.solvers, list(NAMES), "--solvers")
     if args.iterations < 2 or args.rounds < 1:
         parser.error("need --iterations >= 2 (the first is excluded) and --rounds >= 1")
     size = tuple(args.size) if args.size else None
@@ -475,16 +425,20 @@ def main() -> None:
 
 
 def compare_native(args, solvers: list[str], size) -> None:
-    start_load = os.getloadavg()
-    header = environment()
     calls = {s: example_call(s, size, args.iterations) for s in solvers}
     configs, notes = {}, []
     for solver, call in calls.items():
         configs[solver], differences = native_config(call)
         check_same_problem(call, configs[solver])
         notes += differences
-    record = amg_step_recorder() if "amg" in solvers else None
-    shape = next(iter(configs.values())).shape
+    record = record_amg_solves() if "amg" in solvers else None
+    config = next(iter(configs.values()))
+    shape = config.shape
+    report = Report(
+        f"3D topology optimization benchmark: cantilever {shape[0]}×{shape[1]}×{shape[2]}, "
+        f"volfrac {config.volfrac}, penal {config.penal}, rmin {config.rmin}, density filter, "
+        f"{args.iterations} iterations, {args.rounds} rounds"
+    )
     # Untimed: ours compiles in its first two iterations (the start design is weakly typed,
     # the next ones are not), the natives warm their imports and allocator.
     print("warm-up: 2 iterations of each ...", flush=True)
@@ -503,8 +457,7 @@ def compare_native(args, solvers: list[str], size) -> None:
         print(f"round {round_number + 1} of {args.rounds} ...", flush=True)
         for solver in solvers:
             # Alternate who goes first, so that a drifting load weighs on both alike.
-            order = ("ours", "native") if round_number % 2 == 0 else ("native", "ours")
-            for side in order:
+            for side in turn_order(("ours", "native"), round_number):
                 if side == "ours":
                     result = run_ours(calls[solver], record if solver == "amg" else None)
                 else:
@@ -516,29 +469,19 @@ def compare_native(args, solvers: list[str], size) -> None:
                     f"{result.compliance[-1]:.10g}",
                     flush=True,
                 )
-    table, worst = report(runs, labels, warm_up)
-    end_load = os.getloadavg()
+    table, worst = comparison_table(runs, labels, warm_up)
     amg = configs["amg"].amg if "amg" in configs else None
-    solver_line = (
+    caption = (
         f"AMG: rtol {amg.rtol:g}, reuse {amg.reuse}, max_steps {amg.max_steps}, warm_start "
-        f"{amg.warm_start} (from the example's solver); "
+        f"{amg.warm_start} (from the example's solver)"
         if amg
         else ""
     )
-    config = next(iter(configs.values()))
-    title = (
-        f"3D topology optimization benchmark: cantilever {shape[0]}×{shape[1]}×{shape[2]}, "
-        f"volfrac {config.volfrac}, penal {config.penal}, rmin {config.rmin}, density filter, "
-        f"{args.iterations} iterations, {args.rounds} rounds\n"
-        f"{solver_line}load average at start {_load(start_load)}, at end {_load(end_load)}\n"
-        f"{header}; source {source_version()}"
-    )
-    text = f"{title}\n\n{table}\n\n{NATIVE_NOTE}\n"
+    report.table(table, caption)
+    report.add(NATIVE_NOTE)
     if notes:
-        text += "\nNot mirrored by the native version: " + "; ".join(notes) + ".\n"
-    print(text)
-    if not args.quick:
-        write_result("topology_3d.md", text)
+        report.add("Not mirrored by the native version: " + "; ".join(notes) + ".")
+    report.publish(None if args.quick else "topology_3d.md")
     if worst > TOLERANCE:
         print(f"compliance histories differ by {worst:.1e} > {TOLERANCE:g}", file=sys.stderr)
         raise SystemExit(1)
@@ -556,20 +499,18 @@ NATIVE_NOTE = (
 )
 
 
-def _load(values) -> str:
-    return " / ".join(f"{v:.2f}" for v in values)
-
-
 # --- A/B: the example of another commit against this tree's.
 
-# Runs in a fresh interpreter: imports one tree's lineax_sparse and example, runs the
-# example's main() with the flags it has, and prints its per-iteration history as JSON.
+# Runs in a fresh interpreter (`run_child`): imports one tree's lineax_sparse and example,
+# runs the example's main() with the flags it has, and sends its per-iteration history.
 DRIVER = r"""
 import contextlib, io, json, sys
 import cvxopt  # noqa: F401  (first: it decides which CHOLMOD and BLAS are loaded)
 
 config = json.loads(sys.argv[1])
 sys.path[:0] = [config["src"], config["examples"]]
+sys.path.append(config["benchmarks"])  # this tree's harness, for `send_result`
+from common import send_result
 import lineax_sparse
 if not lineax_sparse.__file__.startswith(config["src"]):
     raise SystemExit(f"lineax_sparse came from {lineax_sparse.__file__}, not {config['src']}")
@@ -599,7 +540,7 @@ report = {"dropped": dropped, "output": output.getvalue()}
 if histories:
     report["seconds"] = list(histories[-1].seconds)
     report["compliance"] = list(histories[-1].compliance)
-print("@@AB " + json.dumps(report))
+send_result(report)
 """
 
 
@@ -624,22 +565,12 @@ def run_side(side: Side, solver: str, size, iterations: int, workdir: Path) -> N
     if size is not None:
         options += [["--nelx", size[0]], ["--nely", size[1]], ["--nelz", size[2]]]
     config = {"src": str(side.src), "examples": str(side.examples), "options": options}
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["OPENBLAS_NUM_THREADS"] = "1"
-    done = subprocess.run(
-        [sys.executable, "-c", DRIVER, json.dumps(config)],
-        cwd=workdir,  # a PNG the example writes anyway lands there
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("@@AB ")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(
-            f"{side.label}, {solver}: the example failed (exit {done.returncode}):\n"
-            + done.stderr[-3000:]
-        )
-    result = json.loads(lines[-1][len("@@AB ") :])
+    config["benchmarks"] = str(ROOT / "benchmarks")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # OPENBLAS pinned above
+    # In `workdir`: a PNG the example writes anyway lands there.
+    result = run_child(["-c", DRIVER, json.dumps(config)], None, env=env, cwd=workdir)
+    if "error" in result:
+        raise RuntimeError(f"{side.label}, {solver}: the example failed: {result['error']}")
     side.dropped.update(result["dropped"])
     if "seconds" in result:
         seconds, compliance = result["seconds"], result["compliance"][-1]
@@ -672,8 +603,12 @@ def compare_commits(args, solvers: list[str], size) -> None:
     if commit.returncode != 0:
         raise SystemExit(f"--ab: no commit {args.ab!r} in {ROOT}")
     short = commit.stdout.strip()
-    start_load = os.getloadavg()
-    header = environment()
+    grid = "×".join(map(str, size)) if size else "the example's default grid"
+    report = Report(
+        f"3D topology optimization A/B: {short} against this tree ({source_version()}), "
+        f"{grid}, {args.iterations} iterations, {args.rounds} rounds alternating; medians "
+        f"per iteration leave out each run's first {AB_WARM} (compilation)"
+    )
     workdir = Path(tempfile.mkdtemp(prefix="lxs-ab-"))
     tree = workdir / "tree"
     subprocess.run(
@@ -690,8 +625,7 @@ def compare_commits(args, solvers: list[str], size) -> None:
             current = Side(f"this tree {solver}", ROOT / "src", ROOT / "examples")
             for round_number in range(args.rounds):
                 print(f"{solver}: round {round_number + 1} of {args.rounds} ...", flush=True)
-                order = (other, current) if round_number % 2 == 0 else (current, other)
-                for side in order:
+                for side in turn_order((other, current), round_number):
                     run_side(side, solver, size, args.iterations, workdir)
             rows.append(ab_row(solver, other, current))
     finally:
@@ -700,14 +634,6 @@ def compare_commits(args, solvers: list[str], size) -> None:
             capture_output=True,
         )
         shutil.rmtree(workdir, ignore_errors=True)
-    end_load = os.getloadavg()
-    grid = "×".join(map(str, size)) if size else "the example's default grid"
-    title = (
-        f"3D topology optimization A/B: {short} against this tree ({source_version()}), "
-        f"{grid}, {args.iterations} iterations, {args.rounds} rounds alternating; medians "
-        f"per iteration leave out each run's first {AB_WARM} (compilation)\n"
-        f"load average at start {_load(start_load)}, at end {_load(end_load)}\n{header}"
-    )
     table = markdown_table(
         [
             "solver",
@@ -721,10 +647,8 @@ def compare_commits(args, solvers: list[str], size) -> None:
         ],
         rows,
     )
-    text = f"{title}\n\n{table}\n"
-    print(text)
-    if not args.quick:
-        write_result("topology_3d_ab.md", text)
+    report.table(table)
+    report.publish(None if args.quick else "topology_3d_ab.md")
 
 
 def ab_row(solver: str, other: Side, current: Side) -> list[str]:

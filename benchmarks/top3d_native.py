@@ -9,14 +9,15 @@ the sensitivities written by hand. The compliance is self-adjoint, so one solve 
 iteration gives them: dc_e = -penal x_e^(penal - 1) (E0 - Emin) u_e^T KE u_e. Two linear
 solvers are offered:
 
-- `AMGSolver`: the stiffness summed into a fixed CSR structure (one `np.bincount` over a
-  precomputed slot of every element entry), pyamg's `smoothed_aggregation_solver` with the
-  six rigid body modes as `B`, `scipy.sparse.linalg.cg` to `rtol` preconditioned by one
-  V-cycle (`ml.aspreconditioner()`). With `reuse > 0` it keeps a hierarchy across
-  iterations as `lxs.AMG(reuse=...)` does (see `AMGSolver`).
-- `CholmodSolver`: the lower triangle summed into one `cvxopt.spmatrix` of fixed structure
-  (`LowerTriangle`), `cholmod.symbolic` once, `cholmod.numeric` + `cholmod.solve` per
-  iteration.
+- `AMGSolver`: the stiffness summed into a fixed CSR structure (the entries between free
+  dofs gathered, one `np.bincount` over their precomputed slots), pyamg's
+  `smoothed_aggregation_solver` with the six rigid body modes as `B`,
+  `scipy.sparse.linalg.cg` to `rtol` preconditioned by one V-cycle
+  (`ml.aspreconditioner()`). With `reuse > 0` it keeps a hierarchy across iterations as
+  `lxs.AMG(reuse=...)` does (see `AMGSolver`).
+- `CholmodSolver`: the lower triangle summed into one `cvxopt.spmatrix` of fixed
+  structure (`problems.LowerTriangle`), `cholmod.symbolic` once, `cholmod.numeric` +
+  `cholmod.solve` per iteration.
 
 Used by benchmarks/bench_topology_3d.py; also runnable on its own:
 
@@ -26,7 +27,6 @@ Used by benchmarks/bench_topology_3d.py; also runnable on its own:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import time
@@ -38,6 +38,9 @@ import pyamg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from cvxopt import cholmod
+
+from common import command_line
+from problems import coalesce, LowerTriangle
 
 
 E0, E_MIN, NU, MOVE = 1.0, 1e-9, 0.3, 0.2
@@ -168,19 +171,6 @@ def density_filter(shape: tuple[int, int, int], rmin: float) -> tuple[sp.csr_mat
     return h, np.asarray(h.sum(axis=1)).ravel()
 
 
-def _slots(keys: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted distinct `keys[kept]`, and each entry's slot in them (their count for the
-    entries not kept: one extra bin that `np.bincount` fills and the caller drops)."""
-    order = np.argsort(keys[kept], kind="stable")  # FEM keys come in sorted runs
-    ordered = keys[kept][order]
-    first = np.ones(ordered.size, dtype=bool)
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    unique = ordered[first]
-    slot = np.full(keys.size, unique.size, dtype=np.intp)  # intp: bincount copies other types
-    slot[kept[order]] = np.cumsum(first) - 1
-    return unique, slot
-
-
 @dataclasses.dataclass(frozen=True)
 class AMGOptions:
     """The native AMG's settings; the defaults are the example's `lxs.AMG(rtol=1e-8,
@@ -219,9 +209,9 @@ class AMGSolver:
         self.rtol, self.reuse, self.max_steps = options.rtol, options.reuse, options.max_steps
         self.backoff, self.warm_start = options.backoff, options.warm_start
         self.modes = np.ascontiguousarray(mesh.modes)
-        kept = np.flatnonzero((mesh.rows >= 0) & (mesh.cols >= 0))
-        keys = mesh.rows.astype(np.int64) * n + mesh.cols
-        unique, self.slot = _slots(keys, kept)
+        self.kept = np.flatnonzero((mesh.rows >= 0) & (mesh.cols >= 0))
+        rows, cols = mesh.rows[self.kept].astype(np.int64), mesh.cols[self.kept]
+        unique, self.slot = coalesce(rows * n + cols)
         self.size = unique.size
         self.indices = (unique % n).astype(np.int32)
         counts = np.bincount(unique // n, minlength=n)
@@ -235,7 +225,7 @@ class AMGSolver:
         self.steps: list[int] = []  # CG iterations of each solve, continuations included
 
     def assemble(self, values: np.ndarray) -> sp.csr_matrix:
-        summed = np.bincount(self.slot, weights=values, minlength=self.size + 1)[: self.size]
+        summed = np.bincount(self.slot, weights=values[self.kept], minlength=self.size)
         # A new matrix object each time: a kept hierarchy refers to the matrix it was built
         # from (its finest level and smoother), which must not change under it.
         return sp.csr_matrix((summed, self.indices, self.indptr), shape=(self.n, self.n))
@@ -309,30 +299,6 @@ class AMGSolver:
         self.steps.append(steps)
         self.solutions = [*self.solutions[-1:], u]
         return u
-
-
-class LowerTriangle:
-    """One `cvxopt.spmatrix` of the lower triangle of a fixed structure, refilled in place:
-    one `np.bincount` over precomputed slots and the `V` setter per assembly."""
-
-    def __init__(self, rows: np.ndarray, cols: np.ndarray, n: int):
-        kept = np.flatnonzero((rows >= 0) & (cols >= 0) & (rows >= cols))
-        keys = cols.astype(np.int64) * n + rows  # column-major: cvxopt's storage order
-        unique, self.slot = _slots(keys, kept)
-        self.size = unique.size
-        self.matrix = cvxopt.spmatrix(
-            cvxopt.matrix(np.ones(unique.size)),
-            cvxopt.matrix(unique % n, tc="i"),
-            cvxopt.matrix(unique // n, tc="i"),
-            (n, n),
-        )
-        if not np.array_equal(np.asarray(self.matrix.I).ravel(), unique % n):
-            raise RuntimeError("cvxopt stores the lower triangle in another order")
-
-    def assemble(self, values: np.ndarray):
-        summed = np.bincount(self.slot, weights=values, minlength=self.size + 1)[: self.size]
-        self.matrix.V = cvxopt.matrix(summed)
-        return self.matrix
 
 
 class CholmodSolver:
@@ -449,7 +415,7 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_line(__doc__)
     parser.add_argument("--solver", choices=("amg", "cholmod"), default="amg")
     parser.add_argument("--nelx", type=int, default=48)
     parser.add_argument("--nely", type=int, default=24)

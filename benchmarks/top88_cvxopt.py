@@ -24,7 +24,6 @@ Used by benchmarks/bench_topology.py; also runnable on its own:
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import cvxopt
@@ -32,18 +31,11 @@ import numpy as np
 import scipy.sparse as sp
 from cvxopt import cholmod
 
+from common import command_line
+from problems import element_stiffness
 
-E0, E_MIN, NU, MOVE = 1.0, 1e-9, 0.3, 0.2
 
-
-def element_stiffness(nu: float = NU) -> np.ndarray:
-    a11 = np.array([[12, 3, -6, -3], [3, 12, 3, 0], [-6, 3, 12, -3], [-3, 0, -3, 12]])
-    a12 = np.array([[-6, -3, 0, 3], [-3, -6, -3, -6], [0, -3, -6, 3], [3, -6, 3, -6]])
-    b11 = np.array([[-4, 3, -2, 9], [3, -4, -9, 4], [-2, -9, -4, -3], [9, 4, -3, -4]])
-    b12 = np.array([[2, -3, 4, -9], [-3, 2, 9, -2], [4, 9, 2, 3], [-9, -2, 3, 2]])
-    a = np.block([[a11, a12], [a12.T, a11]])
-    b = np.block([[b11, b12], [b12.T, b11]])
-    return (a + nu * b) / (24 * (1 - nu**2))
+E0, E_MIN, MOVE = 1.0, 1e-9, 0.2
 
 
 class Top88:
@@ -164,7 +156,7 @@ def _filter(nelx: int, nely: int, rmin: float):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="top88 with NumPy + cvxopt CHOLMOD")
+    parser = command_line(__doc__)
     parser.add_argument("--nelx", type=int, default=60)
     parser.add_argument("--nely", type=int, default=20)
     parser.add_argument("--volfrac", type=float, default=0.5)
