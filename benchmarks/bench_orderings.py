@@ -8,7 +8,7 @@ ordering code, then cvxopt's CHOLMOD with the backend's options: `nmethods=1`, p
   the symmetric graph of the pattern and `pymetis.nested_dissection`);
 - `cholmod.symbolic(A, p=p)`, also once per pattern;
 - the size of the factor: nnz(L) (CHOLMOD's stored entries, supernodal blocks included)
-  and its bytes (`_factor_bytes`, what the cache counts);
+  and its bytes (`factor_bytes`, what the cache counts);
 - `cholmod.numeric`, refactorizing one factor object in place (an optimisation loop's
   steady state), and one `cholmod.solve` with one right-hand side.
 
@@ -55,12 +55,15 @@ import scipy.sparse as sp  # noqa: E402
 from cvxopt import cholmod  # noqa: E402
 
 from lineax_sparse.backends.cholmod import Backend as CholmodBackend  # noqa: E402
-from lineax_sparse.backends.cholmod.backend import (  # noqa: E402
-    _column_counts,
-    _factor_bytes,
-    _factor_entries,
+from lineax_sparse.backends.cholmod.capsule import (  # noqa: E402
+    column_counts,
+    factor_bytes,
+    factor_entries,
+)
+from lineax_sparse.backends.cholmod.ordering import (  # noqa: E402
     AMD_FILL_RATIO,
     AMD_FLOPS_PER_ENTRY,
+    choose_ordering,
     fill_reducing_ordering,
 )
 from problems import elasticity2d, poisson_2d, poisson_3d  # noqa: E402
@@ -160,7 +163,7 @@ def measure(problem: Problem) -> dict:
             seconds = time.perf_counter() - start
         results[kind]["symbolic"] = Timing.once(seconds)
         if kind == "amd":  # the statistics `"auto"` decides by (a symbolic factor's)
-            counts = _column_counts(factors[kind], n)
+            counts = column_counts(factors[kind], n)
 
     def numeric(kind):
         with backend._options():
@@ -193,17 +196,17 @@ def measure(problem: Problem) -> dict:
         residual = np.linalg.norm(matrix @ x - b) / np.linalg.norm(b)
         if not residual < 1e-8:
             raise RuntimeError(f"{problem.name}, {kind}: relative residual {residual:.1e}")
-        results[kind]["nnz(L)"] = _factor_entries(factors[kind], n, "d")
-        results[kind]["bytes"] = _factor_bytes(factors[kind], n, "d")
+        results[kind]["nnz(L)"] = factor_entries(factors[kind], n, "d")
+        results[kind]["bytes"] = factor_bytes(factors[kind], n, "d")
     factors.clear()
 
     # What `ordering="auto"` pays in `analyse` and what it picks (its symbolic factor is
     # then refactorized by the first factorization, so "amd" pays its symbolic too).
-    auto = CholmodBackend("auto", "LL", "auto")
     picks = []
 
-    def auto_order():
-        picks.append(auto.order(template, rows, cols)[1])
+    def auto_order():  # as `analyse` calls it, with the backend's CHOLMOD options
+        settings = backend._cholmod_options
+        picks.append(choose_ordering("auto", template, rows, cols, settings)[1])
 
     def amd_order():
         order = fill_reducing_ordering("amd", template, rows, cols)

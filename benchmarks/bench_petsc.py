@@ -37,7 +37,7 @@ Parts (`--part`):
    as `lxs.Cholmod()` does it (`ordering="auto"`: AMD, then METIS nested dissection,
    keeping the sparser factor; no numeric factorization is attempted) predicts the
    factor's bytes from `cholmod_factor`'s `xsize`/`ssize` (values and row indices of the
-   supernodal factor, as `backends/cholmod.py` counts a factor's `nbytes`), compared with
+   supernodal factor, as `backends/cholmod/capsule.py` counts a factor's `nbytes`), compared with
    the physical memory: 29.6 GB predicted against 25.3 GB (measured: 32 s of analysis,
    10.8 GB peak for it). Then PETSc CG + GAMG solves it (first call, setup + solve with
    new moduli, a new right-hand side; `--grad` adds `value_and_grad`) with its time,
@@ -242,22 +242,22 @@ def measure(name: str, nel, repeats: int, grad: bool, save: str | None) -> dict[
 def cholmod_prediction(nel) -> dict[str, Any]:
     """CHOLMOD's symbolic analysis of the pattern as `lxs.Cholmod()` makes it (no numeric
     factorization): the ordering `ordering="auto"` keeps, nnz(L), and the factor's bytes."""
-    from lineax_sparse.backends.cholmod import backend
+    from lineax_sparse.backends.cholmod import Backend as CholmodBackend, capsule
 
     start = time.perf_counter()
     problem, _ = example.cantilever(*nel)
     built = time.perf_counter() - start
     start = time.perf_counter()
-    analysis = backend.CholmodBackend("auto", "LL", "auto").analyse(problem.pattern.host)
+    analysis = CholmodBackend("auto", "LL", "auto").analyse(problem.pattern.host)
     seconds = time.perf_counter() - start
     n = problem.size
     symbolic = analysis.pools["d"][0]
-    head = backend._factor_head(symbolic, n, None)
-    counts = backend._column_counts(symbolic, n)
+    head = capsule.factor_head(symbolic, n, None)
+    counts = capsule.column_counts(symbolic, n)
     if head is None or counts is None:
         raise RuntimeError("CHOLMOD's factor struct did not validate: no prediction")
-    index = 8 if head.itype == backend._CHOLMOD_LONG else 4
-    if head.is_super:  # as backend._factor_bytes counts a numeric supernodal factor
+    index = 8 if head.itype == capsule.CHOLMOD_LONG else 4
+    if head.is_super:  # as capsule.factor_bytes counts a numeric supernodal factor
         factor = head.xsize * 8 + (head.ssize + 3 * (head.nsuper + 1) + 2 * n) * index
     else:
         factor = int(counts.sum()) * (8 + index) + 6 * (n + 2) * index
@@ -596,7 +596,7 @@ def huge_part(args, report: Report) -> None:
         "The prediction is CHOLMOD's own symbolic analysis of the pattern, as "
         "`lxs.Cholmod()` runs it before factorizing (AMD, and METIS nested dissection "
         "where AMD's factor is expensive, keeping the sparser); the factor's size counts "
-        "the supernodal values and row indices as `backends/cholmod.py` does for `nbytes`. "
+        "the supernodal values and row indices as `backends/cholmod/capsule.py` does for `nbytes`. "
         "No numeric factorization was attempted. CHOLMOD needs the factor and the matrix "
         "at once, and more (its update workspace) while factorizing."
     )
