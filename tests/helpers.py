@@ -1,19 +1,27 @@
-"""Shared test helpers: matrix factories, the real matrices, dtype-aware tolerances."""
+"""Shared test helpers: matrix factories, the real matrices, dtype-aware tolerances, and the
+grid of solvers every solver suite runs over (`GRID`, made from the library's table)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib.util
 import math
+import os
 import pathlib
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import lineax as lx
 import numpy as np
+import pytest
 import scipy.io
 import scipy.sparse as sp
 from jax.experimental import sparse as jsparse
 
 import lineax_sparse as lxs
+from lineax_sparse._solver.table import SolverRow, SOLVERS as TABLE
 
 
 DATA = pathlib.Path(__file__).parent / "data"
@@ -194,6 +202,17 @@ def random_sparse(n: int, density: float, dtype, seed: int, spd: bool = False):
     return matrix.astype(dtype).tocsr()
 
 
+def random_symmetric_indefinite(n: int, density: float, seed: int):
+    """A well-conditioned random symmetric matrix with eigenvalues of both signs (its
+    diagonal dominates, with alternating signs), as scipy CSR."""
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(n, n, density=density, random_state=rng, format="csr")
+    matrix = matrix + matrix.T
+    row_sums = np.asarray(abs(matrix).sum(axis=1)).ravel()
+    signs = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    return (matrix + sp.diags(signs * (row_sums + 1.0))).tocsr()
+
+
 def poisson2d(m: int, dtype=np.float64):
     """5-point Laplacian on an m x m interior grid (SPD, n = m^2), as scipy CSR."""
     t = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(m, m))
@@ -282,26 +301,48 @@ def elasticity2d(nelx: int, nely: int, density=None):
 
 
 # The real and generated matrices the solver suites run on: name -> (factory, gradient
-# tolerance vs dense autodiff, positive definite?). The tolerance is about cond(A) * 1e-15;
-# solutions are compared by `assert_solves`, from the condition number itself.
+# tolerance vs dense autodiff, kind). The tolerance is about cond(A) * 1e-15; solutions are
+# compared by `assert_solves`, from the condition number itself. The kind is what the
+# operator's tags say (`matrix_operator`): "spd" positive semidefinite (and definite),
+# "symmetric" symmetric (and indefinite), "general" nothing.
 MATRICES = {
-    "random-real": (lambda: random_sparse(60, 0.08, np.float64, seed=10), 1e-11, False),
-    "random-complex": (lambda: random_sparse(60, 0.08, np.complex128, seed=11), 1e-11, False),
-    "random-spd": (lambda: random_sparse(60, 0.05, np.float64, seed=12, spd=True), 1e-11, True),
+    "random-real": (lambda: random_sparse(60, 0.08, np.float64, seed=10), 1e-11, "general"),
+    "random-complex": (
+        lambda: random_sparse(60, 0.08, np.complex128, seed=11),
+        1e-11,
+        "general",
+    ),
+    "random-spd": (lambda: random_sparse(60, 0.05, np.float64, seed=12, spd=True), 1e-11, "spd"),
     "random-hpd": (
         lambda: random_sparse(60, 0.05, np.complex128, seed=13, spd=True),
         1e-11,
-        True,
+        "spd",
     ),
-    "poisson": (lambda: poisson2d(12), 1e-11, True),
-    "elasticity": (lambda: elasticity2d(24, 8).tocsr(), 1e-8, True),
-    "494_bus": (lambda: load("494_bus.mtx"), 1e-8, True),
-    "bcsstk13": (lambda: load("bcsstk13.mtx"), 1e-4, True),
-    "west0479": (lambda: load("west0479.mtx"), 1e-3, False),
-    "rajat19": (lambda: load("rajat19.mtx"), 1e-4, False),
-    "young1c": (lambda: load("young1c.mtx"), 1e-11, False),
-    "hangGlider_2": (lambda: load("hangGlider_2.mtx"), 1e-3, False),
+    "random-symmetric": (
+        lambda: random_symmetric_indefinite(60, 0.05, seed=14),
+        1e-11,
+        "symmetric",
+    ),
+    "poisson": (lambda: poisson2d(12), 1e-11, "spd"),
+    "elasticity": (lambda: elasticity2d(24, 8).tocsr(), 1e-8, "spd"),
+    "494_bus": (lambda: load("494_bus.mtx"), 1e-8, "spd"),
+    "bcsstk13": (lambda: load("bcsstk13.mtx"), 1e-4, "spd"),
+    "west0479": (lambda: load("west0479.mtx"), 1e-3, "general"),
+    "rajat19": (lambda: load("rajat19.mtx"), 1e-4, "general"),
+    "young1c": (lambda: load("young1c.mtx"), 1e-11, "general"),
+    "hangGlider_2": (lambda: load("hangGlider_2.mtx"), 1e-3, "general"),
 }
+#: The tags of each kind of matrix.
+KIND_TAGS = {"spd": lx.positive_semidefinite_tag, "symmetric": lx.symmetric_tag, "general": ()}
+
+
+def kind(name: str) -> str:
+    return MATRICES[name][2]
+
+
+def is_complex(name: str) -> bool:
+    return np.iscomplexobj(matrix(name).data)
+
 
 _matrix_cache: dict = {}
 
@@ -323,26 +364,233 @@ def matrix_condition(name: str) -> float:
 
 
 def matrix_operator(name: str) -> lxs.SparseOperator:
-    import lineax as lx
-
-    tags = lx.positive_semidefinite_tag if MATRICES[name][2] else ()
-    return operator(matrix(name), tags)
+    return operator(matrix(name), KIND_TAGS[kind(name)])
 
 
-# Solver suites: the solver, every matrix it must solve, and the few it is differentiated on
-# (cheap, well conditioned, one of each kind it supports).
-SOLVERS = {
-    "superlu": (
-        lxs.SuperLU(),
-        [n for n in MATRICES],
-        ["random-real", "random-complex", "poisson", "rajat19"],
-    ),
-    "cholmod": (
-        lxs.Cholmod(),
-        [n for n, (_, _, definite) in MATRICES.items() if definite],
-        ["random-spd", "random-hpd", "poisson", "elasticity"],
-    ),
-}
+# ------------------------------------------------------------------ the grid of solvers
+
+#: PETSc's configurations need petsc4py: skipped without it, unless `LXS_REQUIRE_PETSC=1`
+#: (set by `.ci/run`), which makes them fail instead.
+PETSC_MARKS = (
+    [pytest.mark.petsc]
+    if importlib.util.find_spec("petsc4py") is not None
+    or os.environ.get("LXS_REQUIRE_PETSC") == "1"
+    else [pytest.mark.petsc, pytest.mark.skip(reason="petsc4py is not installed")]
+)
+
+
+def table_row(solver_class: type) -> SolverRow:
+    (row,) = [row for row in TABLE if row.solver is solver_class]
+    return row
+
+
+@dataclasses.dataclass(frozen=True)
+class GridCase:
+    """One configuration of the grid: a solver of the library's table as the tests
+    configure it (or `Materialise` over it), the matrices it must solve, and those it is
+    differentiated on (cheap and well conditioned: a real one first, a complex one if it
+    takes complex matrices)."""
+
+    name: str
+    row: SolverRow
+    options: tuple[tuple[str, object], ...]
+    matrices: tuple[str, ...]
+    gradients: tuple[str, ...]
+    #: Solved through `Materialise`, from a matrix-free operator (`operator`, `solver_for`).
+    materialise: bool = False
+    #: The matrices of its `Materialise` case (one real, one complex if it takes them).
+    materialised: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def solver(self) -> lxs.AbstractHostSolver:
+        """The host solver (inside `Materialise` for a materialising case), made when a test
+        first asks: PETSc's needs petsc4py."""
+        return self.row.solver(**dict(self.options))
+
+    @property
+    def rtol(self) -> float | None:
+        """The tolerance an iterative solver is run to; None for a direct one."""
+        return float(self.solver.rtol) if self.row.iterative else None
+
+    @property
+    def marks(self) -> list:
+        return PETSC_MARKS if self.row.requires == "petsc4py" else []
+
+    def param(self, *values, id: str | None = None):
+        """`pytest.param(self, *values)` with this case's marks (PETSc's)."""
+        return pytest.param(self, *values, id=id or self.name, marks=self.marks)
+
+    def operator(self, op: lxs.SparseOperator) -> lx.AbstractLinearOperator:
+        """`op` as this case is given it: matrix-free (products only) for `Materialise`."""
+        if not self.materialise:
+            return op
+        return lx.FunctionLinearOperator(op.mv, op.in_structure(), op.tags)
+
+    def solver_for(self, op: lxs.SparseOperator) -> lx.AbstractLinearSolver:
+        """The solver of `op`: for `Materialise`, built with `op`'s sparsity pattern."""
+        if not self.materialise:
+            return self.solver
+        indices = np.asarray(op.indices)
+        return lxs.Materialise(self.solver, (indices[:, 0], indices[:, 1]))
+
+    @property
+    def spd_tags(self) -> tuple:
+        """The tags a test gives a symmetric positive definite matrix: none when the solver
+        takes any matrix the same way (SuperLU: the untagged path, whose backward pass is a
+        transposed solve), else `positive_semidefinite_tag`, which chooses the path meant
+        for such matrices (CHOLMOD, CG)."""
+        if "general" in self.row.kinds and len(self.solver.backend_specs()) == 1:
+            return ()
+        return (lx.positive_semidefinite_tag,)
+
+    def setups(self, name: str) -> int:
+        """Factorizations (or hierarchies) made by a solve and its transpose: an iterative
+        solver sets up `A^T` apart when the values are not symmetric."""
+        return 2 if self.row.iterative and kind(name) == "general" else 1
+
+    def check(self, matrix, x, b, *, reference, condition: float, dtype=None) -> None:
+        """`x` solves `A x = b` as this solver promises, backward stable (direct) or to its
+        tolerance (iterative), and is as near the `reference` solution as that allows."""
+        if self.rtol is None:
+            assert_solves(matrix, x, b, dtype, reference=reference, condition=condition)
+        else:
+            assert_converged(
+                matrix, x, b, self.rtol, dtype, reference=reference, condition=condition
+            )
+
+    def close_factor(self, name: str) -> float:
+        """The factor of `assert_close`'s tolerance (1e-10 in double precision) for a
+        solution or derivative on matrix `name`: 1 for a direct solver; an iterative
+        solve's error is up to cond(A) sqrt(n) rtol."""
+        if self.rtol is None:
+            return 1.0
+        n = matrix(name).shape[0]
+        return max(1.0, matrix_condition(name) * math.sqrt(n) * self.rtol / 1e-10)
+
+
+def assert_converged(matrix, x, b, rtol: float, dtype=None, *, reference, condition: float):
+    """Assert that `x` solves `A x = b` as an iterative solve to `rtol` promises, and is as
+    near the `reference` solution (a backward-stable double-precision solve) as that allows.
+
+    The solvers accept `x` when the residual they compute in double precision meets
+    `|b - A x|_2 <= rtol |b|_2`. The exact residual (`_residual`) differs from theirs by the
+    rounding of that evaluation, at most `(m + 1) eps` of `|A| |x| + |b|` per row (m entries
+    in the longest row), and by the rounding of `x` to `dtype`: `rho` below. Then
+    `|x - x*|_inf <= |A^-1|_inf |r|_inf <= kappa_inf sqrt(n) (rtol + rho) |x*|_inf`, to which
+    the reference adds its own error (`kappa_inf` is `condition`)."""
+    dtype = np.asarray(x).dtype if dtype is None else np.dtype(dtype)
+    a = sp.csr_matrix(matrix).astype(np.complex128)
+    x, b = np.asarray(x).astype(np.complex128), np.asarray(b).astype(np.complex128)
+    longest = int(np.max(np.diff(a.indptr), initial=0))
+    b_norm = max(np.linalg.norm(b), np.finfo(float).tiny)
+    size = np.linalg.norm(abs(a) @ np.abs(x) + np.abs(b)) / b_norm
+    rho = ((longest + 1) * eps(np.float64) + eps(dtype)) * size
+    residual = np.linalg.norm(_residual(a, x, b)) / b_norm
+    assert residual <= rtol + rho, f"relative residual {residual:.2e} above {rtol + rho:.2e}"
+    reference = np.asarray(reference).astype(np.complex128)
+    scale = max(np.max(np.abs(reference), initial=0.0), np.finfo(float).tiny)
+    difference = np.max(np.abs(x - reference), initial=0.0) / scale
+    own = BACKWARD_FACTOR * eps(np.float64) * condition  # the reference's
+    bound = condition * math.sqrt(a.shape[0]) * (rtol + rho) + own
+    assert difference <= bound, f"forward difference {difference:.2e} above {bound:.2e}"
+
+
+#: Converged far enough to compare with dense solves (and below what rounding allows on
+#: 494_bus, condition 4e6: rtol 1e-13 breaks down there).
+_TIGHT = (("rtol", 1e-13),)
+
+
+def _grid() -> dict[str, GridCase]:
+    """Every solver of the table once as itself and once inside `Materialise` (on the
+    smallest matrices of each kind it takes), plus `AutoSparse(fallback=True)`."""
+    spd = tuple(name for name in MATRICES if kind(name) == "spd")
+    plain = [
+        GridCase(
+            "superlu",
+            table_row(lxs.SuperLU),
+            (),
+            tuple(MATRICES),
+            ("random-real", "random-complex", "poisson", "rajat19"),
+            materialised=("random-real", "random-complex"),
+        ),
+        GridCase(
+            "cholmod",
+            table_row(lxs.Cholmod),
+            (),
+            spd,
+            ("random-spd", "random-hpd", "poisson", "elasticity"),
+            materialised=("random-spd", "random-hpd"),
+        ),
+        GridCase(
+            "auto",
+            table_row(lxs.AutoSparse),
+            (),
+            ("random-real", "random-hpd", "random-symmetric"),
+            ("random-real", "random-hpd"),
+            materialised=("random-spd", "random-complex"),
+        ),
+        GridCase(
+            "auto-fallback",
+            table_row(lxs.AutoSparse),
+            (("fallback", True),),
+            ("random-real", "random-hpd", "random-symmetric"),
+            ("random-spd", "random-hpd"),
+            materialised=("random-spd", "random-hpd"),
+        ),
+        GridCase(
+            "amg",
+            table_row(lxs.AMG),
+            _TIGHT + (("max_steps", 200),),
+            ("random-real", "random-hpd", "elasticity"),
+            ("random-spd", "random-complex"),
+            materialised=("random-real", "random-hpd"),
+        ),
+        GridCase(
+            "petsc",
+            table_row(lxs.PETSc),
+            _TIGHT,
+            ("random-real", "elasticity"),
+            ("random-spd", "random-real"),
+            materialised=("random-real", "random-spd"),
+        ),
+    ]
+    materialised = [
+        dataclasses.replace(
+            case,
+            name=f"materialise-{case.name}",
+            matrices=case.materialised,
+            gradients=case.materialised[:1],
+            materialise=True,
+        )
+        for case in plain
+    ]
+    return {case.name: case for case in plain + materialised}
+
+
+#: The grid: name -> case.
+GRID = _grid()
+
+
+def cases(*, materialise: bool = True, kinds=None, direct_only: bool = False) -> list[GridCase]:
+    """The grid's cases: without the `Materialise` ones (`materialise=False`), only solvers
+    that take matrices of all `kinds`, only direct solvers."""
+    return [
+        case
+        for case in GRID.values()
+        if (materialise or not case.materialise)
+        and (kinds is None or set(kinds) <= set(case.row.kinds))
+        and not (direct_only and case.row.iterative)
+    ]
+
+
+def grid(**filters) -> list:
+    """`cases(**filters)` as pytest parameters."""
+    return [case.param() for case in cases(**filters)]
+
+
+def grid_names(**filters) -> list:
+    """`cases(**filters)` as pytest parameters holding the cases' names."""
+    return [pytest.param(case.name, id=case.name, marks=case.marks) for case in cases(**filters)]
 
 
 def symmetric_direction(op: lxs.SparseOperator):

@@ -14,8 +14,15 @@ from jax.flatten_util import ravel_pytree
 import lineax_sparse as lxs
 from lineax_sparse._matrixfree.jacobian import as_pattern
 
+from .helpers import grid
+
 
 PSD = lx.positive_semidefinite_tag
+#: The direct solvers of the grid (these tests' tolerances are those of a direct solve;
+#: `tests/test_solvers.py` runs `Materialise` over every solver), for general operators
+#: and for the normal equations of least squares (positive definite).
+GENERAL = grid(materialise=False, kinds=("general",), direct_only=True)
+DEFINITE = grid(materialise=False, kinds=("spd",), direct_only=True)
 
 
 def diffusion_residual(u, kappa):
@@ -195,10 +202,10 @@ def _newton_operator(m=6):
     return op, lxs.detect_sparsity(fn, y), y
 
 
-@pytest.mark.parametrize("inner", [lxs.SuperLU(), lxs.AutoSparse()], ids=["superlu", "auto"])
-def test_materialise_solves_pytree_operators_under_every_transformation(inner):
+@pytest.mark.parametrize("case", GENERAL)
+def test_materialise_solves_pytree_operators_under_every_transformation(case):
     op, pattern, y = _newton_operator()
-    solver = lxs.Materialise(inner, pattern)
+    solver = lxs.Materialise(case.solver, pattern)
     dense = np.asarray(op.as_matrix())
     b = (jnp.cos(jnp.arange(36.0)).reshape(6, 6), jnp.sin(jnp.arange(36.0)).reshape(6, 6))
     flat_b, _ = ravel_pytree(b)
@@ -267,14 +274,14 @@ def _least_squares_problem(m=30, n=12, seed=4):
     return matrix, mask
 
 
-@pytest.mark.parametrize("inner", [lxs.Cholmod(), lxs.AutoSparse(), lxs.SuperLU()])
-def test_overdetermined_operators_are_solved_in_the_least_squares_sense(inner):
+@pytest.mark.parametrize("case", DEFINITE)
+def test_overdetermined_operators_are_solved_in_the_least_squares_sense(case):
     matrix, mask = _least_squares_problem()
     op = lx.FunctionLinearOperator(
         lambda x: jnp.asarray(matrix) @ x, jax.ShapeDtypeStruct((12,), jnp.float64)
     )
     b = jnp.asarray(np.random.default_rng(5).standard_normal(30))
-    solver = lxs.Materialise(inner, mask)
+    solver = lxs.Materialise(case.solver, mask)
     x = lx.linear_solve(op, b, solver=solver).value
     np.testing.assert_allclose(x, np.linalg.lstsq(matrix, b, rcond=None)[0], rtol=1e-10)
     # The gradient with respect to b goes through the minimum-norm transposed solve.

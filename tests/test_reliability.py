@@ -27,9 +27,12 @@ from lineax_sparse.backends.superlu import backend as superlu_backend, pivots as
 from .helpers import (
     assert_solves,
     BACKWARD_FACTOR,
+    cases,
     condition_number,
     elasticity2d,
     eps,
+    GRID,
+    grid_names,
     load,
     operator,
     poisson2d,
@@ -40,12 +43,17 @@ from .helpers import (
 
 PSD = lx.positive_semidefinite_tag
 ROOT = pathlib.Path(__file__).parent.parent
-ALL_SOLVERS = {
-    "superlu": lxs.SuperLU(),
-    "cholmod": lxs.Cholmod(),
-    "auto": lxs.AutoSparse(),
-    "amg": lxs.AMG(),
-}
+#: Every solver of the grid, by name (`Materialise` passes sparse operators through).
+ALL_SOLVERS = grid_names(materialise=False)
+
+
+def solver_of(name: str) -> lxs.AbstractHostSolver:
+    return GRID[name].solver
+
+
+def solvers_but(*names: str) -> list:
+    """`ALL_SOLVERS` but `names`: for a known failure of a backend, said where it is used."""
+    return [param for param in ALL_SOLVERS if param.values[0] not in names]
 
 
 def unchecked(op, b, solver, **kwargs):
@@ -193,22 +201,36 @@ def test_lu_overflow_is_solved_by_equilibration():
         np.testing.assert_allclose(solution.value, [-0.5, 1.5e-308], rtol=1e-15)
 
 
-@pytest.mark.parametrize("name", ["superlu", "cholmod", "amg"])
+SCALES = [(4e307 / 4, 1.0), (1e300, 1e300), (1e-310, 1e-310), (1e-300, 1e-300), (1.0, 1e-170)]
+#: PETSc breaks down on the matrix scaled to 1e307 and to the subnormal 1e-310 (its own norms
+#: overflow or underflow; it solves 1e300 and 1e-300): not scale-safe there yet.
+PETSC_BREAKS_DOWN = [(4e307 / 4, 1.0), (1e-310, 1e-310)]
+
+
 @pytest.mark.parametrize(
-    "matrix_scale, rhs_scale",
-    [(4e307 / 4, 1.0), (1e300, 1e300), (1e-310, 1e-310), (1e-300, 1e-300), (1.0, 1e-170)],
+    "name, matrix_scale, rhs_scale",
+    [
+        pytest.param(
+            case.name, *scales, id=f"{case.name}-{scales[0]}-{scales[1]}", marks=case.marks
+        )
+        for scales in SCALES
+        for case in cases(materialise=False)
+        if not (case.name == "petsc" and scales in PETSC_BREAKS_DOWN)
+    ],
 )
 def test_any_scaling_of_a_solvable_system_solves(name, matrix_scale, rhs_scale):
     """Norms, pivots, residuals and the multigrid iteration are all scale-safe."""
     matrix = poisson2d(10)
     op = operator(matrix * matrix_scale, PSD)
     b = jnp.asarray(np.linspace(1.0, 2.0, 100) * rhs_scale)  # not through XLA: it flushes
-    solution = unchecked(op, b, ALL_SOLVERS[name])
+    solution = unchecked(op, b, solver_of(name))
     assert solution.result == lx.RESULTS.successful, lx.RESULTS[solution.result]
     expected = np.linalg.solve(matrix.toarray(), np.linspace(1.0, 2.0, 100)) * (
         rhs_scale / matrix_scale
     )
-    np.testing.assert_allclose(solution.value, expected, rtol=1e-7 if name == "amg" else 1e-12)
+    rtol = GRID[name].rtol
+    # Condition number 60: a relative residual of rtol is a relative error below 1e3 rtol.
+    np.testing.assert_allclose(solution.value, expected, rtol=1e-12 if rtol is None else 1e3 * rtol)
 
 
 @pytest.mark.parametrize("rhs_scale", [1e-162, 1e-200, 1e154, 1e300])
@@ -223,16 +245,16 @@ def test_amg_right_hand_sides_of_any_size(rhs_scale):
 @pytest.mark.parametrize("name", ALL_SOLVERS)
 def test_zero_right_hand_side_gives_zeros(name):
     op = operator(poisson2d(6), PSD)
-    solution = unchecked(op, jnp.zeros(36), ALL_SOLVERS[name])
+    solution = unchecked(op, jnp.zeros(36), solver_of(name))
     assert solution.result == lx.RESULTS.successful
     np.testing.assert_array_equal(solution.value, np.zeros(36))
 
 
-def test_a_solution_too_large_to_represent_is_reported():
+@pytest.mark.parametrize("name", ALL_SOLVERS)
+def test_a_solution_too_large_to_represent_is_reported(name):
     op = operator(poisson2d(6) * 1e-300, PSD)
     b = jnp.asarray(np.full(36, 1e100))
-    for solver in ALL_SOLVERS.values():
-        assert unchecked(op, b, solver).result != lx.RESULTS.successful
+    assert unchecked(op, b, solver_of(name)).result != lx.RESULTS.successful
 
 
 # ------------------------------------------------------------------ symmetry
@@ -304,14 +326,16 @@ def test_rounding_level_asymmetry_is_accepted():
 # ------------------------------------------------------------------ empty and tiny matrices
 
 
-@pytest.mark.parametrize("name", ALL_SOLVERS)
+# PETSc (3.18) can crash the process on a matrix with no stored entries (a segmentation
+# fault in MatInvertDiagonal_SeqAIJ under GAMG's SOR smoother), or report a breakdown.
+@pytest.mark.parametrize("name", solvers_but("petsc"))
 @pytest.mark.parametrize("n", [0, 1, 3])
 @pytest.mark.parametrize("jit", [False, True])
 def test_matrices_with_no_stored_entries(name, n, jit):
     bcoo = jsparse.BCOO.fromdense(jnp.zeros((n, n)))
     assert bcoo.nse == 0
     op = lxs.SparseOperator(bcoo, PSD)
-    solve = lambda v: unchecked(op, v, ALL_SOLVERS[name])  # noqa: E731
+    solve = lambda v: unchecked(op, v, solver_of(name))  # noqa: E731
     solution = (jax.jit(solve) if jit else solve)(jnp.ones(n))
     if n == 0:
         assert solution.result == lx.RESULTS.successful and solution.value.shape == (0,)
@@ -322,9 +346,9 @@ def test_matrices_with_no_stored_entries(name, n, jit):
 @pytest.mark.parametrize("name", ALL_SOLVERS)
 def test_one_by_one(name):
     op = lxs.SparseOperator(jsparse.BCOO.fromdense(jnp.array([[4.0]])), PSD)
-    x, grad = jax.value_and_grad(
-        lambda v: lx.linear_solve(op, v, solver=ALL_SOLVERS[name]).value[0]
-    )(jnp.array([2.0]))
+    x, grad = jax.value_and_grad(lambda v: lx.linear_solve(op, v, solver=solver_of(name)).value[0])(
+        jnp.array([2.0])
+    )
     np.testing.assert_allclose(x, 0.5, rtol=1e-12)
     np.testing.assert_allclose(grad, [0.25], rtol=1e-12)
 
@@ -486,7 +510,7 @@ def test_changing_near_nullspace_vectors_stay_within_the_budget():
 
 @pytest.mark.parametrize("value_dtype", [jnp.float16, jnp.bfloat16])
 @pytest.mark.parametrize("index_dtype", [jnp.int8, jnp.uint8, jnp.int16])
-@pytest.mark.parametrize("name", ["superlu", "cholmod", "amg"])
+@pytest.mark.parametrize("name", ALL_SOLVERS)
 def test_half_precision_values_and_narrow_indices(value_dtype, index_dtype, name):
     matrix = poisson2d(6).tocoo()
     bcoo = jsparse.BCOO(
@@ -497,7 +521,7 @@ def test_half_precision_values_and_narrow_indices(value_dtype, index_dtype, name
         shape=(36, 36),
     )
     op = lxs.SparseOperator(bcoo, PSD)
-    solution = jax.jit(lambda v: unchecked(op, v, ALL_SOLVERS[name]))(jnp.ones(36, value_dtype))
+    solution = jax.jit(lambda v: unchecked(op, v, solver_of(name)))(jnp.ones(36, value_dtype))
     assert solution.result == lx.RESULTS.successful
     assert solution.value.dtype == value_dtype
     expected = np.linalg.solve(matrix.toarray(), np.ones(36))
@@ -542,7 +566,7 @@ def test_padding_entries_are_ignored_whatever_they_hold(name):
         jsparse.BCOO((jnp.asarray(data), jnp.asarray(indices, jnp.int32)), shape=(n, n)), PSD
     )
     expected = np.linalg.solve(matrix.toarray(), np.ones(n))
-    solution = jax.jit(lambda v: unchecked(op, v, ALL_SOLVERS[name]))(jnp.ones(n))
+    solution = jax.jit(lambda v: unchecked(op, v, solver_of(name)))(jnp.ones(n))
     assert solution.result == lx.RESULTS.successful
     np.testing.assert_allclose(solution.value, expected, rtol=1e-7)
     np.testing.assert_allclose(op.mv(jnp.ones(n)), matrix @ np.ones(n))
@@ -558,7 +582,7 @@ def test_finite_duplicates_whose_sum_overflows_are_nonfinite_input(name):
     op = lxs.SparseOperator(
         jsparse.BCOO((jnp.asarray(data), jnp.asarray(indices, jnp.int32)), shape=(16, 16)), PSD
     )
-    expect_failure(unchecked(op, jnp.ones(16), ALL_SOLVERS[name]), lx.RESULTS.nonfinite_input)
+    expect_failure(unchecked(op, jnp.ones(16), solver_of(name)), lx.RESULTS.nonfinite_input)
 
 
 # ------------------------------------------------------------------ what users read

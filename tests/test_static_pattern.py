@@ -26,13 +26,10 @@ from . import helpers
 
 
 PSD = lx.positive_semidefinite_tag
-
-SOLVERS = {
-    "superlu": (lxs.SuperLU(), ()),
-    "cholmod": (lxs.Cholmod(), (PSD,)),
-    "auto": (lxs.AutoSparse(), (PSD,)),
-    "amg": (lxs.AMG(rtol=1e-12, atol=0.0, max_steps=500), (PSD,)),
-}
+#: The solvers of the grid (`Materialise` passes sparse operators through): every one takes
+#: the symmetric positive definite matrix below, with the tags of `GridCase.spd_tags`.
+SOLVERS = helpers.grid(materialise=False)
+DIRECT = helpers.grid(materialise=False, direct_only=True)
 
 
 def fem_coo(nelx: int = 12, nely: int = 5, padding: int = 3):
@@ -52,9 +49,9 @@ def dense(data, indices, n):
     return jnp.zeros((n, n)).at[indices[keep, 0], indices[keep, 1]].add(data[keep])
 
 
-@pytest.mark.parametrize("name", SOLVERS)
-def test_static_and_traced_paths_agree_with_dense(name, getkey):
-    solver, tags = SOLVERS[name]
+@pytest.mark.parametrize("case", SOLVERS)
+def test_static_and_traced_paths_agree_with_dense(case, getkey):
+    solver, tags = case.solver, case.spd_tags
     data, indices, n = fem_coo()
     b = jax.random.normal(getkey(), (n,))
     expected = jnp.linalg.solve(dense(jnp.asarray(data), indices, n), b)
@@ -71,14 +68,14 @@ def test_static_and_traced_paths_agree_with_dense(name, getkey):
         assert op.pattern is None
         return lx.linear_solve(op, b, solver=solver).value
 
-    factor = 1e3 if name == "amg" else 1.0
+    factor = 1e3 if case.row.iterative else 1.0
     helpers.assert_close(static(jnp.asarray(data), b), expected, jnp.float64, factor)
     helpers.assert_close(traced(jnp.asarray(data), indices, b), expected, jnp.float64, factor)
 
 
-@pytest.mark.parametrize("name", ["superlu", "cholmod"])
-def test_static_gradients_match_dense(name, getkey):
-    solver, tags = SOLVERS[name]
+@pytest.mark.parametrize("case", DIRECT)
+def test_static_gradients_match_dense(case, getkey):
+    solver, tags = case.solver, case.spd_tags
     data, indices, n = fem_coo(8, 4, padding=2)
     values = jnp.asarray(np.nan_to_num(data))  # a NaN's gradient would be NaN in the reference
     b = jax.random.normal(getkey(), (n,))
@@ -293,11 +290,11 @@ def test_amg_nonsymmetric_static_pattern(getkey):
     )
 
 
-@pytest.mark.parametrize("name", ["superlu", "cholmod"])
-def test_subnormal_duplicates_are_never_a_wrong_success(name):
+@pytest.mark.parametrize("case", DIRECT)
+def test_subnormal_duplicates_are_never_a_wrong_success(case):
     """XLA flushes subnormal sums to zero: a matrix at the 1e-310 scale assembled from
     duplicates is reported, never solved wrongly; without duplicates it solves (gathered)."""
-    solver, tags = SOLVERS[name]
+    solver, tags = case.solver, case.spd_tags
     data, indices, n = fem_coo(6, 3, padding=0)
     tiny = jnp.asarray(data * 1e-310)
     b = jnp.asarray(np.linspace(1.0, 2.0, n) * 1e-310)
@@ -399,10 +396,10 @@ def _renumbered(op, seed=0):
     return eqx.tree_at(lambda o: o.indices, op, indices), indices
 
 
-@pytest.mark.parametrize("name", ["superlu", "cholmod", "amg"])
-def test_replaced_indices_of_a_static_operator_are_an_error(name, getkey):
+@pytest.mark.parametrize("case", SOLVERS)
+def test_replaced_indices_of_a_static_operator_are_an_error(case, getkey):
     """`eqx.tree_at` on `indices` changes `mv`; the solvers must not solve the old pattern."""
-    solver, tags = SOLVERS[name]
+    solver, tags = case.solver, case.spd_tags
     data, indices, n = fem_coo(padding=0)
     op = lxs.SparseOperator(jsparse.BCOO((jnp.asarray(data), indices), shape=(n, n)), tags)
     renumbered, new_indices = _renumbered(op)

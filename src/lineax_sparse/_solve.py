@@ -8,10 +8,8 @@ import jax
 import lineax as lx
 from jaxtyping import PyTree
 
+from ._solver.base import GUESS_OPTIONS
 
-#: Option names that are initial guesses: they change where an iteration starts, never the
-#: solution it converges to, so their derivative is zero.
-GUESSES = ("y0", "adjoint_y0")
 
 _SENTINEL: Any = object()
 _AUTO = lx.AutoLinearSolver(well_posed=True)  # lineax's own default
@@ -38,7 +36,9 @@ def linear_solve(
     """
     if options is not None:
         options = {
-            key: jax.lax.stop_gradient(value) if key in GUESSES and value is not None else value
+            key: jax.lax.stop_gradient(value)
+            if key in GUESS_OPTIONS and value is not None
+            else value
             for key, value in options.items()
         }
     if state is _SENTINEL:

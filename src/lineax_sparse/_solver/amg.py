@@ -1,27 +1,23 @@
+"""`AMG`: algebraic multigrid through pyamg; "auto" choices resolved from the operator's tags."""
+
 from __future__ import annotations
 
-import equinox as eqx
 import jax.numpy as jnp
 import lineax as lx
-from jaxtyping import Array
+from jaxtyping import Array, ArrayLike
 
 from .._operator.operator import SparseOperator
 from ..backends.base import BackendSpec
 from ..backends.options import (
-    AMG_CYCLES,
-    AMG_KRYLOV,
-    AMG_METHODS,
-    AMG_SMOOTHERS,
+    AMG_REAL_ONLY_METHODS,
+    AMG_SYMMETRIC_METHODS,
     AMGCycle,
     AMGKrylov,
     AMGMethod,
     AMGSmoother,
+    check_amg,
 )
-from .iterative import AbstractIterativeHostSolver, near_nullspace
-
-
-METHODS, KRYLOV, CYCLES, SMOOTHERS = AMG_METHODS, AMG_KRYLOV, AMG_CYCLES, AMG_SMOOTHERS
-_SYMMETRIC_METHODS = ("smoothed_aggregation", "ruge_stuben")
+from .iterative import AbstractIterativeHostSolver, as_near_nullspace
 
 
 class AMG(AbstractIterativeHostSolver):
@@ -55,6 +51,8 @@ class AMG(AbstractIterativeHostSolver):
     or when the guesses are passed through `jax.lax.stop_gradient`.
     """
 
+    # The defaults again in `__init__` (a test checks that they agree): these make the repr
+    # show only what differs from them.
     method: AMGMethod = "auto"
     krylov: AMGKrylov = "auto"
     rtol: float = 1e-8
@@ -63,58 +61,51 @@ class AMG(AbstractIterativeHostSolver):
     adjoint_rtol: float | None = None
     cycle: AMGCycle = "V"
     smoother: AMGSmoother = "default"
-    near_nullspace: Array | None = eqx.field(
-        default=None, converter=lambda value: near_nullspace(value, "AMG")
-    )
+    near_nullspace: Array | None = None
     reuse: int = 0
     warm_start: bool = False
 
-    def __check_init__(self):
-        for name, value, allowed in (
-            ("method", self.method, METHODS),
-            ("krylov", self.krylov, KRYLOV),
-            ("cycle", self.cycle, CYCLES),
-            ("smoother", self.smoother, SMOOTHERS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"`AMG({name}=...)` must be one of {allowed}, got {value!r}.")
-        for name, value in (("rtol", self.rtol), ("atol", self.atol)):
-            if not (isinstance(value, (int, float)) and 0 <= value < 1):
-                raise ValueError(f"`AMG({name}=...)` must be a number in [0, 1), got {value!r}.")
-        if self.rtol == 0 and self.atol == 0:
-            raise ValueError("`AMG(rtol=..., atol=...)` must not both be zero.")
-        if self.adjoint_rtol is not None and not (
-            isinstance(self.adjoint_rtol, (int, float)) and 0 < self.adjoint_rtol < 1
-        ):
-            raise ValueError(
-                f"`AMG(adjoint_rtol=...)` must be None or in (0, 1), got {self.adjoint_rtol!r}."
-            )
-        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int):
-            raise ValueError(f"`AMG(max_steps=...)` must be an int, got {self.max_steps!r}.")
-        if self.max_steps < 1:
-            raise ValueError(f"`AMG(max_steps=...)` must be positive, got {self.max_steps}.")
-        if not isinstance(self.warm_start, bool):
-            raise ValueError(f"`AMG(warm_start=...)` must be a bool, got {self.warm_start!r}.")
-        if isinstance(self.reuse, bool) or not isinstance(self.reuse, int) or self.reuse < 0:
-            raise ValueError(f"`AMG(reuse=...)` must be a non-negative int, got {self.reuse!r}.")
-        if self.reuse and self.krylov == "none":
-            raise ValueError(
-                "`AMG(reuse=...)` preconditions a Krylov method with an earlier hierarchy: "
-                "choose `krylov='cg'`, `'gmres'` or `'bicgstab'` with it."
-            )
-        if self.near_nullspace is not None and self.method in ("ruge_stuben", "air"):
-            raise ValueError(
-                f"`AMG(method={self.method!r})` takes no `near_nullspace`: use "
-                "`method='smoothed_aggregation'` (or `'nonsymmetric_sa'`) with it."
-            )
-        if self.krylov == "cg" and self.method not in _SYMMETRIC_METHODS + ("auto",):
-            raise ValueError(
-                f"`AMG(method={self.method!r})` is for non-symmetric matrices, for which "
-                "`krylov='cg'` does not converge: use `krylov='gmres'` or `'bicgstab'`."
-            )
+    # Written out (as optimistix's solvers do) so that type checkers read the positional
+    # order: to them the abstract variables of the base classes would come first.
+    def __init__(
+        self,
+        method: AMGMethod = "auto",
+        krylov: AMGKrylov = "auto",
+        rtol: float = 1e-8,
+        atol: float = 0.0,
+        max_steps: int = 500,
+        adjoint_rtol: float | None = None,
+        cycle: AMGCycle = "V",
+        smoother: AMGSmoother = "default",
+        near_nullspace: ArrayLike | None = None,
+        reuse: int = 0,
+        warm_start: bool = False,
+    ):
+        self.method = method
+        self.krylov = krylov
+        self.rtol = rtol
+        self.atol = atol
+        self.max_steps = max_steps
+        self.adjoint_rtol = adjoint_rtol
+        self.cycle = cycle
+        self.smoother = smoother
+        self.near_nullspace = as_near_nullspace(near_nullspace, "AMG")
+        self.reuse = reuse
+        self.warm_start = warm_start
 
-    def _aux(self, operator: SparseOperator) -> Array | None:
-        return self.near_nullspace
+    def __check_init__(self):
+        check_amg(
+            self.method,
+            self.krylov,
+            self.cycle,
+            self.smoother,
+            self.reuse,
+            self.warm_start,
+            self.near_nullspace is not None,
+        )
+
+    def _iterates(self) -> bool:
+        return True
 
     def _choices(self, positive: bool, symmetric: bool) -> tuple[str, str]:
         """`(method, krylov)` with "auto" resolved from what the tags say.
@@ -136,19 +127,14 @@ class AMG(AbstractIterativeHostSolver):
             else:
                 method = "nonsymmetric_sa"
         if krylov == "auto":
-            krylov = "cg" if positive and method in _SYMMETRIC_METHODS else "bicgstab"
+            krylov = "cg" if positive and method in AMG_SYMMETRIC_METHODS else "bicgstab"
         return method, krylov
 
-    def _accepted_specs(self) -> tuple[BackendSpec, ...]:
+    def backend_specs(self) -> dict[BackendSpec, bool]:
         cases = {self._choices(p, s) for p in (False, True) for s in (False, True)}
-        return tuple(self._spec(method, krylov) for method, krylov in sorted(cases))
+        return {self._spec(method, krylov): False for method, krylov in sorted(cases)}
 
-    def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
-        if self.near_nullspace is not None and self.near_nullspace.shape[0] != operator.size:
-            raise ValueError(
-                f"`AMG(near_nullspace=...)` has vectors of length "
-                f"{self.near_nullspace.shape[0]} for an operator of size {operator.size}."
-            )
+    def backend_spec(self, operator: SparseOperator) -> BackendSpec:
         positive = lx.is_positive_semidefinite(operator)
         method, krylov = self._choices(positive, lx.is_symmetric(operator))
         if krylov == "cg" and not (lx.is_symmetric(operator) or positive):
@@ -158,10 +144,8 @@ class AMG(AbstractIterativeHostSolver):
                 "`'bicgstab'` (with `method='nonsymmetric_sa'` or `'air'` for non-symmetric "
                 "matrices)."
             )
-        if jnp.issubdtype(operator.data.dtype, jnp.complexfloating) and method in (
-            "ruge_stuben",
-            "air",
-        ):
+        complex_ = jnp.issubdtype(operator.data.dtype, jnp.complexfloating)
+        if complex_ and method in AMG_REAL_ONLY_METHODS:
             raise ValueError(
                 f"`AMG(method={method!r})` supports real matrices only; use "
                 "`method='smoothed_aggregation'` for complex ones."
@@ -169,19 +153,15 @@ class AMG(AbstractIterativeHostSolver):
         return self._spec(method, krylov)
 
     def _spec(self, method: str, krylov: str) -> BackendSpec:
-        options = (
+        return "amg", (
             ("method", method),
             ("krylov", krylov),
-            ("rtol", float(self.rtol)),
-            ("atol", float(self.atol)),
-            ("max_steps", int(self.max_steps)),
-            ("adjoint_rtol", float(self.rtol if self.adjoint_rtol is None else self.adjoint_rtol)),
+            *self._tolerances(),
             ("cycle", self.cycle),
             ("smoother", self.smoother),
             ("reuse", int(self.reuse)),
             ("warm_start", bool(self.warm_start)),
         )
-        return "amg", options
 
 
 AMG.__init__.__doc__ = """**Arguments:**

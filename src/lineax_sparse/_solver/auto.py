@@ -1,15 +1,30 @@
+"""`AutoSparse`: CHOLMOD for operators tagged positive semidefinite, SuperLU for the others."""
+
 from __future__ import annotations
 
 import lineax as lx
 
 from .._operator.operator import SparseOperator
 from ..backends.base import BackendSpec
-from .base import AbstractHostSolver
+from ..backends.options import check_bool
 from .cholmod import Cholmod
+from .direct import AbstractDirectHostSolver
 from .superlu import SuperLU
 
 
-class AutoSparse(AbstractHostSolver):
+#: The solvers chosen from, with their default options (orderings included).
+_CHOLESKY = Cholmod()
+_LU = SuperLU()
+
+
+def _fallback(primary: BackendSpec, secondary: BackendSpec) -> BackendSpec:
+    """The spec of `backends.fallback`: `primary`, then `secondary` for a matrix that
+    `primary` finds not positive definite or not symmetric. That backend checks symmetry
+    itself (it needs no symmetric values: it falls back)."""
+    return "fallback", (("primary", primary), ("secondary", secondary))
+
+
+class AutoSparse(AbstractDirectHostSolver):
     """Chooses a direct solver from the operator's tags.
 
     - Operators tagged `lineax.positive_semidefinite_tag` are solved with `Cholmod()`
@@ -28,20 +43,24 @@ class AutoSparse(AbstractHostSolver):
     fallback: bool = False
 
     def __check_init__(self):
-        if not isinstance(self.fallback, bool):
-            raise ValueError(f"`AutoSparse(fallback=...)` must be a bool, got {self.fallback!r}.")
+        check_bool("AutoSparse", "fallback", self.fallback)
 
-    def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
-        lu, definite = self._accepted_specs()
-        return definite if lx.is_positive_semidefinite(operator) else lu
-
-    def _accepted_specs(self) -> tuple[BackendSpec, ...]:
-        """(the spec for other operators, the spec for positive semidefinite ones)."""
-        lu = SuperLU()._spec()
-        cholesky = Cholmod()._spec()
+    def backend_spec(self, operator: SparseOperator) -> BackendSpec:
+        if not lx.is_positive_semidefinite(operator):
+            return _LU.backend_spec(operator)
+        cholesky = _CHOLESKY.backend_spec(operator)
         if self.fallback:
-            return lu, ("fallback", (("primary", cholesky), ("secondary", lu)))
-        return lu, cholesky
+            return _fallback(cholesky, _LU.backend_spec(operator))
+        return cholesky
+
+    def backend_specs(self) -> dict[BackendSpec, bool]:
+        specs = dict(_LU.backend_specs())
+        if not self.fallback:
+            return {**specs, **_CHOLESKY.backend_specs()}
+        for cholesky in _CHOLESKY.backend_specs():
+            for lu in _LU.backend_specs():
+                specs[_fallback(cholesky, lu)] = False
+        return specs
 
 
 AutoSparse.__init__.__doc__ = """**Arguments:**

@@ -1,7 +1,9 @@
 """`AbstractHostSolver`: a lineax solver whose numerics run in a native library on the host.
 
-Concrete solvers are thin and declarative: they name a backend, list its static options,
-and say which operators they accept. This class turns that into lineax's solver protocol:
+Concrete solvers are thin and declarative: they name a backend and its static options for
+an operator (`backend_spec`), list every spec they can use (`backend_specs`) and say whether
+they take initial guesses and auxiliary arrays. This class turns that into lineax's solver
+protocol:
 
 - `init` makes the matrix's handle (a digest of its arrays, computed without a host call) and
   returns a state holding the handle *and* the matrix arrays (the arrays are what make the
@@ -10,17 +12,15 @@ and say which operators they accept. This class turns that into lineax's solver 
   first time and finds that factorization every later time; host statuses are mapped onto
   `lineax.RESULTS`;
 - `transpose` and `conj` flip static flags on the same handle: the backward pass reuses
-  the forward factorization.
+  the forward factorization (and swaps or conjugates the initial guesses).
 
 The factorization is thus made by the first solve, not by `init`: a forward solve is one
 host call, a `value_and_grad` two (see `_bridge` for the measured reason).
 """
 
-from __future__ import annotations
-
 import abc
 import dataclasses
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import equinox as eqx
 import jax
@@ -33,7 +33,17 @@ from .._host.patterns import PatternKey
 from .._operator.operator import SparseOperator
 from .._operator.pattern import coalesce, plainly_valid
 from ..backends.base import BackendSpec
-from ..backends.catalog import backend_class
+
+
+if TYPE_CHECKING:  # pyright's reading of equinox's abstract class variables
+    from typing import ClassVar as AbstractClassVar
+else:
+    from equinox import AbstractClassVar
+
+
+#: The `options` a solver that takes guesses reads: initial guesses of the solve and of its
+#: transpose (the backward pass).
+GUESS_OPTIONS = ("y0", "adjoint_y0")
 
 
 class HostSolverState(eqx.Module):
@@ -58,23 +68,34 @@ class HostSolverState(eqx.Module):
 
 
 class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
-    """Base class of the lineax-sparse solvers; see `SuperLU`, `Cholmod`, `AMG`."""
+    """Base class of the lineax-sparse solvers; see `SuperLU`, `Cholmod`, `AMG`.
+
+    A concrete solver implements `backend_spec` and `backend_specs`, and declares:
+
+    - `takes_guesses`: whether `options["y0"]` starts its solves and
+      `options["adjoint_y0"]` its transposed ones (the backward pass). A guess changes
+      where an iteration starts, never what it converges to, so it carries no derivative;
+      solvers that take none ignore them.
+    - `near_nullspace`: `(n, k)` vectors the factorization is built with (AMG's and
+      PETSc's multigrid), or None: they travel with the matrix to the host.
+    """
+
+    takes_guesses: AbstractClassVar[bool]
+    near_nullspace: eqx.AbstractVar[Array | None]
 
     @abc.abstractmethod
-    def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
-        """The backend name and its static options for `operator`.
+    def backend_spec(self, operator: SparseOperator) -> BackendSpec:
+        """The backend package and its static options this solver uses for `operator`.
 
         Raises `ValueError` at trace time for an operator this solver cannot take.
         """
 
     @abc.abstractmethod
-    def _accepted_specs(self) -> tuple[BackendSpec, ...]:
-        """Every spec `_backend_spec` can return, whatever the operator (to check states)."""
-
-    def _aux(self, operator: SparseOperator) -> Array | None:
-        """The solver's arrays the factorization depends on (none for direct solvers)."""
-        del operator
-        return None
+    def backend_specs(self) -> dict[BackendSpec, bool]:
+        """Every spec `backend_spec` can return whatever the operator (states are checked
+        against them), each with whether its backend needs symmetric (Hermitian) values:
+        the `requires_symmetric` of its backend class, known here without importing the
+        backend's native library."""
 
     def _name(self) -> str:
         return type(self).__name__
@@ -92,8 +113,13 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
     def init(self, operator: lx.AbstractLinearOperator, options: dict[str, Any]):
         del options
         operator = self._check_operator(operator)
-        spec = self._backend_spec(operator)
-        aux = self._aux(operator)
+        spec = self.backend_spec(operator)
+        aux = self.near_nullspace
+        if aux is not None and aux.shape[0] != operator.size:
+            raise ValueError(
+                f"`{self._name()}(near_nullspace=...)` has vectors of length {aux.shape[0]} "
+                f"for an operator of size {operator.size}."
+            )
         pattern, data = operator._static_pattern_and_data()
         if pattern is None:
             key = None
@@ -112,7 +138,7 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
                 f"`{name}` needs a state made by `{name}().init(operator, options)`, got "
                 f"{type(state).__name__}."
             )
-        if state.spec not in self._accepted_specs():
+        if state.spec not in self.backend_specs():
             raise ValueError(
                 f"`{name}` was given a state made by another solver or configuration "
                 f"(backend {state.spec[0]!r} with options {dict(state.spec[1])}): make it "
@@ -182,7 +208,7 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
         valid = None
         # None when released since `init` (`clear_cache`): the host interns it again.
         pattern = None if state.pattern is None else state.pattern.resolve()
-        if pattern is not None and backend_class(state.spec[0]).requires_symmetric:
+        if pattern is not None and self.backend_specs()[state.spec]:
             # From the values the host receives (not kept in the state, so no state can
             # vouch for values it does not hold).
             valid = plainly_valid(jax.lax.stop_gradient(state.data), pattern)
@@ -204,17 +230,40 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
         return solution, result, stats
 
     def _initial_guess(self, vector: Array, options: dict[str, Any]) -> Array | None:
-        """The initial guess passed to the host; direct solvers take none."""
-        del vector, options
-        return None
+        """The initial guess `options["y0"]` passed to the host, or None."""
+        y0 = options.get("y0") if self.takes_guesses else None
+        if y0 is None:
+            return None
+        if not eqx.is_array(y0) or y0.shape != vector.shape:
+            raise ValueError(
+                f"`{self._name()}` option `y0` must be an array of shape {vector.shape}, got "
+                f"{jnp.shape(y0)}."
+            )
+        return jax.lax.stop_gradient(y0.astype(vector.dtype))
 
     def transpose(self, state: HostSolverState, options: dict[str, Any]):
-        del options
-        return dataclasses.replace(state, transpose=not state.transpose), {}
+        transposed = dataclasses.replace(state, transpose=not state.transpose)
+        if not self.takes_guesses:
+            return transposed, {}
+        # The forward guess is no guess for the adjoint system: the transposed solve starts
+        # from `adjoint_y0` if given (else as the solver decides), and its transpose (the
+        # forward solve) from `y0`.
+        swapped = {}
+        if options.get("adjoint_y0") is not None:
+            swapped["y0"] = options["adjoint_y0"]
+        if options.get("y0") is not None:
+            swapped["adjoint_y0"] = options["y0"]
+        return transposed, swapped
 
     def conj(self, state: HostSolverState, options: dict[str, Any]):
-        del options
-        return dataclasses.replace(state, conjugate=not state.conjugate), {}
+        conjugated = dataclasses.replace(state, conjugate=not state.conjugate)
+        if not self.takes_guesses:
+            return conjugated, {}
+        return conjugated, {
+            key: jax.tree_util.tree_map(jnp.conj, options[key])
+            for key in GUESS_OPTIONS
+            if options.get(key) is not None
+        }
 
     def assume_full_rank(self) -> bool:
         return True

@@ -1,3 +1,5 @@
+"""`Cholmod`: sparse Cholesky through CHOLMOD, for operators tagged positive semidefinite."""
+
 from __future__ import annotations
 
 import lineax as lx
@@ -5,17 +7,12 @@ import lineax as lx
 from .._operator.operator import SparseOperator
 from ..backends.base import BackendSpec
 from ..backends.options import (
-    CHOLMOD_FACTORIZATIONS,
-    CHOLMOD_MODES,
-    CHOLMOD_ORDERINGS,
+    check_cholmod,
     CholmodFactorization,
     CholmodMode,
     CholmodOrdering,
 )
-from .base import AbstractHostSolver
-
-
-MODES, FACTORIZATIONS, ORDERINGS = CHOLMOD_MODES, CHOLMOD_FACTORIZATIONS, CHOLMOD_ORDERINGS
+from .direct import AbstractDirectHostSolver
 
 
 def cholmod_spec(mode: str, factorization: str, ordering: str) -> BackendSpec:
@@ -38,7 +35,7 @@ def require_positive_semidefinite(solver: str, operator: SparseOperator) -> None
         )
 
 
-class Cholmod(AbstractHostSolver):
+class Cholmod(AbstractDirectHostSolver):
     """Sparse Cholesky factorization through CHOLMOD (`cvxopt.cholmod`).
 
     The solver of choice for symmetric (real) or Hermitian (complex) positive definite
@@ -68,25 +65,15 @@ class Cholmod(AbstractHostSolver):
     ordering: CholmodOrdering = "auto"
 
     def __check_init__(self):
-        for name, value, allowed in (
-            ("mode", self.mode, MODES),
-            ("factorization", self.factorization, FACTORIZATIONS),
-            ("ordering", self.ordering, ORDERINGS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"`Cholmod({name}=...)` must be one of {allowed}, got {value!r}.")
-        if self.factorization == "LDL" and self.mode == "supernodal":
-            raise ValueError(
-                "`Cholmod(factorization='LDL')` is simplicial: use `mode='simplicial'` or "
-                "`mode='auto'` with it."
-            )
+        check_cholmod(self.mode, self.factorization, self.ordering)
 
-    def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
+    def backend_spec(self, operator: SparseOperator) -> BackendSpec:
         require_positive_semidefinite("Cholmod", operator)
         return self._spec()
 
-    def _accepted_specs(self) -> tuple[BackendSpec, ...]:
-        return (self._spec(),)
+    def backend_specs(self) -> dict[BackendSpec, bool]:
+        # CHOLMOD reads one triangle: the host checks that the values are symmetric.
+        return {self._spec(): True}
 
     def _spec(self) -> BackendSpec:
         # The ordering is part of the spec: analyses (and so factors) of one pattern made

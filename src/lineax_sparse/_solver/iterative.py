@@ -1,8 +1,8 @@
-"""`AbstractIterativeHostSolver`: a host solver whose solves start from initial guesses."""
+"""`AbstractIterativeHostSolver`: a host solver that iterates to a tolerance (`AMG`,
+`PETSc`): its tolerances and their rules, its initial guesses, its near-nullspace vectors."""
 
-from __future__ import annotations
-
-from typing import Any
+import abc
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -10,51 +10,52 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from .base import AbstractHostSolver, HostSolverState
-
-
-#: The `options` an iterative solver reads: initial guesses of the solve and of its transpose.
-GUESS_OPTIONS = ("y0", "adjoint_y0")
+from ..backends.options import check_tolerances
+from .base import AbstractHostSolver
 
 
 class AbstractIterativeHostSolver(AbstractHostSolver):
-    """Base class of the iterative solvers (`AMG`, `PETSc`): `options["y0"]` starts the
-    solve, `options["adjoint_y0"]` its transpose (the backward pass). A guess changes where
-    the iteration starts, never what it converges to, so it carries no derivative."""
+    """Base class of the iterative solvers (`AMG`, `PETSc`).
 
-    def _initial_guess(self, vector: Array, options: dict[str, Any]) -> Array | None:
-        y0 = options.get("y0")
-        if y0 is None:
-            return None
-        if not eqx.is_array(y0) or y0.shape != vector.shape:
-            raise ValueError(
-                f"`{self._name()}` option `y0` must be an array of shape {vector.shape}, got "
-                f"{jnp.shape(y0)}."
-            )
-        return jax.lax.stop_gradient(y0.astype(vector.dtype))
+    Converged means `|b - A x| <= max(rtol |b|, atol)` within `max_steps` steps, checked on
+    the host against the true residual; `adjoint_rtol` (default `rtol`) is the relative
+    tolerance of transposed solves (the backward pass). `options["y0"]` starts the solve,
+    `options["adjoint_y0"]` its transpose.
+    """
 
-    def transpose(self, state: HostSolverState, options: dict[str, Any]):
-        # The forward guess is no guess for the adjoint system: the transposed solve starts
-        # from `adjoint_y0` if given (else as the solver decides), and its transpose (the
-        # forward solve) from `y0`.
-        transposed, _ = super().transpose(state, {})
-        swapped = {}
-        if options.get("adjoint_y0") is not None:
-            swapped["y0"] = options["adjoint_y0"]
-        if options.get("y0") is not None:
-            swapped["adjoint_y0"] = options["y0"]
-        return transposed, swapped
+    takes_guesses: ClassVar[bool] = True
+    rtol: eqx.AbstractVar[float]
+    atol: eqx.AbstractVar[float]
+    max_steps: eqx.AbstractVar[int]
+    adjoint_rtol: eqx.AbstractVar[float | None]
 
-    def conj(self, state: HostSolverState, options: dict[str, Any]):
-        conjugated, _ = super().conj(state, {})
-        return conjugated, {
-            key: jax.tree_util.tree_map(jnp.conj, options[key])
-            for key in GUESS_OPTIONS
-            if options.get(key) is not None
-        }
+    @abc.abstractmethod
+    def _iterates(self) -> bool:
+        """Whether this configuration iterates to a tolerance (PETSc's direct solves do not:
+        their tolerances may both be zero)."""
+
+    def __check_init__(self):
+        check_tolerances(
+            self._name(),
+            self.rtol,
+            self.atol,
+            self.max_steps,
+            self.adjoint_rtol,
+            iterates=self._iterates(),
+        )
+
+    def _tolerances(self) -> tuple[tuple[str, Any], ...]:
+        """The tolerances as backend options (`adjoint_rtol` resolved)."""
+        adjoint_rtol = self.rtol if self.adjoint_rtol is None else self.adjoint_rtol
+        return (
+            ("rtol", float(self.rtol)),
+            ("atol", float(self.atol)),
+            ("max_steps", int(self.max_steps)),
+            ("adjoint_rtol", float(adjoint_rtol)),
+        )
 
 
-def near_nullspace(value: Any, solver: str) -> Array | None:
+def as_near_nullspace(value: Any, solver: str) -> Array | None:
     """`solver(near_nullspace=...)` as an (n, k) array leaf of the solver, without tangents."""
     if value is None:
         return None

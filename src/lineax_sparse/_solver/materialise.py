@@ -26,6 +26,7 @@ from .._matrixfree.materialise import compressed_values, operator_tags
 from .._matrixfree.structure import Structure
 from .._operator.operator import SparseOperator
 from .base import AbstractHostSolver
+from .table import solver_names
 
 
 class MaterialiseState(eqx.Module):
@@ -61,8 +62,8 @@ def _sparse_operator(operator: Any) -> SparseOperator | None:
 def _check_solver(solver: Any) -> Any:
     if not isinstance(solver, AbstractHostSolver):
         raise ValueError(
-            "`Materialise(solver=...)` must be a lineax-sparse solver (`SuperLU()`, "
-            f"`Cholmod()`, `AutoSparse()`, `AMG()`), got {type(solver).__name__}."
+            f"`Materialise(solver=...)` must be a lineax-sparse solver ({solver_names()}), "
+            f"got {type(solver).__name__}."
         )
     return solver
 

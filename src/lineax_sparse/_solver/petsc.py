@@ -1,28 +1,23 @@
+"""`PETSc`: PETSc's Krylov methods, preconditioners and direct solvers (petsc4py), in this
+process or across MPI ranks; "auto" choices resolved from the operator's tags."""
+
 from __future__ import annotations
 
 import importlib.util
-import re
-from typing import Any
+from collections.abc import Mapping
 
-import equinox as eqx
 import jax.numpy as jnp
 import lineax as lx
-from jaxtyping import Array
+from jaxtyping import Array, ArrayLike
 
 from .._operator.operator import SparseOperator
 from ..backends.base import BackendSpec
+from ..backends.options import check_petsc, petsc_direct, petsc_options
 from ..backends.petsc import mpi as petsc_mpi
 from ..backends.petsc.objects import INSTALL_HINT
-from .iterative import AbstractIterativeHostSolver, near_nullspace
+from .iterative import AbstractIterativeHostSolver, as_near_nullspace
 
 
-#: Preconditioners that factorize: with `ksp_type="preonly"` they make a direct solve.
-DIRECT_PCS = ("lu", "cholesky")
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_OPTION = re.compile(r"^[a-z][a-z0-9_+]*$", re.IGNORECASE)
-#: Preconditioners that read near-nullspace vectors: GAMG; BoomerAMG with
-#: `pc_hypre_boomeramg_vec_interp_variant`; ML.
-NULLSPACE_PCS = ("auto", "gamg", "hypre", "ml")
 #: GAMG's settings for operators not tagged positive semidefinite: aggregates from the
 #: symmetrized graph (PETSc needs it for non-symmetric matrices) and SOR smoothing (GAMG's
 #: default Chebyshev smoother assumes a positive definite matrix). Measured on upwind
@@ -40,40 +35,6 @@ def require_petsc4py() -> None:
     """Raise the install instructions, without importing petsc4py (nor initializing MPI)."""
     if importlib.util.find_spec("petsc4py") is None:
         raise ImportError(INSTALL_HINT)
-
-
-def _options(value: Any) -> tuple[tuple[str, str], ...]:
-    """`PETSc(options=...)` as sorted `(name, value)` strings (static and hashable)."""
-    if value is None:
-        return ()
-    if isinstance(value, tuple) and all(isinstance(item, tuple) for item in value):
-        value = dict(value)
-    if not isinstance(value, dict):
-        raise ValueError(
-            "`PETSc(options=...)` must be a dict of PETSc option names and values, e.g. "
-            f'{{"pc_hypre_type": "boomeramg"}}, got {type(value).__name__}.'
-        )
-    items = []
-    for name, setting in value.items():
-        if not isinstance(name, str) or not _OPTION.match(name.lstrip("-")):
-            raise ValueError(
-                "`PETSc(options=...)` names must be PETSc option names such as "
-                f'"pc_gamg_threshold" (a leading "-" is allowed), got {name!r}.'
-            )
-        if isinstance(setting, bool):
-            text = "true" if setting else "false"
-        elif isinstance(setting, (int, float, str)):
-            text = str(setting)
-        else:
-            raise ValueError(
-                f"`PETSc(options=...)` values must be str, int, float or bool, got "
-                f"{type(setting).__name__} for {name!r}."
-            )
-        if name.lstrip("-").startswith("options_") or name.lstrip("-") in ("help", "log_view"):
-            raise ValueError(f"`PETSc(options=...)` cannot set the global option {name!r}.")
-        # PETSc's option names are case-insensitive (hypre's `P_max` is `p_max`).
-        items.append((name.lstrip("-").lower(), text))
-    return tuple(sorted(items))
 
 
 class PETSc(AbstractIterativeHostSolver):
@@ -105,59 +66,48 @@ class PETSc(AbstractIterativeHostSolver):
     - `adjoint_y0`: an initial guess for the transposed solve of the backward pass.
     """
 
+    # The defaults again in `__init__` (a test checks that they agree): these make the repr
+    # show only what differs from them.
     ksp_type: str = "auto"
     pc_type: str = "auto"
     rtol: float = 1e-8
     atol: float = 0.0
     max_steps: int = 1000
     adjoint_rtol: float | None = None
-    options: tuple[tuple[str, str], ...] = eqx.field(default=None, converter=_options)
-    near_nullspace: Array | None = eqx.field(
-        default=None, converter=lambda value: near_nullspace(value, "PETSc")
-    )
+    options: tuple[tuple[str, str], ...] = ()
+    near_nullspace: Array | None = None
     block_size: int = 1
+
+    # Written out (as optimistix's solvers do) so that type checkers read the positional
+    # order: to them the abstract variables of the base classes would come first.
+    def __init__(
+        self,
+        ksp_type: str = "auto",
+        pc_type: str = "auto",
+        rtol: float = 1e-8,
+        atol: float = 0.0,
+        max_steps: int = 1000,
+        adjoint_rtol: float | None = None,
+        options: Mapping[str, str | int | float | bool] | tuple[tuple[str, str], ...] | None = None,
+        near_nullspace: ArrayLike | None = None,
+        block_size: int = 1,
+    ):
+        self.ksp_type = ksp_type
+        self.pc_type = pc_type
+        self.rtol = rtol
+        self.atol = atol
+        self.max_steps = max_steps
+        self.adjoint_rtol = adjoint_rtol
+        self.options = petsc_options(options)
+        self.near_nullspace = as_near_nullspace(near_nullspace, "PETSc")
+        self.block_size = block_size
 
     def __check_init__(self):
         require_petsc4py()
-        for name, value in (("ksp_type", self.ksp_type), ("pc_type", self.pc_type)):
-            if not isinstance(value, str) or not _NAME.match(value):
-                raise ValueError(
-                    f"`PETSc({name}=...)` must be a PETSc type name such as "
-                    f'"cg" or "gamg", or "auto", got {value!r}.'
-                )
-        for name, value in (("rtol", self.rtol), ("atol", self.atol)):
-            if not (isinstance(value, (int, float)) and 0 <= value < 1):
-                raise ValueError(f"`PETSc({name}=...)` must be a number in [0, 1), got {value!r}.")
-        if self.rtol == 0 and self.atol == 0 and not self._direct(self.ksp_type, self.pc_type):
-            raise ValueError("`PETSc(rtol=..., atol=...)` must not both be zero.")
-        if self.adjoint_rtol is not None and not (
-            isinstance(self.adjoint_rtol, (int, float)) and 0 < self.adjoint_rtol < 1
-        ):
-            raise ValueError(
-                f"`PETSc(adjoint_rtol=...)` must be None or in (0, 1), got {self.adjoint_rtol!r}."
-            )
-        for name, value in (("max_steps", self.max_steps), ("block_size", self.block_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`PETSc({name}=...)` must be a positive int, got {value!r}.")
-        if self.ksp_type == "preonly" and self.pc_type not in DIRECT_PCS:
-            raise ValueError(
-                "`PETSc(ksp_type='preonly')` applies the preconditioner once, which solves "
-                f"only with a factorization: use `pc_type='lu'` or `'cholesky'` with it, got "
-                f"{self.pc_type!r}."
-            )
-        if self.near_nullspace is not None and self.pc_type not in NULLSPACE_PCS:
-            raise ValueError(
-                "`PETSc(near_nullspace=...)` is read by GAMG, hypre's BoomerAMG (with "
-                "`options={'pc_hypre_boomeramg_vec_interp_variant': 2}`) and ML: use "
-                f"`pc_type` 'gamg' (or 'auto'), 'hypre' or 'ml' with it, got {self.pc_type!r}."
-            )
+        check_petsc(self.ksp_type, self.pc_type, self.block_size, self.near_nullspace is not None)
 
-    @staticmethod
-    def _direct(ksp_type: str, pc_type: str) -> bool:
-        return ksp_type == "preonly" and pc_type in DIRECT_PCS
-
-    def _aux(self, operator: SparseOperator) -> Array | None:
-        return self.near_nullspace
+    def _iterates(self) -> bool:
+        return not petsc_direct(self.ksp_type, self.pc_type)
 
     def _choices(self, positive: bool, symmetric: bool) -> tuple[str, str, str, tuple]:
         """`(ksp_type, pc_type, norm, defaults)`: "auto" resolved from the tags.
@@ -185,26 +135,22 @@ class PETSc(AbstractIterativeHostSolver):
         return ksp_type, pc_type, norm, defaults
 
     def _spec(self, ksp_type: str, pc_type: str, norm: str, defaults: tuple) -> BackendSpec:
-        given = dict(self.options)
-        options = tuple(sorted({**dict(defaults), **given}.items()))
+        options = tuple(sorted({**dict(defaults), **dict(self.options)}.items()))
         return "petsc", (
             ("ksp_type", ksp_type),
             ("pc_type", pc_type),
-            ("rtol", float(self.rtol)),
-            ("atol", float(self.atol)),
-            ("max_steps", int(self.max_steps)),
-            ("adjoint_rtol", float(self.rtol if self.adjoint_rtol is None else self.adjoint_rtol)),
+            *self._tolerances(),
             ("options", options),
             ("norm", norm),
             ("block_size", int(self.block_size)),
-            ("direct", self._direct(ksp_type, pc_type)),
+            ("direct", petsc_direct(ksp_type, pc_type)),
         )
 
-    def _accepted_specs(self) -> tuple[BackendSpec, ...]:
+    def backend_specs(self) -> dict[BackendSpec, bool]:
         cases = {self._choices(p, s) for p in (False, True) for s in (False, True)}
-        return tuple(self._spec(*case) for case in sorted(cases))
+        return {self._spec(*case): False for case in sorted(cases)}
 
-    def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
+    def backend_spec(self, operator: SparseOperator) -> BackendSpec:
         # At trace time, on the user's side: under `mpiexec` without `petsc_serve()`, a
         # solve would hang the job's exit or be done alone by each rank.
         petsc_mpi.check_served()
@@ -213,11 +159,6 @@ class PETSc(AbstractIterativeHostSolver):
                 "`PETSc` solves real matrices (PETSc is built for one scalar type, real in "
                 "the usual builds); use `lineax_sparse.SuperLU()` or `Cholmod()` for complex "
                 "ones."
-            )
-        if self.near_nullspace is not None and self.near_nullspace.shape[0] != operator.size:
-            raise ValueError(
-                f"`PETSc(near_nullspace=...)` has vectors of length "
-                f"{self.near_nullspace.shape[0]} for an operator of size {operator.size}."
             )
         if operator.size % self.block_size:
             raise ValueError(
@@ -232,9 +173,6 @@ class PETSc(AbstractIterativeHostSolver):
                 "`lineax.positive_semidefinite_tag`, or choose `ksp_type='gmres'`."
             )
         return self._spec(*choices)
-
-    def assume_full_rank(self) -> bool:
-        return True
 
 
 PETSc.__init__.__doc__ = """**Arguments:**

@@ -1,12 +1,14 @@
+"""`SuperLU`: sparse LU with partial pivoting through SuperLU, for any square operator."""
+
 from __future__ import annotations
 
 from .._operator.operator import SparseOperator
 from ..backends.base import BackendSpec
-from ..backends.options import SUPERLU_ORDERINGS as ORDERINGS, SuperLUOrdering
-from .base import AbstractHostSolver
+from ..backends.options import check_superlu, SuperLUOrdering
+from .direct import AbstractDirectHostSolver
 
 
-class SuperLU(AbstractHostSolver):
+class SuperLU(AbstractDirectHostSolver):
     """Sparse LU with partial pivoting, through SuperLU (`scipy.sparse.linalg.splu`).
 
     For any square nonsingular operator, real or complex. The column ordering is computed
@@ -32,25 +34,14 @@ class SuperLU(AbstractHostSolver):
     symmetric_mode: bool = False
 
     def __check_init__(self):
-        if self.ordering not in ORDERINGS:
-            raise ValueError(
-                f"`SuperLU(ordering=...)` must be one of {ORDERINGS}, got {self.ordering!r}."
-            )
-        if not (0.0 <= self.pivot_threshold <= 1.0):
-            raise ValueError(
-                f"`SuperLU(pivot_threshold=...)` must lie in [0, 1], got {self.pivot_threshold!r}."
-            )
-        if not isinstance(self.symmetric_mode, bool):
-            raise ValueError(
-                f"`SuperLU(symmetric_mode=...)` must be a bool, got {self.symmetric_mode!r}."
-            )
+        check_superlu(self.ordering, self.pivot_threshold, self.symmetric_mode)
 
-    def _backend_spec(self, operator: SparseOperator) -> BackendSpec:
+    def backend_spec(self, operator: SparseOperator) -> BackendSpec:
         del operator  # any square real or complex matrix
         return self._spec()
 
-    def _accepted_specs(self) -> tuple[BackendSpec, ...]:
-        return (self._spec(),)
+    def backend_specs(self) -> dict[BackendSpec, bool]:
+        return {self._spec(): False}
 
     def _spec(self) -> BackendSpec:
         options = (
