@@ -166,6 +166,10 @@ class PETScBackend(AbstractIterativeBackend):
         if n % block_size:
             raise FactorError(Status.BREAKDOWN, f"n = {n} is not a multiple of {block_size}")
         largest = float(np.max(np.abs(matrix.data), initial=0.0))
+        if largest == 0 and n > 0:
+            # The zero matrix is singular; PETSc's smoothers (SOR's diagonal inversion, 3.18)
+            # crash the process on a matrix without stored entries instead of reporting it.
+            raise FactorError(Status.SINGULAR, "the matrix is zero")
         exponent = int(exponents(np.array([largest]))[0])
         # The factor keeps `matrix` itself (the cache entry's own values: no copy) for the
         # checks; PETSc gets S = 2^-exponent A, in CSR order. Exactly symmetric values (FEM
