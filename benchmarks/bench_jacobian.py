@@ -270,7 +270,7 @@ def run_targets(case: dict) -> dict:
 
 def _colours(pattern, n: int) -> int:
     """The colours of the pattern's columns: the JVPs of one materialisation."""
-    from lineax_sparse._matrixfree.materialise import as_pattern
+    from lineax_sparse._matrixfree.jacobian import as_pattern
 
     return int(as_pattern(pattern).bind(n, n).coloring().num_colors)
 

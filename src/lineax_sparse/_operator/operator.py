@@ -26,7 +26,7 @@ from jax.experimental import sparse as jsparse
 from jaxtyping import Array, Inexact, Int
 
 from .._host.patterns import intern, PatternKey, StaticPattern
-from .._matrixfree.materialise import materialise
+from .._matrixfree.products import materialise
 from .indices import concrete_value, validate_matrix
 from .pattern import check_indices
 

@@ -22,7 +22,7 @@ from jax.experimental import sparse as jsparse
 from jaxtyping import Array, PyTree
 
 from .._matrixfree.jacobian import as_pattern, JacobianPattern, SparsityKey
-from .._matrixfree.materialise import compressed_values, operator_tags
+from .._matrixfree.products import compressed_values, operator_tags
 from .._matrixfree.structure import Structure
 from .._operator.operator import SparseOperator
 from .base import AbstractHostSolver
