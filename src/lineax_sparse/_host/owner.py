@@ -1,35 +1,11 @@
-"""The single owner thread on which all native work runs.
+"""The single owner thread on which all native work runs; callers block until it is done.
 
-XLA invokes host callbacks from several threads. scipy leaks a SuperLU factor that is freed
-on another thread than the one that created it (scipy issue 15921), and cvxopt's CHOLMOD
-keeps one global `cholmod_common`. Running every factorization, solve and release on one
-dedicated thread removes both hazards; callers block until their work is done.
-
-The thread is a daemon with its own queue (not a `concurrent.futures` executor, which stops
-accepting work before `atexit` handlers run): at interpreter exit, `_drain` waits for
-computations still in flight, whose callbacks need this thread, so that no callback enters
-Python while the interpreter finalizes (that aborts the process); then the hooks given to
-`at_exit` release native objects, here, before module teardown would free them elsewhere.
-
-Fork. A forked child has no owner thread (only the forking thread survives a fork) and may
-inherit locks held at the moment of the fork: before this module handled it, the child's
-`clear_cache()` blocked forever. Now the thread is started lazily, on first use; before a
-fork an idle owner thread is stopped (and restarted in the parent on next use); and the
-child gets fresh locks and a fresh queue and tells the registry to start afresh
-(`at_fork` hooks), releasing the native objects it inherited on its own owner thread when
-that starts. Host-only calls (`clear_cache`, `set_cache_limit`, `cache_info`) therefore work
-in the child, and no wait is ever on a thread that is gone. JAX itself is not fork-safe:
-use the "spawn" start method to solve in other processes.
-
-Memory allocator. The owner thread allocates from its own glibc arena, and glibc trims a
-thread arena's free memory back to the system eagerly: every factorization then page-faults
-its workspace (numpy temporaries, CHOLMOD's own buffers) in again. Measured at n = 22k
-(MBB beam, CHOLMOD): 37 ms per factorization callback instead of 30. So on glibc, at the
-first native call (never at import), `mallopt` fixes the mmap threshold at 32 MiB (glibc's
-own dynamic maximum) and the trim threshold at 128 MiB: up to 128 MiB of freed memory per
-arena is kept for reuse instead of being returned at once. It is skipped when the
-environment already tunes malloc (`MALLOC_*` variables, `GLIBC_TUNABLES`) or sets
-`LINEAX_SPARSE_MALLOC_TUNING=0`.
+It exists because XLA calls callbacks from several threads while native libraries need one
+(scipy leaks a SuperLU factor freed on another thread; cvxopt's CHOLMOD has one global
+`cholmod_common`). It also drains in-flight work at exit, survives `fork` (stopped before,
+replaced in the child) and tunes glibc's allocator at the first native call: the reasons
+and measurements are in the README's Design section ("One owner thread", "glibc's
+allocator"); the details of exit and fork beside the functions that do them.
 """
 
 from __future__ import annotations

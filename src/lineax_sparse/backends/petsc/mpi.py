@@ -7,30 +7,9 @@ thread then talks to the workers through a `Distributed` channel (`channels.py`,
 holds both sides of the exchange); without `serve()`, or on one rank, the `Local` channel
 makes sequential PETSc objects in this process. `channel()` is the one of this process.
 
-A rank of a several-rank launch that uses PETSc without having called `serve()` is refused
-(`check_served`: at trace time from the launcher's environment, and again on the host from
-MPI's own size). Neither joining nor going on alone is safe there: the other ranks may be
-serving (they called `serve()`, this rank did not) and would wait for it forever, or running
-the program themselves, each solving alone what the user meant to share, and only an
-exchange with a timeout could tell which.
-
-Nothing can be left hanging:
-
-- rank 0 sends "stop" from an `atexit` hook (a normal end, `sys.exit`, or an uncaught
-  exception), after its in-flight solves; the workers free their objects and exit;
-- a rank 0 that dies without finalizing MPI (killed, `os._exit`) makes `mpiexec` end the
-  job (Open MPI and MPICH both abort the other ranks when one exits without
-  `MPI_Finalize`);
-- a worker waits for commands by probing with sleeps, so an idle worker does not spin a
-  core that rank 0's JAX program needs (`channels.py`);
-- a worker initializes PETSc only when rank 0 does (rank 0 sends "init" first:
-  `PetscInitialize` is collective), so a rank 0 that never solves leaves no worker waiting
-  inside it;
-- a worker that fails outside PETSc (a bug) still replies, with a failure status, and keeps
-  serving: rank 0 never waits for a reply that will not come (`channels.py`);
-- a refused rank 0 (above) whose MPI is initialized stops, at its exit, any worker that
-  serves it, or `MPI_Finalize` would wait for them forever; one whose MPI is not initialized
-  ends with the error, and `mpiexec` ends the job on a non-zero exit status.
+Ranks that did not call `serve()` are refused (`check_served`), and no rank is ever left
+waiting: why, and how each way a program can end releases the others, is in
+`docs/backends/petsc.md` ("Several ranks").
 """
 
 from __future__ import annotations
