@@ -1,0 +1,131 @@
+"""Which native calls release the GIL: each call made 2k times on one thread, and k times on
+each of two threads at once, in turns; the ratio two threads / one thread is about 0.5 when
+the call releases the GIL (the two run side by side) and about 1 when it holds it.
+
+What it says decides how a batch can use the cores: a call that holds the GIL can only run
+in parallel from another process or through an interface that releases it (ctypes does).
+Each thread works on its own matrix, factorization and right-hand side.
+
+    python benchmarks/bench_gil.py [--quick] [--repeats N]
+"""
+
+from common import command_line, format_seconds, pin_blas_threads, Report, Step
+from common.timing import time_interleaved
+
+
+pin_blas_threads()
+
+import threading  # noqa: E402
+
+import cvxopt  # noqa: E402, I001  (first: it decides the BLAS of the CHOLMOD it loads)
+import numpy as np  # noqa: E402
+import pyamg  # noqa: E402
+import scipy.sparse.linalg as spla  # noqa: E402
+from cvxopt import cholmod  # noqa: E402
+
+from problems import poisson_2d  # noqa: E402
+
+
+def _spmatrix(matrix):
+    coo = matrix.tocoo()
+    return cvxopt.spmatrix(coo.data, coo.row.tolist(), coo.col.tolist(), matrix.shape)
+
+
+def _calls(grid: int) -> dict[str, callable]:
+    """name -> make(), where make() returns a call with its own native objects."""
+    matrix = poisson_2d(grid)
+    n = matrix.shape[0]
+
+    def cholmod_numeric():
+        a = _spmatrix(matrix)
+        factor = cholmod.symbolic(a)
+        return lambda: cholmod.numeric(a, factor)
+
+    def cholmod_solve():
+        a = _spmatrix(matrix)
+        factor = cholmod.symbolic(a)
+        cholmod.numeric(a, factor)
+        rhs = cvxopt.matrix(np.ones(n))
+        return lambda: cholmod.solve(factor, cvxopt.matrix(rhs))
+
+    def superlu_factor():
+        csc = matrix.tocsc()
+        return lambda: spla.splu(csc)
+
+    def superlu_solve():
+        lu = spla.splu(matrix.tocsc())
+        rhs = np.ones(n)
+        return lambda: lu.solve(rhs)
+
+    def pyamg_cycle():
+        ml = pyamg.smoothed_aggregation_solver(matrix.tocsr())
+        rhs = np.ones(n)
+        return lambda: ml.solve(rhs, maxiter=1, tol=1e-30)
+
+    return {
+        "cvxopt cholmod.numeric": cholmod_numeric,
+        "cvxopt cholmod.solve": cholmod_solve,
+        "scipy splu (factorize)": superlu_factor,
+        "scipy SuperLU.solve": superlu_solve,
+        "pyamg V-cycle (ml.solve, 1 step)": pyamg_cycle,
+    }
+
+
+def _twice(call):
+    """`call` made twice in a row (one thread doing the work of two)."""
+    return lambda: (call(), call())
+
+
+def _threads(calls, count: int):
+    """Run each call `count` times, one thread per call, all at once."""
+
+    def run():
+        workers = [
+            threading.Thread(target=lambda c=call: [c() for _ in range(count)]) for call in calls
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    return run
+
+
+def main() -> None:
+    parser = command_line(__doc__, quick="a 64^2 grid", repeats="timed repetitions (7)")
+    parser.add_argument("--grid", type=int, default=256, help="Poisson grid side (256)")
+    parser.add_argument("--calls", type=int, default=8, help="calls per thread, k (8)")
+    args = parser.parse_args()
+    grid = 64 if args.quick else args.grid
+    repeats = args.repeats or 7
+    report = Report("bench_gil", args.quick, echo=True)
+    rows = [
+        "| native call | one thread, 2k calls | two threads, k each | ratio | GIL |",
+        "|---|---|---|---|---|",
+    ]
+    for name, make in _calls(grid).items():
+        one, two = make(), make()
+        timings = time_interleaved(
+            {
+                "one": Step(_threads([_twice(one)], args.calls)),
+                "two": Step(_threads([one, two], args.calls)),
+            },
+            repeats,
+            alternate=True,
+        )
+        ratio = timings["two"].median / timings["one"].median
+        verdict = "released" if ratio < 0.75 else "held" if ratio > 0.9 else "partly"
+        rows.append(
+            f"| {name} | {format_seconds(timings['one'].median)} | "
+            f"{format_seconds(timings['two'].median)} | {ratio:.2f} | {verdict} |"
+        )
+    report.table(
+        "\n".join(rows),
+        f"Poisson {grid}^2 (n = {grid * grid}), k = {args.calls} calls per thread, medians of "
+        f"{repeats}, one BLAS thread:",
+    )
+    report.publish("gil")
+
+
+if __name__ == "__main__":
+    main()
