@@ -4,6 +4,7 @@ import concurrent.futures
 import dataclasses
 import gc
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -193,6 +194,28 @@ def test_cache_limit_setter_and_environment_variable():
     env["LINEAX_SPARSE_CACHE_BYTES"] = "lots"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert "LINEAX_SPARSE_CACHE_BYTES" in out.stderr and out.returncode != 0
+
+
+def test_default_budget_follows_the_memory_available(monkeypatch):
+    """A quarter of the memory available when the package is imported (read independently
+    here from /proc/meminfo), at least 256 MiB, 1 GiB where it cannot be read."""
+    from lineax_sparse._host import registry as registry_module
+
+    env = {k: v for k, v in os.environ.items() if k != "LINEAX_SPARSE_CACHE_BYTES"}
+    code = "import lineax_sparse as lxs; print(lxs.cache_info().limit)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    limit = int(out.stdout.strip())
+    meminfo = pathlib.Path("/proc/meminfo")
+    if meminfo.exists():
+        line = next(x for x in meminfo.read_text().splitlines() if x.startswith("MemAvailable"))
+        available = int(line.split()[1]) * 1024
+        assert limit == pytest.approx(max(available / 4, 256 << 20), rel=0.1)
+    monkeypatch.setattr(registry_module, "available_memory", lambda: None)
+    assert registry_module.default_cache_limit() == 1 << 30
+    monkeypatch.setattr(registry_module, "available_memory", lambda: 100 << 20)
+    assert registry_module.default_cache_limit() == 256 << 20
+    monkeypatch.setattr(registry_module, "available_memory", lambda: 64 << 30)
+    assert registry_module.default_cache_limit() == 16 << 30
 
 
 def test_zero_budget_still_solves_correctly(solver, getkey):

@@ -23,9 +23,53 @@ from typing import Any, NamedTuple
 from . import owner
 
 
-#: Default byte budget, overridable by the environment variable below or `set_cache_limit`.
-DEFAULT_CACHE_LIMIT = 1 << 30
+#: The default byte budget is this fraction of the memory available to the process when
+#: the package is imported (overridable by the environment variable below or
+#: `set_cache_limit`): a fixed 1 GiB is too small for the largest problems of a large
+#: machine, and most of a small container's memory.
+DEFAULT_CACHE_FRACTION = 0.25
+#: The default when the available memory cannot be read.
+FALLBACK_CACHE_LIMIT = 1 << 30
+#: The least default, however little memory is available.
+MIN_DEFAULT_CACHE_LIMIT = 256 << 20
 CACHE_LIMIT_VARIABLE = "LINEAX_SPARSE_CACHE_BYTES"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process may still use: the system's available memory (Linux
+    `MemAvailable`, else free physical pages), capped by a cgroup v2 limit (containers);
+    None when it cannot be read."""
+    found = []
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as limit:
+            text = limit.read().strip()
+        if text != "max":
+            found.append(int(text))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def default_cache_limit() -> int:
+    """`DEFAULT_CACHE_FRACTION` of `available_memory()`, at least `MIN_DEFAULT_CACHE_LIMIT`
+    (`FALLBACK_CACHE_LIMIT` when it cannot be read)."""
+    available = available_memory()
+    if available is None:
+        return FALLBACK_CACHE_LIMIT
+    return max(MIN_DEFAULT_CACHE_LIMIT, int(available * DEFAULT_CACHE_FRACTION))
 
 
 class CacheInfo(NamedTuple):
@@ -73,7 +117,7 @@ class CacheInfo(NamedTuple):
 def _limit_from_environment() -> int:
     text = os.environ.get(CACHE_LIMIT_VARIABLE)
     if text is None:
-        return DEFAULT_CACHE_LIMIT
+        return default_cache_limit()
     try:
         value = int(float(text))
     except ValueError:
@@ -192,8 +236,10 @@ def set_cache_limit(nbytes: int) -> None:
     """Set the byte budget of the cache of factorizations, hierarchies and analyses.
 
     Entries beyond the new budget are evicted at once, least recently used first. The
-    default is 1 GiB, or the value of the environment variable `LINEAX_SPARSE_CACHE_BYTES`
-    when the package is imported.
+    default is a quarter of the memory available to the process when the package is
+    imported (`MemAvailable` on Linux, capped by a container's cgroup limit; at least
+    256 MiB, 1 GiB where it cannot be read), or the value of the environment variable
+    `LINEAX_SPARSE_CACHE_BYTES` then.
 
     **Arguments:**
 
