@@ -6,6 +6,7 @@ Importing this package changes no global JAX configuration.
 import importlib.metadata
 
 from ._host.patterns import StaticPattern as StaticPattern
+from ._host.pool import num_threads as num_threads, set_num_threads as set_num_threads
 from ._host.registry import (
     cache_info as cache_info,
     CacheInfo as CacheInfo,

@@ -14,17 +14,19 @@ per system. An unexpected exception (a bug) in the work for one matrix is report
 
 from __future__ import annotations
 
+import functools
 import math
 import traceback
 import warnings
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..backends.base import AbstractBackend, BackendSpec
 from ..backends.pattern import Pattern
 from ..backends.status import SolveResult, Status
-from .cache import factor_cache, host_dtype
+from . import pool
+from .cache import Build, factor_cache, host_dtype
 from .entry import FactorEntry
 from .registry import registry
 
@@ -146,10 +148,11 @@ def solve_batch(
     dtype = host_dtype(values.dtype, rhs.dtype)
     registry.count("host_calls")
     factor_cache.begin_call()
+    work: list[_Work] = []
     for m in np.unique(flat.matrix_of) if size > 1 else (0,):
         columns = np.flatnonzero(flat.matrix_of == m) if size > 1 else np.zeros(1, np.int64)
         try:
-            key, entry = factor_cache.entry(
+            key, found = factor_cache.find(
                 spec,
                 n,
                 handle_key(flat.handles[flat.handle_of[m]]),
@@ -159,28 +162,30 @@ def solve_batch(
                 static,
                 valid is not None and bool(valid_of_values[flat.value_of[m]]),
             )
-            if entry.status != Status.OK:
-                status[columns] = entry.status
-                continue
-            block = flat.rhs[columns].T.astype(dtype)
-            finite = np.all(np.isfinite(block), axis=0)
-            block[:, ~finite] = 0
-            start = None
-            if flat.guess is not None:
-                start = flat.guess[columns].T.astype(dtype)
-                start[:, ~np.all(np.isfinite(start), axis=0)] = 0
-            result = entry.recall(backend, block, transpose, conjugate, start)
-            if result is None:
-                result = _solve(backend, key, entry, block, transpose, conjugate, start)
         except Exception as error:  # noqa: BLE001 - a bug must not crash the user's program
-            warnings.warn(
-                "lineax-sparse: unexpected error on the host, reported as a breakdown "
-                f"(please report it):\n{''.join(traceback.format_exception(error))}",
-                HostFailureWarning,
-                stacklevel=1,
-            )
+            _report(error)
             status[columns] = Status.BREAKDOWN
             continue
+        block = flat.rhs[columns].T.astype(dtype)
+        start = None
+        if flat.guess is not None:
+            start = flat.guess[columns].T.astype(dtype)
+            start[:, ~np.all(np.isfinite(start), axis=0)] = 0
+        work.append(_Work(columns, key, found, block, start))
+    for item, (ok, outcome, _) in zip(work, _run(backend, work, transpose, conjugate), strict=True):
+        columns = item.columns
+        try:
+            if not ok:
+                raise outcome
+            entry, result = _finish(backend, item, outcome, transpose, conjugate)
+        except Exception as error:  # noqa: BLE001 - a bug must not crash the user's program
+            _report(error)
+            status[columns] = Status.BREAKDOWN
+            continue
+        if result is None:  # the factorization failed
+            status[columns] = entry.status
+            continue
+        finite = np.all(np.isfinite(flat.rhs[columns]), axis=1)
         column_status = np.where(finite, result.status, Status.NONFINITE_INPUT)
         x = result.solution
         x[:, column_status != Status.OK] = np.nan
@@ -201,28 +206,106 @@ def solve_batch(
     )
 
 
-def _solve(
-    backend: AbstractBackend,
-    key: tuple,
-    entry: FactorEntry,
-    block: np.ndarray,
-    transpose: bool,
-    conjugate: bool,
-    start: np.ndarray | None,
-) -> SolveResult:
-    """Solve with the entry's factor, and keep the cache's accounting up to date."""
+def _report(error: Exception) -> None:
+    warnings.warn(
+        "lineax-sparse: unexpected error on the host, reported as a breakdown "
+        f"(please report it):\n{''.join(traceback.format_exception(error))}",
+        HostFailureWarning,
+        stacklevel=2,
+    )
+
+
+class _Work(NamedTuple):
+    """One distinct matrix of a batch: its systems (`columns`), its registry key, its entry
+    or the `Build` that makes it, and its right-hand sides and guesses as columns."""
+
+    columns: np.ndarray
+    key: tuple
+    found: FactorEntry | Build
+    block: np.ndarray
+    start: np.ndarray | None
+
+
+class _Done(NamedTuple):
+    """What a worker made of a `_Work`: the entry (new or found), the bytes of a new
+    factor, the solve's result (None when the factorization failed), the setups counted
+    during the solve, and the question asked (kept for `memorize`)."""
+
+    entry: FactorEntry
+    nbytes: int
+    result: SolveResult | None
+    late: int
+    asked: np.ndarray | None
+
+
+def _run(
+    backend: AbstractBackend, work: list[_Work], transpose: bool, conjugate: bool
+) -> list[tuple[bool, _Done | Exception, int]]:
+    """The native work of a batch: factorizations of the matrices not found, and the
+    solves. On the pool's threads when the backend allows it and there are several
+    matrices; else one after another here (the owner thread)."""
+    tasks = [functools.partial(_native, backend, item, transpose, conjugate) for item in work]
+    if not backend.parallel or len(work) < 2 or pool.num_threads() < 2:
+        return [_attempt(task) for task in tasks]
+    # A factorization that completes its pattern's analysis (SuperLU's first ordering)
+    # runs alone first, so that the others share what it computed.
+    first: dict[int, None] = {}
+    for i, item in enumerate(work):
+        if isinstance(item.found, Build) and backend.completes_analysis(item.found.analysis):
+            first.setdefault(id(item.found.analysis), i)
+    leading = {i: _attempt(tasks[i]) for i in first.values()}
+    rest = [i for i in range(len(tasks)) if i not in leading]
+    for i, outcome in zip(rest, pool.run_parallel([tasks[i] for i in rest]), strict=True):
+        leading[i] = outcome
+    return [leading[i] for i in range(len(tasks))]
+
+
+def _attempt(task) -> tuple[bool, Any, int]:
+    try:
+        return True, task(), 0
+    except Exception as error:  # noqa: BLE001 - returned to the caller, who reports it
+        return False, error, 0
+
+
+def _native(backend: AbstractBackend, item: _Work, transpose: bool, conjugate: bool) -> _Done:
+    """Factorize (when not found) and solve one matrix's systems: native work only, on any
+    worker, no bookkeeping."""
+    entry, nbytes = (
+        (item.found, 0) if isinstance(item.found, FactorEntry) else factor_cache.make(item.found)
+    )
+    if entry.status != Status.OK:
+        return _Done(entry, nbytes, None, 0, None)
+    block = item.block
+    block[:, ~np.all(np.isfinite(block), axis=0)] = 0
+    result = entry.recall(backend, block, transpose, conjugate, item.start)
+    if result is not None:
+        return _Done(entry, nbytes, result, 0, None)
     # One column (a vmapped batch is not kept: its copy could be large). A copy: a backend
     # may write into the block.
-    asked = block.copy() if start is None and block.shape[1] == 1 else None
+    asked = block.copy() if item.start is None and block.shape[1] == 1 else None
     setups = backend.setups(entry.factor)
-    result = backend.solve(entry.factor, block, transpose, conjugate, start)
-    late = backend.setups(entry.factor) - setups
-    if late:  # an AMG hierarchy of A^T, or a rebuilt one, was set up meanwhile
-        registry.count("factorizations", late)
-        factor_cache.resize(key, entry, backend)
+    result = backend.solve(entry.factor, block, transpose, conjugate, item.start)
+    return _Done(entry, nbytes, result, backend.setups(entry.factor) - setups, asked)
+
+
+def _finish(
+    backend: AbstractBackend, item: _Work, done: _Done, transpose: bool, conjugate: bool
+) -> tuple[FactorEntry, SolveResult | None]:
+    """The bookkeeping of one matrix's native work, on the owner thread: file a new entry,
+    count late setups, remember the solve."""
+    entry, result = done.entry, done.result
+    if isinstance(item.found, Build):
+        factor_cache.file(item.key, entry, done.nbytes)
+    if result is None or done.asked is None and done.late == 0:
+        if result is not None:
+            factor_cache.refile_analysis(backend, entry)
+        return entry, result
+    if done.late:  # an AMG hierarchy of A^T, or a rebuilt one, was set up meanwhile
+        registry.count("factorizations", done.late)
+        factor_cache.resize(item.key, entry, backend)
     # Only a success may answer a later question: a failed forward solve must not answer a
     # transposed one that alone would succeed (AMG's looser adjoint tolerance), nor a retry.
-    if asked is not None and np.all(result.status == Status.OK):
-        entry.memorize(asked, transpose, conjugate, result)
+    if done.asked is not None and np.all(result.status == Status.OK):
+        entry.memorize(done.asked, transpose, conjugate, result)
     factor_cache.refile_analysis(backend, entry)
-    return result
+    return entry, result

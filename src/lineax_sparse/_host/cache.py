@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import collections
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from ..backends.catalog import make_backend
 from ..backends.numerics import is_hermitian
 from ..backends.pattern import fingerprint, Pattern
 from ..backends.status import FactorError, Status
+from . import owner
 from .digest import values_digest
 from .entry import FactorEntry
 from .registry import registry
@@ -84,6 +85,9 @@ class FactorCache:
         #: miss (its factorization was made, then evicted or retired). A matrix never seen
         #: before is a factorization, not a miss, even when its handle collides.
         self._made: collections.OrderedDict[tuple, None] = collections.OrderedDict()
+        #: Patterns (spec, pattern key) whose previous factorization paid: a matrix of the
+        #: pattern was factorized again after its factorization had been dropped.
+        self._paying: collections.OrderedDict[tuple, None] = collections.OrderedDict()
         #: The digest of each live pattern's indices, computed once per pattern.
         self._indices_digests: weakref.WeakKeyDictionary[Pattern, int] = weakref.WeakKeyDictionary()
 
@@ -94,6 +98,7 @@ class FactorCache:
         """
         self._made.clear()
         self._recent.clear()
+        self._paying.clear()
         self._this_call.clear()
 
     def begin_call(self) -> None:
@@ -122,7 +127,29 @@ class FactorCache:
         static: Pattern | None = None,
         valid: bool = False,
     ) -> tuple[tuple, FactorEntry]:
-        """The registry key and entry of this matrix under `handle`, factorized if absent.
+        """The registry key and entry of this matrix under `handle`, factorized if absent:
+        `find`, then `make` and `file` for a matrix not found."""
+        key, found = self.find(spec, n, handle, indices, values, aux, static, valid)
+        if isinstance(found, FactorEntry):
+            return key, found
+        entry, nbytes = self.make(found)
+        self.file(key, entry, nbytes)
+        return key, entry
+
+    def find(
+        self,
+        spec: BackendSpec,
+        n: int,
+        handle: int,
+        indices: np.ndarray | None,
+        values: np.ndarray,
+        aux: np.ndarray | None,
+        static: Pattern | None = None,
+        valid: bool = False,
+    ) -> tuple[tuple, FactorEntry | Build]:
+        """The registry key and entry of this matrix under `handle`, or the key to file it
+        under and the `Build` that `make` factorizes it from (its pattern and analysis
+        found or made, old factors of its pattern retired).
 
         With a static pattern (`static`), `values` are its CSC values and `indices` is None;
         `valid` says that XLA found them finite and exactly symmetric.
@@ -142,16 +169,28 @@ class FactorCache:
         if free is None:  # every slot holds another matrix: replace the last
             free = _factor_key(spec, n, handle, PROBES - 1)
             registry.evict(free)
+        self._this_call.add(free)
         pattern = static if static is not None else self._pattern(n, indices)
         self._count_made(spec, handle, values, pattern, static is not None)
-        entry, nbytes = self._build(spec, pattern, values, aux, static is not None, valid)
-        self._this_call.add(free)
+        self._retire_old_factors(spec, pattern)
+        # Made here, once per pattern, before any factorization of a batch runs.
+        analysis = self._analysis(spec, pattern) if pattern.valid else None
+        # The caller's buffers are not ours to keep.
+        values = np.array(values, copy=True)
+        aux = None if aux is None else np.array(aux, copy=True)
+        backend = self.backend(spec)
+        return free, Build(
+            spec, backend, pattern, analysis, values, aux, static is not None, valid
+        )
+
+    def file(self, key: tuple, entry: FactorEntry, nbytes: int) -> None:
+        """File a new entry `make` made under the key `find` gave."""
+        registry.count("factorizations", entry.setups)
         if entry.status == Status.OK:
-            self._remember(spec, entry.pattern, free)
+            self._remember(entry.spec, entry.pattern, key)
         # The newest entry is kept even when it alone exceeds the budget, so that the solves
         # of this call find it.
-        registry.put(free, entry, nbytes + entry.nbytes)
-        return free, entry
+        registry.put(key, entry, nbytes + entry.nbytes)
 
     def resize(self, key: tuple, entry: FactorEntry, backend: AbstractBackend) -> None:
         """Re-file an entry whose factor grew, so that the byte budget sees its new size."""
@@ -206,6 +245,11 @@ class FactorCache:
         if token in self._made:
             registry.count("misses")
             self._made.move_to_end(token)
+            # A matrix of this pattern comes back: from now on its previous factorization
+            # is kept beside the newest (`_retire_old_factors`).
+            self._paying[(spec, pattern.key)] = None
+            while len(self._paying) > RECENT_PATTERNS:
+                self._paying.popitem(last=False)
         else:
             self._made[token] = None
             while len(self._made) > MADE_TOKENS:
@@ -213,7 +257,13 @@ class FactorCache:
 
     def _retire_old_factors(self, spec: BackendSpec, pattern: Pattern) -> None:
         recent = self._recent.get((spec, pattern.key))
-        limit = self.backend(spec).factors_per_pattern
+        backend = self.backend(spec)
+        limit = backend.factors_per_pattern
+        if not backend.builds_on_previous and (spec, pattern.key) not in self._paying:
+            # One factorization per pattern until keeping the previous one would have paid:
+            # a large factorization never holds twice its memory in a loop that never
+            # returns to an old matrix (CHOLMOD at 5e5 dofs: 8 GB each).
+            limit = 1
         while recent and len(recent) >= limit and recent[0] not in self._this_call:
             key = recent.popleft()
             entry = registry.get(key)
@@ -227,53 +277,63 @@ class FactorCache:
         while len(self._recent) > RECENT_PATTERNS:
             del self._recent[next(iter(self._recent))]
 
-    def _build(
-        self,
-        spec: BackendSpec,
-        pattern: Pattern,
-        values: np.ndarray,
-        aux: np.ndarray | None,
-        static: bool,
-        valid: bool,
-    ) -> tuple[FactorEntry, int]:
+    def make(self, build: Build) -> tuple[FactorEntry, int]:
         """Factorize (or fail to); returns the entry and the bytes of its factor.
 
-        On the static-pattern path (`static`), `values` are already the CSC values, summed
-        in XLA; `valid` says that XLA found them finite and exactly symmetric (the tests it
-        skips).
+        Native work only, on any worker (the factorizations of a batch run in parallel):
+        no bookkeeping. `build.valid` says that the values were found finite and exactly
+        symmetric already (the tests it skips).
         """
-        self._retire_old_factors(spec, pattern)
-        values = np.array(values, copy=True)  # the caller's buffer is not ours to keep
-        aux = None if aux is None else np.array(aux, copy=True)
+        spec, pattern, values, aux, valid = (
+            build.spec,
+            build.pattern,
+            build.values,
+            build.aux,
+            build.valid,
+        )
+        home = owner.current_worker() or 0
 
-        def failed(status: Status) -> tuple[FactorEntry, int]:
-            return FactorEntry(spec, pattern, static, values, aux, None, status), 0
+        def failed(status: Status, setups: int = 0) -> tuple[FactorEntry, int]:
+            entry = FactorEntry(
+                spec, pattern, build.static, values, aux, None, status, setups=setups
+            )
+            return entry, 0
 
         if not pattern.valid:
             return failed(Status.INVALID_INDEX)
-        if static:
-            # Backends never write into the matrix they are given, so double-precision
-            # values serve both the factorization and the entry's verification copy.
-            csc_values = values.astype(host_dtype(values.dtype), copy=False)
-        else:
-            # Summing first drops padding entries whatever they hold, and catches finite
-            # duplicates whose sum overflows: both are then judged on the matrix they make.
-            with np.errstate(over="ignore", invalid="ignore"):
-                csc_values = pattern.assemble(values)
+        # COO values on both paths (a static pattern's are summed here, not in XLA).
+        # Summing first drops padding entries whatever they hold, and catches finite
+        # duplicates whose sum overflows: both are then judged on the matrix they make.
+        with np.errstate(over="ignore", invalid="ignore"):
+            csc_values = pattern.assemble(values)
         if not valid and not np.all(np.isfinite(csc_values)):
             return failed(Status.NONFINITE_INPUT)
-        backend = self.backend(spec)
-        analysis = self._analysis(spec, pattern)
+        backend = build.backend
         if backend.requires_symmetric and not valid and not is_hermitian(pattern, csc_values):
             return failed(Status.NOT_SYMMETRIC)
         try:
-            factor = backend.factor(pattern, analysis, pattern.csc(csc_values), aux)
+            factor = backend.factor(pattern, build.analysis, pattern.csc(csc_values), aux)
         except FactorError as error:
-            registry.count("factorizations")
-            return failed(error.status)
-        registry.count("factorizations", backend.setups(factor))
-        entry = FactorEntry(spec, pattern, static, values, aux, factor, Status.OK)
+            return failed(error.status, 1)
+        setups = backend.setups(factor)
+        entry = FactorEntry(
+            spec, pattern, build.static, values, aux, factor, Status.OK, home, setups
+        )
         return entry, backend.nbytes(factor)
+
+
+class Build(NamedTuple):
+    """What `FactorCache.make` factorizes: a matrix, its pattern and the pattern's analysis
+    (None for an invalid pattern), and the path it came by."""
+
+    spec: BackendSpec
+    backend: AbstractBackend
+    pattern: Pattern
+    analysis: Any
+    values: np.ndarray
+    aux: np.ndarray | None
+    static: bool
+    valid: bool
 
 
 #: The process's one cache; its bookkeeping is forgotten with the registry's contents.

@@ -16,6 +16,7 @@ import numpy as np
 from ..backends.base import AbstractBackend, BackendSpec
 from ..backends.pattern import Pattern
 from ..backends.status import SolveResult, Status
+from . import owner
 from .registry import registry
 
 
@@ -31,6 +32,10 @@ class FactorEntry:
     aux: np.ndarray | None  # the solver's auxiliary arrays it was made from, or None
     factor: Any  # None when `status` is not OK
     status: Status
+    #: The worker thread that made `factor`, on which it is released (`__del__`).
+    home: int = 0
+    #: Setups its factorization counted (`AbstractBackend.setups`: 1 for a direct factor).
+    setups: int = 0
     #: The last solve: `(transpose, conjugate, rhs block, SolveResult)`, or empty.
     memo: list = dataclasses.field(default_factory=list)
 
@@ -61,6 +66,12 @@ class FactorEntry:
             and np.array_equal(self.values, values)
             and same_aux
         )
+
+    def __del__(self):
+        # A native object is released on the thread that made it: hand the factor over
+        # when the entry dies elsewhere (evicted or retired by the owner thread).
+        if self.home and self.factor is not None:
+            owner.release_on(self.home, self.factor)
 
     @property
     def nbytes(self) -> int:

@@ -1,8 +1,11 @@
-"""The single owner thread on which all native work runs; callers block until it is done.
+"""The owner thread on which native work runs, and the worker threads beside it.
 
-It exists because XLA calls callbacks from several threads while native libraries need one
-(scipy leaks a SuperLU factor freed on another thread; cvxopt's CHOLMOD has one global
-`cholmod_common`). It also drains in-flight work at exit, survives `fork` (stopped before,
+The owner (worker 0) exists because XLA calls callbacks from several threads while native
+libraries need one owner per object (scipy leaks a SuperLU factor freed on another thread;
+cvxopt's CHOLMOD has one global `cholmod_common`): every host call runs on it, callers
+block until it is done. Workers 1, 2, ... run the independent native work of a batch beside
+it (`pool.py`); each native object is released on the worker that made it (`release_on`).
+The owner also drains in-flight work at exit, survives `fork` (workers stopped before,
 replaced in the child) and tunes glibc's allocator at the first native call: the reasons
 and measurements are in the README's Design section ("One owner thread", "glibc's
 allocator"); the details of exit and fork beside the functions that do them.
@@ -42,13 +45,25 @@ class _Job:
         self.error: BaseException | None = None
 
 
-_jobs: queue.SimpleQueue = queue.SimpleQueue()
+class _Worker:
+    """A thread that runs the native work handed to it, in order; worker 0 is the owner."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+
+_workers: list[_Worker] = [_Worker(0)]
+_local = threading.local()  # `index`: the worker this thread is, on worker threads
 _exit_hooks: list[Callable[[], None]] = []
 _fork_hooks: list[Callable[[], None]] = []
 _in_flight = 0
 _in_flight_lock = threading.Lock()
 _start_lock = threading.Lock()
-_owner: threading.Thread | None = None
 #: Work to run on a new owner thread before any other (the release of inherited objects).
 _first_jobs: list[tuple[Callable[..., Any], tuple]] = []
 
@@ -79,10 +94,12 @@ def _default_floating_point_environment() -> None:
 _STOP = object()  # a job that ends the owner thread (before a fork)
 
 
-def _serve() -> None:
+def _serve(worker: _Worker) -> None:
     _default_floating_point_environment()
+    _local.index = worker.index
+    jobs = worker.jobs
     while True:
-        job = _jobs.get()
+        job = jobs.get()
         if job is _STOP:
             return
         try:
@@ -98,17 +115,60 @@ def _serve() -> None:
             job.done.release()
 
 
-def _start_owner() -> threading.Thread:
-    """The running owner thread, started on first use (in this process)."""
-    global _owner
+def _start(index: int) -> _Worker:
+    """The running worker `index` (0: the owner), started on first use (in this process)."""
     with _start_lock:
-        if _owner is None or not _owner.is_alive():
-            _owner = threading.Thread(target=_serve, name="lineax-sparse-host", daemon=True)
-            _owner.start()
-            while _first_jobs:
+        while len(_workers) <= index:
+            _workers.append(_Worker(len(_workers)))
+        worker = _workers[index]
+        if not worker.alive():
+            name = "lineax-sparse-host" + (f"-{index}" if index else "")
+            worker.thread = threading.Thread(target=_serve, args=(worker,), name=name, daemon=True)
+            worker.thread.start()
+            while index == 0 and _first_jobs:
                 fn, args = _first_jobs.pop(0)
-                _jobs.put(_Job(fn, args))  # runs first; nobody waits for it
-        return _owner
+                worker.jobs.put(_Job(fn, args))  # runs first; nobody waits for it
+        return worker
+
+
+def current_worker() -> int | None:
+    """The index of the worker thread this runs on (0: the owner), or None elsewhere."""
+    return getattr(_local, "index", None)
+
+
+def submit(index: int, fn: Callable[..., Any], *args) -> _Job:
+    """Queue `fn(*args)` on worker `index` (started if needed); `wait` for its result."""
+    job = _Job(fn, args)
+    _start(index).jobs.put(job)
+    return job
+
+
+def wait(job: _Job, index: int) -> Any:
+    """The result of a `submit`ted job (or its error, raised), once worker `index` ran it."""
+    while not job.done.acquire(timeout=0.5):
+        # Never wait on a thread that is gone (stopped for a fork while this job was
+        # queued): start a new one, which takes the job from the queue.
+        if not _workers[index].alive():
+            _start(index)
+    if job.error is not None:
+        raise job.error
+    result, job.result = job.result, None
+    return result
+
+
+def release_on(index: int, obj: Any) -> bool:
+    """Hand `obj` to worker `index`, to be dropped there: a native object is released on
+    the thread that made it (scipy leaks a SuperLU factor freed on another thread: 750 MB
+    per 300 factors of Poisson 200^2, made on a pool thread and freed on another). False,
+    and the caller drops it, when this is that thread or that worker is gone."""
+    if index == current_worker() or index >= len(_workers) or not _workers[index].alive():
+        return False
+    _workers[index].jobs.put(_Job(_drop, (obj,)))
+    return True
+
+
+def _drop(obj: Any) -> None:
+    del obj
 
 
 #: None until the first native call; then whether `mallopt` was applied (module docstring).
@@ -140,23 +200,12 @@ def run(fn: Callable[..., _T], *args) -> _T:
     global _in_flight, malloc_tuned
     if malloc_tuned is None:
         malloc_tuned = _tune_malloc()
-    if threading.current_thread() is _owner:
+    if current_worker() == 0:
         return fn(*args)
-    owner = _start_owner()
     with _in_flight_lock:
         _in_flight += 1
     try:
-        job = _Job(fn, args)
-        _jobs.put(job)
-        # Never wait on a thread that is gone (stopped for a fork while this job was
-        # queued): start a new one, which takes the job from the queue.
-        while not job.done.acquire(timeout=0.5):
-            if not owner.is_alive():
-                owner = _start_owner()
-        if job.error is not None:
-            raise job.error
-        result, job.result = job.result, None
-        return result
+        return wait(submit(0, fn, *args), 0)
     finally:
         with _in_flight_lock:
             _in_flight -= 1
@@ -216,30 +265,32 @@ def release_in_child(fn: Callable[..., Any], *args) -> None:
 
 
 def _before_fork() -> None:
-    """Stop an idle owner thread before a fork (it is restarted on next use).
+    """Stop the idle worker threads before a fork (they are restarted on next use).
 
     A thread that has run scipy's SuperLU and is alive at a fork makes CPython's own
     after-fork handler in the child fail noisily ("SystemError: ... returned a result
     with an exception set"); with the thread stopped the child starts clean. Work in
     progress is waited for, at most `_FORK_WAIT` seconds.
     """
-    owner = _owner
-    if owner is None or not owner.is_alive() or threading.current_thread() is owner:
+    if current_worker() is not None:
         return
-    _jobs.put(_STOP)  # type: ignore[arg-type]
-    owner.join(_FORK_WAIT)
+    running = [worker for worker in _workers if worker.alive()]
+    for worker in running:
+        worker.jobs.put(_STOP)  # type: ignore[arg-type]
+    for worker in running:
+        worker.thread.join(_FORK_WAIT)  # type: ignore[union-attr]
 
 
 _FORK_WAIT = 10.0
 
 
 def _after_fork_in_child() -> None:
-    global _jobs, _in_flight, _in_flight_lock, _start_lock, _owner, _forked
-    _jobs = queue.SimpleQueue()
+    global _workers, _local, _in_flight, _in_flight_lock, _start_lock, _forked
+    _workers = [_Worker(0)]
+    _local = threading.local()
     _in_flight = 0
     _in_flight_lock = threading.Lock()
     _start_lock = threading.Lock()
-    _owner = None
     _forked = True
     for hook in _fork_hooks:
         hook()
@@ -256,6 +307,11 @@ def _shutdown() -> None:
         _drain()
     for hook in _exit_hooks:
         run(hook)
+    # The hooks released objects made on other workers by handing them over: let every
+    # worker finish what it was handed before the interpreter goes.
+    for worker in list(_workers[1:]):
+        if worker.alive():
+            wait(submit(worker.index, _drop, None), worker.index)
 
 
 atexit.register(_shutdown)

@@ -41,6 +41,15 @@ class AbstractBackend(abc.ABC):
     #: one is made (2 for the direct solvers). A backend with large factors keeps fewer, so
     #: that their memory is reused.
     factors_per_pattern: int = 2
+    #: Whether `factor` builds on the pattern's previous factor (AMG's hierarchy reuse), so
+    #: that the previous one is kept; otherwise the host keeps it only once it paid (a
+    #: matrix of the pattern came back after its factorization was dropped).
+    builds_on_previous: bool = False
+    #: Whether factorizations and solves of different matrices may run at the same time on
+    #: different threads: the native calls release Python's GIL (else nothing is gained)
+    #: and share no mutable state, and `analyse` leaves nothing for a first factorization
+    #: to complete that the others would race for (see `completes_analysis`).
+    parallel: bool = False
 
     @abc.abstractmethod
     def analyse(self, pattern: Pattern) -> Any:
@@ -119,6 +128,13 @@ class AbstractBackend(abc.ABC):
         """Bytes `analysis` holds beyond its pattern (AMG keeps warm-start solutions)."""
         del analysis
         return 0
+
+    def completes_analysis(self, analysis: Any) -> bool:
+        """Whether the next factorization of the pattern completes its `analysis` (SuperLU
+        computes its column ordering in the first factorization): a parallel batch then
+        makes that one first, so that every factorization of the batch shares it."""
+        del analysis
+        return False
 
     def answers_for(self, factor: Any, asked: tuple, known: tuple) -> bool:
         """Whether a solve with the (transpose, conjugate) flags `known` also answers one

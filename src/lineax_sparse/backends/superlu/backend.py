@@ -61,6 +61,10 @@ class SuperLUBackend(AbstractDirectBackend):
     """SuperLU's LU with partial pivoting; `ordering`, `pivot_threshold` and
     `symmetric_mode` as the `SuperLU` solver's fields."""
 
+    #: scipy's `splu` and `SuperLU.solve` release the GIL (two threads: 0.63x / 0.68x of
+    #: one for the same work, `benchmarks/bench_gil.py`), and each factor is its own.
+    parallel = True
+
     def __init__(self, ordering: str, pivot_threshold: float, symmetric_mode: bool):
         self.ordering = ordering
         self.pivot_threshold = pivot_threshold
@@ -74,6 +78,9 @@ class SuperLUBackend(AbstractDirectBackend):
             _, _, unpaired = pattern.symmetry_pairs()
             symmetric = unpaired.size == 0
         return _Analysis(symmetric)
+
+    def completes_analysis(self, analysis: _Analysis) -> bool:
+        return not analysis.orderings  # the first factorization computes the ordering
 
     def _ordering(self, analysis: _Analysis, matrix: sp.csc_matrix, column_max) -> str:
         """SuperLU's `permc_spec` for `matrix` (the one factorized, maybe equilibrated)."""
