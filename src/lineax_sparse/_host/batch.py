@@ -102,12 +102,20 @@ def _broadcast(handles, values, indices, rhs, guess, aux) -> _Batch:
         _flat(values, 1),
         _flat(indices, 2),
         None if aux is None else _flat(aux, 2),
-        _flat(rhs, 1)[_batch_map(rhs.shape[:-1], batch)],
-        None if guess is None else _flat(guess, 1)[_batch_map(guess.shape[:-1], batch)],
+        _systems(rhs, batch),
+        None if guess is None else _systems(guess, batch),
         *maps[:3],
         maps[3] if aux is not None else None,
         _batch_map(matrix_batch, batch),
     )
+
+
+def _systems(vectors: np.ndarray, batch: tuple[int, ...]) -> np.ndarray:
+    """`vectors` (batch dimensions, then n) as one row per system of `batch`: a view when
+    they are batched like it (a block of right-hand sides: no copy of a large block)."""
+    if vectors.shape[:-1] == batch:
+        return _flat(vectors, 1)
+    return _flat(vectors, 1)[_batch_map(vectors.shape[:-1], batch)]
 
 
 def solve_batch(
@@ -140,17 +148,22 @@ def solve_batch(
     if valid is not None:  # unbatched (a constant under vmap) or batched like `values`
         valid_of_values = np.broadcast_to(valid, values.shape[:-1]).reshape(-1)
     size = math.prod(flat.shape)
-    solution = np.full((size, n), np.nan, dtype=rhs.dtype)
-    status = np.empty(size, dtype=np.int32)
+    solution = np.empty((size, n), dtype=rhs.dtype)  # failed systems get NaN at the end
+    status = np.full(size, Status.BREAKDOWN, dtype=np.int32)
     steps = np.zeros(size, dtype=np.int32)
     residual = np.full(size, np.nan, dtype=np.float64)
     backend = factor_cache.backend(spec)
     dtype = host_dtype(values.dtype, rhs.dtype)
+    # A solution that overflows the caller's narrower precision (float32) is no success.
+    narrower = np.dtype(rhs.dtype).itemsize < np.dtype(dtype).itemsize
     registry.count("host_calls")
     factor_cache.begin_call()
     work: list[_Work] = []
-    for m in np.unique(flat.matrix_of) if size > 1 else (0,):
-        columns = np.flatnonzero(flat.matrix_of == m) if size > 1 else np.zeros(1, np.int64)
+    matrices = np.unique(flat.matrix_of) if size > 1 else np.zeros(1, np.int64)
+    for m in matrices:
+        # Every system when there is one matrix (a block of right-hand sides): a slice, so
+        # that the block is read in place.
+        columns = slice(None) if matrices.size == 1 else np.flatnonzero(flat.matrix_of == m)
         try:
             key, found = factor_cache.find(
                 spec,
@@ -164,14 +177,14 @@ def solve_batch(
             )
         except Exception as error:  # noqa: BLE001 - a bug must not crash the user's program
             _report(error)
-            status[columns] = Status.BREAKDOWN
             continue
-        block = flat.rhs[columns].T.astype(dtype)
+        block = flat.rhs[columns].T.astype(dtype)  # ours: a backend may write into it
+        finite = np.isfinite(block).all(axis=0)
         start = None
         if flat.guess is not None:
             start = flat.guess[columns].T.astype(dtype)
             start[:, ~np.all(np.isfinite(start), axis=0)] = 0
-        work.append(_Work(columns, key, found, block, start))
+        work.append(_Work(columns, key, found, block, finite, start))
     for item, (ok, outcome, _) in zip(work, _run(backend, work, transpose, conjugate), strict=True):
         columns = item.columns
         try:
@@ -180,24 +193,20 @@ def solve_batch(
             entry, result = _finish(backend, item, outcome, transpose, conjugate)
         except Exception as error:  # noqa: BLE001 - a bug must not crash the user's program
             _report(error)
-            status[columns] = Status.BREAKDOWN
             continue
         if result is None:  # the factorization failed
             status[columns] = entry.status
             continue
-        finite = np.all(np.isfinite(flat.rhs[columns]), axis=1)
-        column_status = np.where(finite, result.status, Status.NONFINITE_INPUT)
-        x = result.solution
-        x[:, column_status != Status.OK] = np.nan
+        column_status = np.where(item.finite, result.status, Status.NONFINITE_INPUT)
         with np.errstate(over="ignore", invalid="ignore"):
-            solution[columns] = x.T.astype(rhs.dtype, copy=False)
-        # A solution that overflows the caller's precision (float32) is no success.
-        overflow = ~np.all(np.isfinite(solution[columns]), axis=1) & (column_status == Status.OK)
-        column_status = np.where(overflow, Status.BREAKDOWN, column_status)
-        solution[columns[overflow]] = np.nan
+            solution[columns] = result.solution.T
+        if narrower:
+            overflow = ~np.isfinite(solution[columns]).all(axis=1) & (column_status == Status.OK)
+            column_status = np.where(overflow, Status.BREAKDOWN, column_status)
         status[columns] = column_status
         steps[columns] = result.num_steps
         residual[columns] = result.relative_residual
+    solution[status != Status.OK] = np.nan
     return (
         solution.reshape(*flat.shape, n),
         status.reshape(flat.shape),
@@ -217,12 +226,14 @@ def _report(error: Exception) -> None:
 
 class _Work(NamedTuple):
     """One distinct matrix of a batch: its systems (`columns`), its registry key, its entry
-    or the `Build` that makes it, and its right-hand sides and guesses as columns."""
+    or the `Build` that makes it, and its right-hand sides (with which are finite) and
+    guesses as columns."""
 
-    columns: np.ndarray
+    columns: np.ndarray | slice
     key: tuple
     found: FactorEntry | Build
     block: np.ndarray
+    finite: np.ndarray  # per column of `block`: whether it is finite
     start: np.ndarray | None
 
 
@@ -276,7 +287,8 @@ def _native(backend: AbstractBackend, item: _Work, transpose: bool, conjugate: b
     if entry.status != Status.OK:
         return _Done(entry, nbytes, None, 0, None)
     block = item.block
-    block[:, ~np.all(np.isfinite(block), axis=0)] = 0
+    if not item.finite.all():
+        block[:, ~item.finite] = 0
     result = entry.recall(backend, block, transpose, conjugate, item.start)
     if result is not None:
         return _Done(entry, nbytes, result, 0, None)
