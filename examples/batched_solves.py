@@ -16,6 +16,11 @@ solved with `lineax_sparse.Cholmod`).
    hand-derived SIMP sensitivity -p x^(p-1) (E0 - Emin) u_e^T k u_e, and one directional
    derivative against a central finite difference.
 
+3. Time per item. The sweep is timed for batch sizes 1, 2, 4, ... as a Python loop of
+   jitted solves and as one vmapped call (whose distinct matrices factorize side by side
+   on the cores, `lineax_sparse.set_num_threads`); unless `--no-plot`, the times per item
+   are plotted to `<output>.png`.
+
     python examples/batched_solves.py            # 120 x 40 mesh, batches of 32 and 8
     python examples/batched_solves.py --small    # 30 x 10, batches of 8 and 4
 """
@@ -23,6 +28,8 @@ solved with `lineax_sparse.Cholmod`).
 from __future__ import annotations
 
 import argparse
+import functools
+import statistics
 import time
 
 import jax
@@ -42,6 +49,7 @@ A12 = [[-6, -3, 0, 3], [-3, -6, -3, -6], [0, -3, -6, 3], [3, -6, 3, -6]]
 B11 = [[-4, 3, -2, 9], [3, -4, -9, 4], [-2, -9, -4, -3], [9, 4, -3, -4]]
 B12 = [[2, -3, 4, -9], [-3, 2, 9, -2], [4, 9, 2, 3], [-9, -2, 3, 2]]
 PENAL = 3.0
+OUTPUT = "batched_solves"
 SOLVER = lxs.Cholmod()
 TAGS = (lx.symmetric_tag, lx.positive_semidefinite_tag)
 
@@ -84,9 +92,7 @@ def timed(fn, *args):
 
 
 def material_sweep(problem: Problem, batch: int) -> dict[str, float]:
-    rng = np.random.default_rng(0)
-    young = jnp.asarray(rng.uniform(0.5, 2.0, batch))
-    nu = jnp.asarray(np.tile(np.linspace(0.1, 0.45, batch // 2), 2)[:batch])
+    young, nu = _materials(batch)
     sweep = jax.jit(jax.vmap(material_compliance, in_axes=(0, 0, None)))
     one = jax.jit(material_compliance)
     sweep(young, nu, problem).block_until_ready()  # compile
@@ -166,6 +172,76 @@ def sensitivity_study(problem: Problem, batch: int) -> dict[str, float]:
     }
 
 
+def _materials(batch: int) -> tuple[jax.Array, jax.Array]:
+    rng = np.random.default_rng(0)
+    young = jnp.asarray(rng.uniform(0.5, 2.0, batch))
+    nu = jnp.asarray(np.tile(np.linspace(0.1, 0.45, max(batch // 2, 1)), 2)[:batch])
+    return young, nu
+
+
+def time_per_item(problem: Problem, largest: int, repeats: int = 3) -> dict[str, list]:
+    """Seconds per (E, nu) pair of the loop and of the vmapped call, for batch sizes
+    1, 2, 4, ... up to `largest`: medians of `repeats` runs taken in turns, each run
+    factorizing its matrices (the cache is cleared before it)."""
+    one = jax.jit(material_compliance)
+    sweep = jax.jit(jax.vmap(material_compliance, in_axes=(0, 0, None)))
+    sizes = [1 << k for k in range(largest.bit_length()) if 1 << k <= largest]
+    table: dict[str, list] = {"batch": sizes, "loop": [], "vmap": []}
+    for size in sizes:
+        young, nu = _materials(size)
+
+        def loop(young=young, nu=nu, size=size):
+            return jnp.stack([one(young[i], nu[i], problem) for i in range(size)])
+
+        runs = {"loop": loop, "vmap": functools.partial(sweep, young, nu, problem)}
+        times: dict[str, list[float]] = {"loop": [], "vmap": []}
+        for turn in range(repeats + 1):  # the first turn compiles: not timed
+            for name, run in runs.items():
+                lxs.clear_cache()
+                _, seconds = timed(run)
+                if turn:
+                    times[name].append(seconds / size)
+        for name in runs:
+            table[name].append(statistics.median(times[name]))
+    print(f"time per item, {lxs.num_threads()} threads (medians of {repeats} runs):")
+    for size, loop, vmap in zip(table["batch"], table["loop"], table["vmap"], strict=True):
+        print(
+            f"  batch {size:3d}: loop {loop * 1e3:7.2f} ms, vmap {vmap * 1e3:7.2f} ms "
+            f"({vmap / loop:.2f}x)"
+        )
+    return table
+
+
+def plot(table: dict[str, list], title: str, output: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.plot(
+        table["batch"], np.array(table["loop"]) * 1e3, "o-", label="Python loop of jitted solves"
+    )
+    axes.plot(
+        table["batch"],
+        np.array(table["vmap"]) * 1e3,
+        "s-",
+        label=f"one jax.vmap call ({lxs.num_threads()} threads)",
+    )
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(table["batch"], [str(size) for size in table["batch"]])
+    axes.set_xlabel("batch size (materials)")
+    axes.set_ylabel("time per item (ms): factorization + solve")
+    axes.set_ylim(bottom=0)
+    axes.set_title(title)
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(f"{output}.png", dpi=120)
+    plt.close(figure)
+    print(f"wrote {output}.png")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -176,7 +252,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--materials", type=int, default=32, help="batch of the sweep")
     parser.add_argument("--designs", type=int, default=8, help="batch of the sensitivities")
     parser.add_argument("--small", action="store_true", help="30 x 10, batches of 8 and 4")
+    parser.add_argument("--no-plot", action="store_true", help="write no PNG")
+    parser.add_argument(
+        "--output", help=f"prefix of the PNG (default: {OUTPUT}, {OUTPUT}_small with --small)"
+    )
     args = parser.parse_args(argv)
+    if args.output is None:
+        args.output = f"{OUTPUT}_small" if args.small else OUTPUT
     if args.small:
         args.nelx, args.nely, args.materials, args.designs = 30, 10, 8, 4
     if min(args.nelx, args.nely, args.materials, args.designs) < 1:
@@ -185,6 +267,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"MBB beam {args.nelx} x {args.nely}: {problem.size} dofs")
     results = material_sweep(problem, args.materials)
     results |= sensitivity_study(problem, args.designs)
+    table = time_per_item(problem, args.materials)
+    results["vmap_vs_loop_largest"] = table["vmap"][-1] / table["loop"][-1]
+    if not args.no_plot:
+        plot(
+            table,
+            f"Material sweep, MBB {args.nelx} x {args.nely} ({problem.size} dofs)",
+            args.output,
+        )
     print(
         "batched "
         + " ".join(

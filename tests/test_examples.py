@@ -219,9 +219,11 @@ def test_topology_optimization_3d_small(solver):
     assert abs(compliance - expected) <= 1e-4 * expected
 
 
-def test_batched_solves_small():
-    stdout = _run("batched_solves.py", "--small")
+def test_batched_solves_small(tmp_path):
+    stdout = _run("batched_solves.py", "--small", "--output", str(tmp_path / "batched"))
     fields = _fields(stdout.strip().splitlines()[-1])
+    assert (tmp_path / "batched.png").stat().st_size > 10_000  # the time-per-item plot
+    assert "batch   8: loop" in stdout and float(fields["vmap_vs_loop_largest"]) > 0
     assert int(fields["sweep_host_calls"]) == 1  # one call factorizes all and solves
     assert int(fields["sweep_factorizations"]) == 8 and int(fields["sweep_analyses"]) == 1
     assert float(fields["sweep_vs_loop"]) < 1e-12
