@@ -19,7 +19,7 @@ from ..iterative import AbstractIterativeBackend, Outcome, Round
 from ..numerics import best_start, exponents, is_extreme, scale
 from ..pattern import Pattern
 from ..status import FactorError, SolveResult, Status
-from . import krylov as krylov_
+from . import blocks, krylov as krylov_
 from .factor import check_matrix, Factor
 from .hierarchy import (
     conjugated,
@@ -67,6 +67,7 @@ class AMGBackend(AbstractIterativeBackend):
         # setup reuse its memory instead of page-faulting fresh memory in. With `reuse` the
         # previous one must stay: it is the hierarchy to reuse.
         self.factors_per_pattern = 2 if self.reuse else 1
+        self.builds_on_previous = bool(self.reuse)
 
     # ------------------------------------------------------------------ setup
 
@@ -209,12 +210,32 @@ class AMGBackend(AbstractIterativeBackend):
 
         def run(precondition, which, origin, budget: int | None) -> None:
             # `budget`: the total steps a column may reach; None: `max_steps` more.
-            for j in which:
-                remaining = self.max_steps if budget is None else budget - int(steps[j])
+            remaining = np.full(which.size, self.max_steps, dtype=np.int64)
+            if budget is not None:
+                remaining = budget - steps[which].astype(np.int64)
+            # b is scaled to |b|_inf in [0.5, 1); one column's norm as its own solve takes it.
+            norm_b = np.array([np.linalg.norm(work[:, j]) for j in which])
+            target = np.maximum(rtol * norm_b, atol[which])
+            if which.size > 1 and self.krylov in blocks.BLOCK_KRYLOV:
+                # Several columns: in lockstep, the cycles and products on the block.
+                block = blocks.Block(
+                    operator,
+                    precondition,
+                    np.ascontiguousarray(work[:, which]),
+                    np.ascontiguousarray(origin[:, which]),
+                    target,
+                    norm_b,
+                    remaining,
+                )
+                outcomes = blocks.solve(self.krylov, block)
+                x[:, which], status[which] = outcomes.x, outcomes.status
+                residual[which] = outcomes.residual
+                steps[which] += outcomes.steps.astype(steps.dtype)
+                return
+            for i, j in enumerate(which):
                 b = work[:, j]
-                norm_b = float(np.linalg.norm(b))  # b is scaled to |b|_inf in [0.5, 1)
-                system = krylov_.System(operator, precondition, b, max(rtol * norm_b, atol[j]))
-                outcome = self._iterate(system, norm_b, origin[:, j], remaining)
+                system = krylov_.System(operator, precondition, b, float(target[i]))
+                outcome = self._iterate(system, float(norm_b[i]), origin[:, j], int(remaining[i]))
                 x[:, j], status[j], residual[j] = outcome.x, outcome.status, outcome.residual
                 steps[j] += outcome.steps
 

@@ -1,28 +1,30 @@
 """Multigrid cycles of a pyamg hierarchy, applied to one vector or to a block of them.
 
 `Cycle(ml, cycle, plain_gauss_seidel)(r)` is `B r`: one V-, W- or F-cycle from a zero
-initial guess, the preconditioner of the Krylov methods in `krylov.py`, which call it one
-vector `(n,)` at a time. It also takes a block `(n, k)`, which goes through every level as
-a block (the products become sparse-times-block products); that is tested against pyamg but
-not used by the solves: the cycle's cost is its Gauss-Seidel sweeps, which run one column
-at a time either way, and a 16-column block cost 3.51 ms per column against 3.15 ms for one
-vector (unstructured 2D Poisson, n = 32k; see README, "Many right-hand sides").
+initial guess, the preconditioner of the Krylov methods. It takes one vector `(n,)` (the
+iteration of one column, `krylov.py`) or a block `(n, k)` (the lockstep iterations of
+many columns, `blocks.py`), which goes through every level as one C-ordered block: the
+residual and the grid transfers become sparse-times-block products (SciPy reads the matrix
+once for all columns: 0.08 ms per column for 16 columns against 0.25 ms for one vector,
+unstructured 2D Poisson, n = 32k), and symmetric Gauss-Seidel sweeps all columns at once
+(`kernels.py`). A 16-column block cost 0.5 ms per column against 2.6 ms for one vector
+there.
 
 It does what pyamg's own recursive cycle (`MultilevelSolver.__solve`) does, level by
 level: presmooth, residual, restrict, recurse (twice for W; F then V for F), prolong,
-postsmooth, and pyamg's coarse solver on the last level. Smoothing is done per column
-(pyamg's relaxation kernels take one vector), with one exception that also speeds up a
-single vector: on a level whose matrix is CSR, or BSR with 1 x 1 blocks (smoothed
-aggregation stores its coarse levels of a scalar problem that way), and whose smoother is
-pyamg's symmetric Gauss-Seidel (`plain_gauss_seidel`: the default smoother of smoothed
-aggregation and Ruge-Stuben, and `smoother="gauss_seidel"`), the sweeps call
-`amg_core.gauss_seidel` on a CSR copy of the level's matrix made once. pyamg itself runs
-`amg_core.bsr_gauss_seidel` with blocks of one entry there, the same arithmetic much more
-slowly (one forward sweep on the 3,206-row second level of an unstructured 2D Poisson
-problem with n = 32k: 0.49 ms through pyamg against 0.027 ms on CSR; pyamg's sweeps there
-took 38% of its cycle, which went from 5.2 to 3.2 ms). Every other smoother (Jacobi, SOR,
-Chebyshev, AIR's F/C Jacobi, block Gauss-Seidel with real blocks) is pyamg's own function,
-called as pyamg calls it.
+postsmooth, and pyamg's coarse solver on the last level. On a level whose matrix is CSR,
+or BSR with 1 x 1 blocks (smoothed aggregation stores its coarse levels of a scalar
+problem that way), and whose smoother is pyamg's symmetric Gauss-Seidel
+(`plain_gauss_seidel`: the default smoother of smoothed aggregation and Ruge-Stuben, and
+`smoother="gauss_seidel"`), the sweeps run on a CSR copy of the level's matrix made once:
+`amg_core.gauss_seidel` for a vector, `kernels.gauss_seidel_block` for a block, the same
+arithmetic for every column. pyamg itself runs `amg_core.bsr_gauss_seidel` with blocks of
+one entry there, the same arithmetic much more slowly (one forward sweep on the 3,206-row
+second level of an unstructured 2D Poisson problem with n = 32k: 0.49 ms through pyamg
+against 0.027 ms on CSR; pyamg's sweeps there took 38% of its cycle, which went from 5.2
+to 3.2 ms). Every other smoother (Jacobi, SOR, Chebyshev, AIR's F/C Jacobi, block
+Gauss-Seidel with real blocks) is pyamg's own function, called as pyamg calls it, one
+column at a time (pyamg's relaxation functions refuse a 2-D `x`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from pyamg import amg_core
+
+from .kernels import gauss_seidel_block
 
 
 def _scalar_csr(matrix: Any) -> sp.csr_matrix | None:
@@ -76,20 +80,25 @@ class _Level:
         self.R = _product_operator(level.R) if hasattr(level, "R") else None
 
     def smooth(self, which: str, x: np.ndarray, b: np.ndarray) -> None:
-        """One smoothing step on every column of `x` (F-ordered, in place)."""
+        """One smoothing step on every column of `x` (C-ordered, in place)."""
+        vector = x.shape[1] == 1  # (n, 1): its column is contiguous
         if self.gauss_seidel:
             A = self.A
+            if not vector:
+                gauss_seidel_block(A, x, b, symmetric=True)
+                return
             n = A.shape[0]
-            for j in range(x.shape[1]):
-                column, rhs = x[:, j], b[:, j]
-                # pyamg's symmetric sweep: forward, then backward.
-                amg_core.gauss_seidel(A.indptr, A.indices, A.data, column, rhs, 0, n, 1)
-                amg_core.gauss_seidel(A.indptr, A.indices, A.data, column, rhs, n - 1, -1, -1)
+            column, rhs = x[:, 0], b[:, 0]
+            # pyamg's symmetric sweep: forward, then backward.
+            amg_core.gauss_seidel(A.indptr, A.indices, A.data, column, rhs, 0, n, 1)
+            amg_core.gauss_seidel(A.indptr, A.indices, A.data, column, rhs, n - 1, -1, -1)
             return
         smoother = self.presmoother if which == "pre" else self.postsmoother
         for j in range(x.shape[1]):
-            column = x[:, j]
+            column = x[:, j] if vector else np.ascontiguousarray(x[:, j])
             smoother(self.original, column, np.ascontiguousarray(b[:, j]))
+            if not vector:
+                x[:, j] = column
 
 
 class Cycle:
@@ -105,8 +114,9 @@ class Cycle:
 
     def __call__(self, r: np.ndarray) -> np.ndarray:
         vector = r.ndim == 1
-        b = np.asfortranarray(r[:, None] if vector else r)
-        x = np.zeros(b.shape, dtype=np.result_type(b.dtype, self.levels[0].A.dtype), order="F")
+        dtype = np.result_type(r.dtype, self.levels[0].A.dtype)
+        b = np.ascontiguousarray(r[:, None] if vector else r, dtype=dtype)
+        x = np.zeros(b.shape, dtype=dtype)
         if len(self.levels) == 1:
             self._coarse(x, b)
         else:
@@ -122,8 +132,8 @@ class Cycle:
         level = self.levels[lvl]
         level.smooth("pre", x, b)
         residual = b - level.A @ x
-        coarse_b = np.asfortranarray(level.R @ residual)
-        coarse_x = np.zeros_like(coarse_b, order="F")
+        coarse_b = np.ascontiguousarray(level.R @ residual)
+        coarse_x = np.zeros_like(coarse_b)
         if lvl == len(self.levels) - 2:
             self._coarse(coarse_x, coarse_b)
         elif cycle == "V":
