@@ -17,6 +17,7 @@ from lineax_sparse.backends.amg import blocks, kernels
 from .helpers import (
     anisotropic2d,
     condition_number,
+    convection_diffusion2d,
     dense_from_data,
     elasticity2d,
     eps,
@@ -65,13 +66,19 @@ def _columns(n: int, k: int, dtype=np.float64, seed: int = 0) -> np.ndarray:
     return bs.astype(dtype)
 
 
-def _solve_both(op, bs, solver):
-    """Every column solved in one vmapped call and in separate calls, without raising:
-    (x, steps, results) for each."""
-    one = jax.jit(lambda b: lx.linear_solve(op, b, solver=solver, throw=False))
-    batched = jax.jit(jax.vmap(lambda b: lx.linear_solve(op, b, solver=solver, throw=False)))
-    block = batched(jnp.asarray(bs))
-    singles = [one(jnp.asarray(b)) for b in bs]
+def _solve_both(op, bs, solver, guesses=None):
+    """Every column solved in one vmapped call and in separate calls (from its guess, if
+    given), without raising: (x, steps, results) for each."""
+
+    def solve(b, guess):
+        options = {} if guess is None else {"y0": guess}
+        return lx.linear_solve(op, b, solver=solver, options=options, throw=False)
+
+    guesses = None if guesses is None else jnp.asarray(guesses)
+    one, batched = jax.jit(solve), jax.jit(jax.vmap(solve))
+    block = batched(jnp.asarray(bs), guesses)
+    starts = [None] * len(bs) if guesses is None else list(guesses)
+    singles = [one(jnp.asarray(b), start) for b, start in zip(bs, starts, strict=True)]
     block_out = (
         np.asarray(block.value),
         np.asarray(block.stats["num_steps"]),
@@ -120,7 +127,7 @@ PROBLEMS = {
 }
 
 
-@pytest.mark.parametrize("krylov", ["cg", "none"])
+@pytest.mark.parametrize("krylov", ["cg", "bicgstab", "none"])
 @pytest.mark.parametrize("name", PROBLEMS)
 def test_block_matches_dense_and_single_column_solves(name, krylov, block_solves):
     matrix = PROBLEMS[name]()
@@ -152,23 +159,22 @@ def test_block_steps_equal_single_steps_on_the_unstructured_mesh():
     np.testing.assert_allclose(x, x1, rtol=0, atol=1e-10 * np.abs(x1).max())
 
 
-@pytest.mark.parametrize("krylov", ["cg", "none"])
+@pytest.mark.parametrize("krylov", ["cg", "bicgstab", "none"])
 def test_a_column_out_of_steps_reports_it_and_the_others_succeed(krylov, block_solves):
     matrix = delaunay_poisson(1_200)
     n = matrix.shape[0]
-    rng = np.random.default_rng(3)
-    # Smooth right-hand sides converge in a few steps, rough ones need more.
-    smooth = matrix @ np.sin(np.linspace(0, 3, n))
-    rough = rng.standard_normal(n)
-    bs = np.stack([smooth, rough, 2 * smooth, rough[::-1].copy()])
+    bs = _columns(n, 4, seed=3)
+    # Columns 0 and 2 start next to their solution and need few steps; 1 and 3 from zero.
+    exact = np.linalg.solve(matrix.toarray(), bs.T).T
+    near = exact * (1 + 1e-7 * np.random.default_rng(4).standard_normal(exact.shape))
+    guesses = np.stack([near[0], np.zeros(n), near[2], np.zeros(n)])
     op = operator(matrix, PSD)
     free = lxs.AMG(rtol=1e-12, krylov=krylov, max_steps=500)
-    _, (_, needed, _) = _solve_both(op, bs, free)
-    assert needed[0] < needed[1] and needed[2] < needed[3], needed
+    _, (_, needed, _) = _solve_both(op, bs, free, guesses)
     limit = int(max(needed[0], needed[2]))
-    assert limit < min(needed[1], needed[3])
+    assert 0 < limit < min(needed[1], needed[3]), needed
     solver = lxs.AMG(rtol=1e-12, krylov=krylov, max_steps=limit)
-    (x, steps, results), (_, steps1, results1) = _solve_both(op, bs, solver)
+    (x, steps, results), (_, steps1, results1) = _solve_both(op, bs, solver, guesses)
     ok, out = lx.RESULTS.successful._value, lx.RESULTS.max_steps_reached._value
     np.testing.assert_array_equal(results, [ok, out, ok, out])
     np.testing.assert_array_equal(results, results1)
@@ -230,6 +236,48 @@ def test_gradients_of_a_vmapped_block_match_dense():
         np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9 * float(jnp.abs(want).max()))
 
 
+@pytest.mark.parametrize("peclet", [0.8, 8.0])
+def test_nonsymmetric_block_and_its_gradient(peclet, block_solves):
+    """Non-symmetric SA with BiCGStab (the default for an untagged operator): the forward
+    block, and the backward pass's block of transposed solves (a hierarchy of A^T)."""
+    matrix = convection_diffusion2d(24, peclet).tocsr()
+    op = operator(matrix)
+    bs = _columns(matrix.shape[0], 5)
+    solver = lxs.AMG(rtol=1e-11)
+    (x, steps, results), (_, steps1, results1) = _solve_both(op, bs, solver)
+    assert block_solves == [("bicgstab", 5)]
+    assert np.all(results == lx.RESULTS.successful._value)
+    np.testing.assert_array_equal(results, results1)
+    assert np.all(np.abs(steps - steps1) <= 1), (steps, steps1)
+    _check_converged(matrix, x, bs, 1e-11)
+
+    def loss(data, bs):
+        solve = lambda b: lx.linear_solve(with_data(op, data), b, solver=solver).value  # noqa: E731
+        return jnp.sum(jax.vmap(solve)(bs) ** 2)
+
+    def reference(data, bs):
+        return jnp.sum(jnp.linalg.solve(dense_from_data(op, data), bs.T) ** 2)
+
+    block_solves.clear()
+    bs = jnp.asarray(bs)
+    ours = jax.jit(jax.grad(loss, argnums=(0, 1)))(op.data, bs)
+    expected = jax.grad(reference, argnums=(0, 1))(op.data, bs)
+    assert block_solves == [("bicgstab", 5), ("bicgstab", 5)]  # forward, then transposed
+    for got, want in zip(ours, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8 * float(jnp.abs(want).max()))
+
+
+def test_gmres_solves_a_block_column_by_column(block_solves):
+    matrix = convection_diffusion2d(16).tocsr()
+    bs = _columns(matrix.shape[0], 3)
+    solver = lxs.AMG(rtol=1e-10, krylov="gmres")
+    (x, steps, results), (_, steps1, _) = _solve_both(operator(matrix), bs, solver)
+    assert block_solves == []
+    assert np.all(results == lx.RESULTS.successful._value)
+    np.testing.assert_array_equal(steps, steps1)
+    _check_converged(matrix, x, bs, 1e-10)
+
+
 def test_elasticity_with_near_nullspace_blocks():
     """Block-sized levels (BSR with 3 x 3 blocks) smooth column by column through pyamg."""
     matrix = elasticity2d(24, 8).tocsr()
@@ -246,10 +294,12 @@ def test_elasticity_with_near_nullspace_blocks():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
 @pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("k", [2, 5])
 @pytest.mark.parametrize("compiled", [True, False])
-def test_block_sweep_is_pyamgs_sweep_on_every_column(dtype, symmetric, compiled, monkeypatch):
+def test_block_sweep_is_pyamgs_sweep_on_every_column(dtype, symmetric, compiled, k, monkeypatch):
     if not compiled:
         monkeypatch.setattr(kernels, "_compiled", lambda: None)
+    assert (k >= kernels.MIN_COLUMNS) == (k == 5)  # both paths of the sweep
     matrix = random_sparse(300, 0.02, dtype, seed=4, spd=True).tocsr()
     matrix.sort_indices()
     # An empty row and a row without its diagonal entry: both left alone, as by pyamg.
@@ -258,7 +308,7 @@ def test_block_sweep_is_pyamgs_sweep_on_every_column(dtype, symmetric, compiled,
     matrix[11, 11] = 0
     matrix = sp.csr_matrix(matrix)
     matrix.eliminate_zeros()
-    n, k = matrix.shape[0], 5
+    n = matrix.shape[0]
     b = _columns(n, k, dtype, seed=5).T.copy()
     x0 = _columns(n, k, dtype, seed=6).T.copy()
     block = x0.copy()

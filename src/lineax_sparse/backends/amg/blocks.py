@@ -1,20 +1,20 @@
-"""Many columns at once: CG and stand-alone cycles in lockstep over a block of right-hand
-sides, each column with its own scalars, tolerance, step budget and status.
+"""Many columns at once: CG, BiCGStab and stand-alone cycles in lockstep over a block of
+right-hand sides, each column with its own scalars, tolerance, step budget and status.
 
 Every step applies the operator and one multigrid cycle to the `(n, m)` block of the
 columns still iterating, so that each sparse product reads the matrix once for all of them
 and the Gauss-Seidel sweeps run over the block (`cycle.py`, `kernels.py`). A column leaves
 the block when it finishes: the others never wait for it, and it never takes a step more
-than it would alone.
+than it would alone. GMRES solves the columns one after another (`backend.py`).
 
-Each column follows exactly the rules of its one-column solve: `cg` is scipy's CG (its
-recurrences, its stopping test `|r| < target` on the updated residual, `budget` steps per
-round) run in rounds by `AbstractIterativeBackend._restarted` with the start checked first,
-and `cycles` is `krylov.cycles`. So a column converges to the same tolerance, judged by the
-same true residual, in the same number of steps up to rounding (the block's dot products
-and norms sum in another order than BLAS's). One difference: a CG round whose updated
-residual is no longer finite ends there (its true residual then decides, as at any round's
-end) instead of running out its budget on NaNs.
+Each column follows exactly the rules of its one-column solve: CG and BiCGStab are scipy's
+(their recurrences, stopping tests and breakdown tests, `lockstep.py`) run in rounds as
+`AbstractIterativeBackend._restarted` runs them, the start checked first (`rounds`), and
+`cycles` is `krylov.cycles`. So a column converges to the same tolerance, judged by the same
+true residual, in the same number of steps up to rounding (the block's dot products and
+norms sum in another order than BLAS's). One difference: a round whose updated residual is
+no longer finite ends there (its true residual then decides, as at any round's end) instead
+of running out its budget on NaNs.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ import scipy.sparse as sp
 
 from ..status import Status
 from .krylov import DIVERGENCE
+from .lockstep import AbstractLockstep, BiCGStab, CG, column_norms, Columns
 
 
 #: The Krylov methods that run in lockstep over a block (the others run column by column).
-BLOCK_KRYLOV = ("cg", "none")
+BLOCK_KRYLOV = ("cg", "bicgstab", "none")
 
 
 class Block(NamedTuple):
@@ -77,101 +78,93 @@ class _Results:
 
 
 def solve(krylov: str, block: Block) -> Outcomes:
-    """Solve every column of `block` with `krylov` ("cg" or "none") in lockstep."""
+    """Solve every column of `block` with `krylov` ("cg", "bicgstab" or "none") in lockstep."""
     assert krylov in BLOCK_KRYLOV, krylov
     # Divisions by a zero curvature and non-finite iterates are reported per column, by
     # the true residual, as one-column solves report them.
     with np.errstate(all="ignore"):
-        return cg(block) if krylov == "cg" else cycles(block)
+        if krylov == "none":
+            return cycles(block)
+        return rounds(block, CG() if krylov == "cg" else BiCGStab())
 
 
-def column_norms(block: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(block, axis=0)
-
-
-def _column_dots(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """`vdot(u[:, j], v[:, j])` for every column (scipy's CG takes `vdot` for complex)."""
-    return np.einsum("ij,ij->j", u.conj() if np.iscomplexobj(u) else u, v)
-
-
-def cg(block: Block) -> Outcomes:
-    """CG in rounds on every column (see the module docstring): each round starts from the
-    true residual of the column's iterate, and ends when the updated residual drops below
-    the target (or is not finite) or the round's budget is spent; the true residual then
-    decides: `OK` within the target; else `MAX_STEPS_REACHED` out of steps, `BREAKDOWN` not
-    finite or no smaller than at the round's start; else another round."""
+def rounds(block: Block, method: AbstractLockstep) -> Outcomes:
+    """`method` in rounds on every column, as `AbstractIterativeBackend._restarted` runs a
+    one-column solve (the start checked first): each round starts from the true residual of
+    the column's iterate and runs until `method` ends it (its stopping test, a breakdown or
+    a spent budget); the true residual then decides: `OK` within the target; else
+    `MAX_STEPS_REACHED` out of steps, `BREAKDOWN` not finite or no smaller than at the
+    round's start; else another round."""
     A, precondition = block.operator, block.precondition
     results = _Results(block)
-    columns = np.arange(block.b.shape[1])
-    b, target, norm_b, max_steps = block.b, block.target, block.norm_b, block.max_steps
+    m = block.b.shape[1]
     x = np.array(block.x0, dtype=results.x.dtype, order="C")
-    r = b - A @ x
-    previous = column_norms(r)
-    # The start: checked first, as `_restarted(check_start=True)` does.
-    status = np.where(np.isfinite(previous), Status.OK, Status.BREAKDOWN)
-    done = ~np.isfinite(previous) | (previous <= target)
-    results.finish(columns[done], x[:, done], 0, status[done], previous[done] / norm_b[done])
-    keep = ~done
-    columns, x, r, b, target, norm_b, max_steps, previous = _kept(
-        keep, columns, x, r, b, target, norm_b, max_steps, previous
+    r = block.b - A @ x
+    residual = column_norms(r)
+    c = Columns(
+        columns=np.arange(m),
+        x=x,
+        r=r,
+        b=block.b,
+        target=block.target,
+        norm_b=block.norm_b,
+        max_steps=block.max_steps,
+        previous=residual,
+        steps=np.zeros(m, dtype=np.int64),
+        budget=block.max_steps.copy(),  # of the current round
+        taken=np.zeros(m, dtype=np.int64),  # iterations of the current round
     )
-    m = columns.size
-    steps = np.zeros(m, dtype=np.int64)
-    budget = max_steps.copy()  # of the current round
-    taken = np.zeros(m, dtype=np.int64)  # steps of the current round
-    p = np.zeros_like(x)
-    rho_previous = np.ones(m, dtype=x.dtype)
-    while columns.size:
-        # scipy's test at the top of each iteration: |r| < target ends the round; so does
-        # a spent budget (its loop ends) or a non-finite residual (see the module docstring).
-        ending = (taken >= budget) | ~(column_norms(r) >= target)
-        if np.any(ending):
-            ended = np.flatnonzero(ending)
-            true = b[:, ended] - A @ x[:, ended]
-            residual = column_norms(true)
-            status = np.full(ended.size, -1, dtype=np.int32)  # -1: another round
-            status[residual <= target[ended]] = Status.OK
-            undecided = status < 0
-            out = undecided & (steps[ended] >= max_steps[ended])
-            status[out] = Status.MAX_STEPS_REACHED
-            stalled = undecided & ~out & ~(residual < previous[ended])  # or not finite
-            status[stalled] = Status.BREAKDOWN
-            status[~np.isfinite(residual)] = Status.BREAKDOWN
-            again = ended[status < 0]
-            r[:, again] = true[:, status < 0]  # scipy's round starts from b - A x
-            previous[again] = residual[status < 0]
-            budget[again] = max_steps[again] - steps[again]
-            taken[again] = 0
-            finished = status >= 0
-            if np.any(finished):
-                gone = ended[finished]
-                results.finish(
-                    columns[gone],
-                    x[:, gone],
-                    steps[gone],
-                    status[finished],
-                    residual[finished] / norm_b[gone],
-                )
-                keep = np.ones(columns.size, dtype=bool)
-                keep[gone] = False
-                (columns, x, r, p, b, target, norm_b, max_steps, previous) = _kept(
-                    keep, columns, x, r, p, b, target, norm_b, max_steps, previous
-                )
-                steps, budget, taken, rho_previous = _kept(keep, steps, budget, taken, rho_previous)
-                if not columns.size:
-                    break
-        z = precondition(r)
-        rho = _column_dots(r, z)
-        first = taken == 0
-        p = np.where(first, z, (rho / rho_previous) * p + z)
-        q = A @ p
-        alpha = rho / _column_dots(p, q)
-        x += alpha * p
-        r -= alpha * q
-        rho_previous = rho
-        taken += 1
-        steps += 1
+    finite = np.isfinite(residual)
+    done = ~finite | (residual <= block.target)
+    status = np.where(finite, Status.OK, Status.BREAKDOWN)
+    results.finish(c.columns[done], x[:, done], 0, status[done], residual[done] / c.norm_b[done])
+    c.keep(~done)
+    method.start(c)
+    ended = np.zeros(c.columns.size, dtype=bool)  # during the last step
+    while c.columns.size:
+        ended |= method.ending(c)
+        if not np.any(ended):
+            ended = method.step(c, A, precondition)
+            continue
+        _end_rounds(c, np.flatnonzero(ended), A, method, results)
+        # A restarted column meets the top of its new round's first iteration next.
+        ended = np.zeros(c.columns.size, dtype=bool)
     return results.outcomes()
+
+
+def _end_rounds(c: Columns, ended: np.ndarray, A, method: AbstractLockstep, results) -> None:
+    """Judge the columns `ended` by their true residual: finish them, or start a round."""
+    true = c.b[:, ended] - A @ c.x[:, ended]
+    residual = column_norms(true)
+    c.steps[ended] += method.round_steps(c)[ended]
+    status = np.full(ended.size, -1, dtype=np.int32)  # -1: another round
+    status[residual <= c.target[ended]] = Status.OK
+    undecided = status < 0
+    out = undecided & (c.steps[ended] >= c.max_steps[ended])
+    status[out] = Status.MAX_STEPS_REACHED
+    status[undecided & ~out & ~(residual < c.previous[ended])] = Status.BREAKDOWN
+    status[~np.isfinite(residual)] = Status.BREAKDOWN
+    again = status < 0
+    if np.any(again):
+        which = ended[again]
+        c.r[:, which] = true[:, again]  # scipy's round starts from b - A x
+        c.previous[which] = residual[again]
+        c.budget[which] = c.max_steps[which] - c.steps[which]
+        c.taken[which] = 0
+        method.restart(c, which)
+    finished = ~again
+    if np.any(finished):
+        gone = ended[finished]
+        results.finish(
+            c.columns[gone],
+            c.x[:, gone],
+            c.steps[gone],
+            status[finished],
+            residual[finished] / c.norm_b[gone],
+        )
+        keep = np.ones(c.columns.size, dtype=bool)
+        keep[gone] = False
+        c.keep(keep)
 
 
 def cycles(block: Block) -> Outcomes:
