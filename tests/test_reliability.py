@@ -374,7 +374,7 @@ def _traced(change):
     "change, message",
     [
         (_traced(lambda s: dataclasses.replace(s, data=s.data[:-1])), "as many entries"),
-        (lambda s: dataclasses.replace(s, data=s.data[:-1]), "summed values"),
+        (lambda s: dataclasses.replace(s, data=s.data[:-1]), "as many entries"),
         (lambda s: dataclasses.replace(s, handle=jnp.zeros(3, jnp.int32)), "handle"),
         (lambda s: dataclasses.replace(s, handle=s.handle.astype(jnp.float32)), "handle"),
         (_traced(lambda s: dataclasses.replace(s, indices=s.indices[:, :1])), "indices"),

@@ -237,9 +237,10 @@ def test_state_with_a_static_pattern_is_reused_and_checked():
     op = lxs.SparseOperator(jsparse.BCOO((jnp.asarray(data), indices), shape=(n, n)), PSD)
     solver = lxs.Cholmod()
     state = solver.init(op, {})
-    # The summed CSC values, beside the operator's indices (which cross only if the pattern
-    # is released before the solve).
-    assert state.data.shape == (op.pattern.nnz,) and state.pattern == op.pattern.key
+    # The operator's COO values (the host sums them), beside its indices (which cross only
+    # if the pattern is released before the solve).
+    assert op.pattern.nse > op.pattern.nnz  # duplicates: the state holds them unsummed
+    assert state.data.shape == (op.pattern.nse,) and state.pattern == op.pattern.key
     assert state.indices is op.indices
     x = lx.linear_solve(op, jnp.ones(n), solver=solver, state=state).value
     np.testing.assert_allclose(op.mv(x), jnp.ones(n), rtol=1e-9, atol=1e-9)
@@ -254,7 +255,7 @@ def test_state_with_a_static_pattern_is_reused_and_checked():
         False,
         state.pattern,
     )
-    with pytest.raises(ValueError, match="summed values"):
+    with pytest.raises(ValueError, match="as many entries"):
         lx.linear_solve(op, jnp.ones(n), solver=solver, state=bad)
 
 
@@ -374,7 +375,8 @@ def test_a_general_path_state_never_takes_a_static_entry(getkey):
     b = jax.random.normal(getkey(), (30,))
     state_a = solver.init(op_a, {})
     lx.linear_solve(op_a, b, solver=solver, state=state_a).value.block_until_ready()
-    csc_values = state_a.data  # A's values in CSC order: B puts them at A's COO positions
+    # A's values in CSC order: B puts them at A's COO positions.
+    csc_values = state_a.data[jnp.asarray(op_a.pattern.source)]
 
     @jax.jit
     def solve_b(values, indices, handle):

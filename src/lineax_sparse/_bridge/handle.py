@@ -1,16 +1,16 @@
 """`make_handle`: the handle of a matrix, a digest of its values computed in the computation.
 
 The handle only routes a solve to the registry's entry (see `_host.cache`): a 64-bit digest
-(two int32, so that it works with `jax_enable_x64` off) of a strided sample of the matrix's
-values and indices. Two matrices with equal handles are told apart on the host by an exact
-comparison, so a collision costs a comparison, never a wrong answer.
+(two int32, so that it works with `jax_enable_x64` off) of a strided sample of what crosses
+to the host: the matrix's values, and its indices or its static pattern's key. Two matrices
+with equal handles are told apart on the host by an exact comparison, so a collision costs
+a comparison, never a wrong answer.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Inexact, Int
 
 from .._host.patterns import GOLDEN, mix32, PatternKey
@@ -36,12 +36,16 @@ def _words(array: Array) -> Array:
 
 
 def _sample(array: Array) -> Array:
-    """At most `HANDLE_SAMPLE` evenly strided entries of the leading axis, and the last."""
+    """At most `HANDLE_SAMPLE` evenly strided entries of the leading axis, and the last.
+
+    A strided slice, not a gather: no array of positions enters the compiled program.
+    """
     length = array.shape[0]
     if length <= HANDLE_SAMPLE:
         return array
-    positions = np.append(np.arange(HANDLE_SAMPLE) * (length // HANDLE_SAMPLE), length - 1)
-    return array[positions]
+    step = length // HANDLE_SAMPLE
+    strided = jax.lax.slice_in_dim(array, 0, step * (HANDLE_SAMPLE - 1) + 1, stride=step)
+    return jnp.concatenate([strided, array[length - 1 :]])
 
 
 def make_handle(

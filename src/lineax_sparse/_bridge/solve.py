@@ -52,18 +52,16 @@ def _solve_host(
     has_aux: bool,
     key: PatternKey | None,
     pattern: StaticPattern | None,
-    has_valid: bool,
     *arrays,
 ):
     arrays = [np.asarray(a) for a in arrays]
-    valid = arrays.pop() if has_valid else None
-    if pattern is not None:  # the values are the pattern's CSC values; no indices
+    if pattern is not None:  # the pattern's COO values; the host holds its indices
         handle, values, rhs, *rest = arrays
         indices, static = None, pattern.host
     elif key is None:  # the general path: COO values and their indices
         handle, values, indices, rhs, *rest = arrays
         static = None
-    else:  # CSC values of a pattern released since the trace: intern it from the indices
+    else:  # values of a pattern released since the trace: intern it from the indices
         handle, values, indices, rhs, *rest = arrays
         indices = indices.reshape(-1, *indices.shape[-2:])[0]
         found = intern(np.array(indices), n)
@@ -91,7 +89,6 @@ def _solve_host(
         guess,
         aux,
         static,
-        valid,
     )
     return x, status, steps, residual.astype(_residual_dtype(rhs.dtype))
 
@@ -109,26 +106,22 @@ def solve(
     aux: Array | None = None,
     key: PatternKey | None = None,
     pattern: StaticPattern | None = None,
-    valid: Array | None = None,
 ) -> tuple[Inexact[Array, " n"], lx.RESULTS, dict[str, Array]]:
     """Solve `op(A) x = rhs` on the host with the factorization under `handle`.
 
     The matrix arrays travel with the handle: the host verifies the entry under `handle`
     against them, and factorizes them (under `handle`) when it holds none of this matrix, so
     a first, evicted, stale or forged handle costs a factorization, never a wrong answer.
-    `valid` (static patterns, symmetric solvers) says per matrix that XLA found its values
-    finite and exactly symmetric, so the host may skip those tests (False: test them).
     `guess` is an initial guess for iterative backends, `aux` the solver's arrays the
     factorization depends on (AMG's near-nullspace vectors), verified like the matrix.
-    With a static pattern's `key`, `values` are its CSC values; `pattern` is the pattern
-    itself when it is held (only the values cross, and the compiled callback keeps the
-    pattern alive), or None when it was released, and then `indices` cross so that the
-    host interns it again.
-    Returns the solution, the result,
-    and the statistics `num_steps` (iterations, or refinement steps of a direct solve) and
-    `relative_residual` (`|b - Ax| / |b|`).
+    With a static pattern's `key`, `pattern` is the pattern itself when it is held (only
+    the COO values cross, which the host sums into the pattern's CSC slots and tests for
+    finiteness and symmetry itself, and the compiled callback keeps the pattern alive), or
+    None when it was released, and then `indices` cross so that the host interns it again.
+    Returns the solution, the result, and the statistics `num_steps` (iterations, or
+    refinement steps of a direct solve) and `relative_residual` (`|b - Ax| / |b|`).
     """
-    optional = tuple(a for a in (guess, aux, valid) if a is not None)
+    optional = tuple(a for a in (guess, aux) if a is not None)
     matrix = (handle, values) if pattern is not None else (handle, values, indices)
     if key is None:
         pattern = None
@@ -143,7 +136,6 @@ def solve(
         aux is not None,
         key,
         pattern,
-        valid is not None,
     )
     solution, status, steps, residual = host_call(
         host,

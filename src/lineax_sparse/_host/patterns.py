@@ -6,10 +6,14 @@ such indices refers to a `StaticPattern`, which owns the host `Pattern` (validat
 slot of every COO entry in the coalesced CSC pattern, CSC index arrays, mirror pairs, the key
 of the symbolic analysis), computed once per distinct pattern.
 
-With it, XLA sums the COO values into their CSC slots (a segment sum over constant slots),
-and only the coalesced values cross into the host callback: no index transfer, no index
-verification, no host coalescing. An operator whose indices are traced keeps the general
-path, where the host derives the same `Pattern` from the indices it receives.
+With it, only the operator's values cross into the host callback, which sums them into
+their CSC slots with the pattern's maps: no index transfer, no index comparison, and
+nothing of the pattern in the compiled program. XLA holds no O(nse) constant for a static
+pattern (no slots, no mirror pairs), so a program's size and compile time do not grow with
+the matrix; it gets indices only as the operator's own array, and only where it computes
+with them (products with the matrix, derivatives with respect to its values). An operator
+whose indices are traced keeps the general path, where the host derives the same `Pattern`
+from the indices it receives.
 
 Who holds what. Static fields (an operator's, a solver state's) end up in JAX's own caches
 (treedefs are cache keys, and some of those caches outlive `jax.clear_caches`), so they
@@ -118,7 +122,7 @@ class StaticPattern:
     is alive. Operators and solver states refer to it through its small `key`.
     """
 
-    __slots__ = ("n", "nse", "host", "slot", "source", "key", "nbytes", "__weakref__")
+    __slots__ = ("n", "nse", "host", "key", "__weakref__")
 
     def __init__(self, n: int, indices: np.ndarray):
         host = Pattern(n, indices)
@@ -126,22 +130,23 @@ class StaticPattern:
         self.n = n
         self.nse = int(indices.shape[0])
         self.host = host
-        index_type = np.int32 if max(host.nnz, self.nse) < 2**31 - 1 else np.int64
-        self.slot = host.slot.astype(index_type)
-        self.slot.setflags(write=False)
-        #: Without duplicates, the COO entry of each CSC slot: the values are then gathered,
-        #: which moves bits, where a sum would flush subnormal numbers (XLA on CPU does).
-        self.source: np.ndarray | None = None
-        kept = self.slot[self.slot < host.nnz]
-        if not host.in_order and kept.size == host.nnz:  # every slot filled exactly once
-            source = np.empty(host.nnz, dtype=index_type)
-            source[kept] = np.flatnonzero(self.slot < host.nnz)
-            source.setflags(write=False)
-            self.source = source
         self.key = PatternKey(n, self.nse, host.nnz, index_digest(indices), next(_serials))
-        self.nbytes = (
-            host.nbytes + self.slot.nbytes + (0 if self.source is None else self.source.nbytes)
-        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the host pattern's arrays (growing as maps are derived from it)."""
+        return self.host.nbytes
+
+    @property
+    def slot(self) -> np.ndarray:
+        """The CSC position each COO entry is summed into (`nnz` for padding), `(nse,)`."""
+        return self.host.slot
+
+    @property
+    def source(self) -> np.ndarray | None:
+        """Without duplicates (and not in CSC order already), the COO entry of each CSC
+        position, `(nnz,)`: the values are then gathered, not summed. Else None."""
+        return self.host.source
 
     @property
     def nnz(self) -> int:

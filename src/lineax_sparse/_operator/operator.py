@@ -28,7 +28,7 @@ from jaxtyping import Array, Inexact, Int
 from .._host.patterns import intern, PatternKey, StaticPattern
 from .._matrixfree.products import materialise
 from .indices import concrete_value, validate_matrix
-from .pattern import check_indices
+from .pattern import check_indices, pattern_indices, staging
 
 
 def _frozenset(tags: object | Iterable[object]) -> frozenset[object]:
@@ -181,6 +181,26 @@ class SparseOperator(lx.AbstractLinearOperator):
         solvers send only values to the host, even when the operator is passed into a
         jitted function.
 
+        Nothing of the pattern's size enters a compiled program but the operator's own
+        index array, which products with the matrix (and so derivatives with respect to
+        its values) compute with. Pass the operator as an argument of the jitted function
+        and its indices are an argument too: the program's size and compile time do not
+        grow with the matrix. Built inside the jitted function, as here,
+
+        ```python
+        @jax.jit
+        def compliance(young):
+            K = lxs.SparseOperator.from_pattern(pattern, assemble(young), tags)
+            ...
+        ```
+
+        its indices are a constant of the program up to 16 MiB (2M index pairs of int32:
+        compiling them costs a fraction of a second once), and beyond that they are
+        copied from the host in each run instead (under 1% of a factorization of that
+        size), so the program stays small. To keep even small patterns out of the program,
+        build a template operator outside and pass it in, replacing its values inside:
+        `eqx.tree_at(lambda op: op.data, template, values)`.
+
         **Arguments:**
 
         - `pattern`: a `StaticPattern` from `lineax_sparse.static_pattern(indices, size)`.
@@ -203,7 +223,8 @@ class SparseOperator(lx.AbstractLinearOperator):
                 "`SparseOperator.from_pattern(data=...)` must be floating or complex, got "
                 f"{data.dtype}."
             )
-        matrix = jsparse.BCOO((data, jnp.asarray(pattern.indices)), shape=(pattern.n,) * 2)
+        indices = pattern_indices(pattern, staging())
+        matrix = jsparse.BCOO((data, indices), shape=(pattern.n,) * 2)
         return cls(matrix, tags, _pattern=pattern)
 
     @classmethod
@@ -282,13 +303,13 @@ class SparseOperator(lx.AbstractLinearOperator):
     def transpose(self) -> SparseOperator:
         tags = lx.transpose_tags(self.tags)
         pattern, data = self._static_pattern_and_data()
+        flipped = jsparse.BCOO((data, self.indices[:, ::-1]), shape=(self.size, self.size))
         if pattern is not None:  # stays static, even when `indices` is a tracer
-            flipped = np.ascontiguousarray(pattern.indices[:, ::-1])
-            return SparseOperator.from_pattern(intern(flipped, self.size), data, tags)
-        return SparseOperator(
-            jsparse.BCOO((self.data, self.indices[:, ::-1]), shape=(self.size, self.size)),
-            tags,
-        )
+            # The operator's own indices, flipped (checked above to be the pattern's): no
+            # copy of the pattern's indices enters the compiled program.
+            mirrored = intern(np.ascontiguousarray(pattern.indices[:, ::-1]), self.size)
+            return SparseOperator(flipped, tags, _pattern=mirrored)
+        return SparseOperator(flipped, tags)
 
     def in_structure(self) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct((self.size,), self.data.dtype)

@@ -1,8 +1,8 @@
-"""Index patterns on the JAX side: `static_pattern`, and what XLA computes from a pattern.
+"""Index patterns on the JAX side: `static_pattern`, and the check of an operator's indices.
 
-The host owns the pattern's arrays (`_host.patterns`); this module validates the indices a
-user gives, checks that an operator's indices are still those of its pattern, and sums the
-COO values into the pattern's CSC slots inside the compiled program.
+The host owns the pattern's arrays and everything derived from them (`_host.patterns`):
+the compiled program holds none of them, only the key. This module validates the indices a
+user gives and checks that an operator's indices are still those of its pattern.
 """
 
 from __future__ import annotations
@@ -11,10 +11,20 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Inexact, Int
+from jaxtyping import Array, Int
 
+from .._bridge.callback import host_call
 from .._host.patterns import GOLDEN, index_digest, intern, mix32, PatternKey, PRIME, StaticPattern
 from .indices import concrete_value, validate_indices
+
+
+#: Index arrays up to this size enter a program that builds an operator from its pattern
+#: (`SparseOperator.from_pattern` under `jit`) as constants; larger ones are fetched from
+#: the host when the program runs, and only where it computes with them. A constant costs
+#: compile time and memory once per program (the 5.5 MB of the 180 x 60 MBB beam: about
+#: 0.1 s); a fetch costs a copy and a check in every run (1.5 ms of a 26 ms gradient step
+#: there, but under 1% of any factorization of 2M entries and more).
+EMBEDDED_INDICES_MAX_BYTES = 16 << 20
 
 
 def static_pattern(indices, size: int) -> StaticPattern:
@@ -27,6 +37,12 @@ def static_pattern(indices, size: int) -> StaticPattern:
     array would be a tracer). `SparseOperator` finds the pattern itself when its indices
     are concrete (NumPy, or constants under `jit`). The pattern holds O(nse) arrays for as
     long as you keep it; operators and solver states refer to it by a small key only.
+
+    The host keeps everything derived from the pattern (how duplicates are summed, the
+    mirror pairs of the symmetry test, the symbolic analysis), so that a compiled
+    program holds nothing of its size: pass the operator to the jitted function as an
+    argument and the program's size and compile time do not grow with the matrix (see
+    `from_pattern` for an operator built inside the jitted function).
 
     **Arguments:**
 
@@ -95,50 +111,25 @@ def check_indices(
     return eqx.error_if(data, differs, message)
 
 
-def coalesce(data: Inexact[Array, "*batch nse"], pattern: StaticPattern) -> Array:
-    """The values of the pattern's CSC entries: duplicates summed, padding dropped.
+def staging() -> bool:
+    """Whether JAX is staging a computation out (`jit`, `eqx.filter_jit`, the body of a
+    `lax.scan`, ...): then even an operation on constants gives a tracer, where eager
+    `grad` and `vmap` compute it."""
+    return isinstance(jax.lax.full((), 0, jnp.int32), jax.core.Tracer)
 
-    One segment sum over constant slots, in XLA (batched like `data`); a gather when there
-    are no duplicates; nothing for entries already unique and in CSC order. Half-precision
-    values are summed in float32 (the host factorizes in double precision anyway). XLA on
-    CPU flushes subnormal numbers to zero in arithmetic, so duplicates smaller than 2.2e-308
-    sum to zero (documented in docs/reliability.md); gathers keep them.
+
+def pattern_indices(pattern: StaticPattern, staged: bool) -> Array:
+    """The pattern's indices as a JAX array, for an operator built from the pattern.
+
+    Outside a staged computation (`staged` False) a device copy. Inside one, a constant of
+    the program up to `EMBEDDED_INDICES_MAX_BYTES`; beyond, the output of a host callback
+    that hands XLA the pattern's array each time the program runs (checked against the
+    pattern like indices passed as an argument), so that the program's size does not grow
+    with the pattern. The callback keeps the pattern alive as long as the program.
     """
-    if data.dtype in (jnp.float16, jnp.bfloat16):
-        data = data.astype(jnp.float32)
-    if pattern.host.in_order:  # already unique and in CSC order
-        return data
-    if pattern.source is not None:  # no duplicates: a permutation (padding left out)
-        return jnp.take(data, jnp.asarray(pattern.source), axis=-1)
-    slots = jnp.asarray(pattern.slot)
-    total = pattern.nnz + 1  # the last slot takes padding entries, whatever they hold
-
-    def one(values):
-        return jax.ops.segment_sum(values, slots, num_segments=total)[: pattern.nnz]
-
-    for _ in range(data.ndim - 1):
-        one = jax.vmap(one)
-    return one(data)
-
-
-def plainly_valid(values: Inexact[Array, "*batch nnz"], pattern: StaticPattern) -> Array:
-    """Whether coalesced real `values` are finite and exactly symmetric, per batch element.
-
-    The rule of `backends.numerics.exactly_symmetric` (mirrored pairs equal, entries without
-    a stored mirror zero), computed in XLA beside the solve (gathers and a comparison,
-    fused), so that the host can skip its own O(nnz) finiteness and per-pair symmetry tests
-    for the matrices that pass (FEM assembly from symmetric element matrices is exactly
-    symmetric). False only means "check on the host", never "invalid". Complex values
-    always say False.
-    """
-    batch = values.shape[:-1]
-    if jnp.iscomplexobj(values):
-        return jnp.zeros(batch, jnp.bool_)
-    lower, upper, unpaired = pattern.host.symmetry_pairs()
-    finite = jnp.all(jnp.isfinite(values), axis=-1)
-    mine = jnp.take(values, jnp.asarray(lower), axis=-1)
-    theirs = jnp.take(values, jnp.asarray(upper), axis=-1)
-    valid = finite & jnp.all(mine == theirs, axis=-1)
-    if unpaired.size:
-        valid = valid & jnp.all(jnp.take(values, jnp.asarray(unpaired), axis=-1) == 0, axis=-1)
-    return valid
+    indices = pattern.indices
+    if not staged or indices.nbytes <= EMBEDDED_INDICES_MAX_BYTES:
+        return jnp.asarray(indices)
+    dtype = jax.dtypes.canonicalize_dtype(indices.dtype)  # int32 when x64 is off
+    fetched = indices.astype(dtype, copy=False)
+    return host_call(lambda: (fetched,), (jax.ShapeDtypeStruct(indices.shape, dtype),))[0]

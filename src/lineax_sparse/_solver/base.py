@@ -31,7 +31,6 @@ from jaxtyping import Array, Inexact, Int, PyTree
 from .._bridge import handle as _handle, solve as _bridge
 from .._host.patterns import PatternKey
 from .._operator.operator import SparseOperator
-from .._operator.pattern import coalesce, plainly_valid
 from ..backends.base import BackendSpec
 
 
@@ -50,10 +49,10 @@ class HostSolverState(eqx.Module):
     """Solver state: the handle of a host factorization, plus what it is made from: the
     matrix and the solver's auxiliary arrays (AMG's near-nullspace vectors, or None).
 
-    With a static pattern (`pattern`, its key), `data` holds the coalesced CSC values
-    (summed in XLA); otherwise the operator's COO values. `indices` are always the
-    operator's: with a static pattern they cross to the host only if the pattern was
-    released meanwhile (`clear_cache`), to be interned again there.
+    `data` holds the operator's COO values, `indices` its indices. With a static pattern
+    (`pattern`, its key) only the values cross to the host, which sums them into the
+    pattern's CSC slots; the indices cross only if the pattern was released meanwhile
+    (`clear_cache`), to be interned again there.
     """
 
     handle: Int[Array, "2"]
@@ -121,10 +120,8 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
                 f"for an operator of size {operator.size}."
             )
         pattern, data = operator._static_pattern_and_data()
-        if pattern is None:
-            key = None
-        else:  # only the summed values will cross to the host
-            key, data = pattern.key, coalesce(data, pattern)
+        # With a static pattern only the values will cross to the host, which holds the rest.
+        key = None if pattern is None else pattern.key
         handle = _handle.make_handle(data, operator.indices if key is None else None, aux, key)
         return HostSolverState(
             handle, data, operator.indices, aux, operator.size, spec, False, False, key
@@ -169,21 +166,17 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
                 f"`indices` must be integers of shape (nse, 2), got "
                 f"{jnp.result_type(state.indices)} {indices_shape}"
             )
-        elif state.pattern is not None:
-            if not isinstance(state.pattern, PatternKey) or state.pattern.n != state.size:
-                problems.append(
-                    f"`pattern` must be the PatternKey of a StaticPattern of size {state.size}"
-                )
-            elif indices_shape[0] != state.pattern.nse:
-                problems.append(
-                    f"`indices` must hold the pattern's {state.pattern.nse} entries, got "
-                    f"{indices_shape}"
-                )
-            elif jnp.shape(state.data)[:1] != (state.pattern.nnz,):
-                problems.append(
-                    f"`data` must hold the pattern's {state.pattern.nnz} summed values, got "
-                    f"{jnp.shape(state.data)}"
-                )
+        elif state.pattern is not None and (
+            not isinstance(state.pattern, PatternKey) or state.pattern.n != state.size
+        ):
+            problems.append(
+                f"`pattern` must be the PatternKey of a StaticPattern of size {state.size}"
+            )
+        elif state.pattern is not None and indices_shape[0] != state.pattern.nse:
+            problems.append(
+                f"`indices` must hold the pattern's {state.pattern.nse} entries, got "
+                f"{indices_shape}"
+            )
         elif jnp.shape(state.data)[:1] != indices_shape[:1]:
             problems.append(
                 f"`data` and `indices` must hold as many entries, got {jnp.shape(state.data)} "
@@ -205,13 +198,8 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
                 f"`{self._name()}` solves against a vector of shape ({state.size},), got "
                 f"{jnp.shape(vector)}."
             )
-        valid = None
         # None when released since `init` (`clear_cache`): the host interns it again.
         pattern = None if state.pattern is None else state.pattern.resolve()
-        if pattern is not None and self.backend_specs()[state.spec]:
-            # From the values the host receives (not kept in the state, so no state can
-            # vouch for values it does not hold).
-            valid = plainly_valid(jax.lax.stop_gradient(state.data), pattern)
         solution, result, stats = _bridge.solve(
             state.spec,
             state.size,
@@ -225,7 +213,6 @@ class AbstractHostSolver(lx.AbstractLinearSolver[HostSolverState]):
             state.aux,
             state.pattern,
             pattern,
-            valid,
         )
         return solution, result, stats
 

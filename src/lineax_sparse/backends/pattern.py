@@ -1,12 +1,13 @@
 """`Pattern`: a validated sparsity pattern on the host, and `fingerprint`, a cheap array key.
 
 A `Pattern` knows which COO entries are real, which are padding and which are invalid, and
-how to sum an uncoalesced COO value array into CSC order in O(nnz). This module never
+how to sum an uncoalesced COO value array into CSC order in O(nse). This module never
 imports jax.
 """
 
 from __future__ import annotations
 
+import threading
 import zlib
 
 import numpy as np
@@ -15,6 +16,8 @@ import scipy.sparse as sp
 
 #: Arrays longer than this are fingerprinted from an evenly strided sample of this many rows.
 FINGERPRINT_SAMPLE = 4096
+
+_derived_lock = threading.Lock()  # keeps one copy of each map derived from a pattern
 
 
 def fingerprint(array: np.ndarray) -> tuple[int, int, str]:
@@ -41,7 +44,8 @@ class Pattern:
     `BCOO.sum_duplicates(nse=...)` under jit) and are dropped, as every BCOO operation drops
     them. Any other index outside `[0, n)` makes the whole pattern invalid. Duplicates are
     summed. `slot[e]` is the CSC position that entry `e` is added into (`nnz` for dropped
-    entries), so assembling values costs one `bincount`.
+    entries), so assembling values costs one `bincount`; when every position receives
+    exactly one entry, `source[p]` is that entry and assembling is a gather.
     """
 
     def __init__(self, n: int, indices: np.ndarray):
@@ -56,6 +60,9 @@ class Pattern:
         self.valid = not bool(invalid.any())
         keep = ~(padding | invalid)
         self.in_order = False  # set by `_coalesce`: entries already CSC-ordered and unique
+        #: Set by `_coalesce` when each CSC position receives exactly one entry (and the
+        #: entries are not in order already): the COO entry of each position.
+        self.source: np.ndarray | None = None
         if keep.all():  # the common case: no padding, nothing to drop
             kept = slice(None)
             self.slot = np.empty(indices.shape[0], dtype=np.int64)
@@ -70,7 +77,11 @@ class Pattern:
         self.indptr = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(np.bincount(unique // n, minlength=n), out=self.indptr[1:])
         self.nbytes = (
-            indices.nbytes + self.slot.nbytes + self.row_indices.nbytes + self.indptr.nbytes
+            indices.nbytes
+            + self.slot.nbytes
+            + self.row_indices.nbytes
+            + self.indptr.nbytes
+            + (0 if self.source is None else self.source.nbytes)
         )
 
     def _coalesce(self, rows: np.ndarray, cols: np.ndarray, kept) -> np.ndarray:
@@ -85,6 +96,8 @@ class Pattern:
         if keys.size == 0 or np.all(keys[1:] > keys[:-1]):
             self.slot[kept] = np.arange(keys.size)
             self.in_order = isinstance(kept, slice)  # values need no summing nor reordering
+            if not self.in_order:  # in order once the padding is left out
+                self.source = kept
             return keys
         if np.all((rows[1:] > rows[:-1]) | ((rows[1:] == rows[:-1]) & (cols[1:] > cols[:-1]))):
             # CSR order without duplicates: transpose by scipy's O(nnz + n) counting sort.
@@ -94,6 +107,7 @@ class Pattern:
             transposed = sp.csr_matrix((ids, cols, row_ptr), shape=(n, n)).tocsc()
             where = transposed.data if isinstance(kept, slice) else kept[transposed.data]
             self.slot[where] = np.arange(keys.size)
+            self.source = where
             col_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(transposed.indptr))
             return col_of * n + transposed.indices
         # A stable sort is faster here than `np.unique(..., return_inverse=True)` (12 vs 39 ms
@@ -106,7 +120,27 @@ class Pattern:
         slots = np.empty(keys.size, dtype=np.int64)
         slots[order] = np.cumsum(first) - 1
         self.slot[kept] = slots
+        if first.all():  # no duplicates: a permutation
+            self.source = order if isinstance(kept, slice) else kept[order]
         return ordered[first]
+
+    def _derived(self, name: str, compute):
+        """The map `name` derived from the pattern, computed on first use and kept.
+
+        Workers may ask for one map of a pattern at once (the matrices of a batch are
+        factorized in parallel): each may compute it, one result is kept and counted.
+        """
+        found = getattr(self, name, None)
+        if found is None:
+            made = compute()
+            with _derived_lock:
+                found = getattr(self, name, None)
+                if found is None:
+                    found = made
+                    setattr(self, name, made)
+                    parts = made if isinstance(made, tuple) else (made,)
+                    self.nbytes += sum(part.nbytes for part in parts)
+        return found
 
     def symmetry_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSC positions `(lower, upper, unpaired)`, computed once per pattern.
@@ -114,12 +148,7 @@ class Pattern:
         `lower[i]` holds an entry (i, j) with i > j and `upper[i]` its mirror (j, i);
         `unpaired` lists off-diagonal entries whose mirror is not stored.
         """
-        pairs = getattr(self, "_pairs", None)
-        if pairs is None:
-            pairs = self._mirror_pairs()
-            self._pairs = pairs
-            self.nbytes += sum(part.nbytes for part in pairs)
-        return pairs
+        return self._derived("_pairs", self._mirror_pairs)
 
     def _mirror_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = self.n
@@ -151,38 +180,33 @@ class Pattern:
         """`(positions, indptr, indices)` of the matrix in CSR order, computed once per
         pattern: `csr_matrix((csc_values[positions], indices, indptr))` is the matrix, so
         a backend that needs CSR gathers its values instead of re-sorting the indices."""
-        structure = getattr(self, "_csr", None)
-        if structure is None:
+
+        def compute():
             positions = np.arange(self.nnz, dtype=np.int64)
             # Read as CSR, the CSC arrays are A^T; its CSC form is A's CSR form.
             transposed = sp.csr_matrix(
                 (positions, self.row_indices, self.indptr), shape=(self.n, self.n), copy=False
             ).tocsc()
-            structure = self._csr = (
+            return (
                 transposed.data,
                 transposed.indptr.astype(np.int32),
                 transposed.indices.astype(np.int32),
             )
-            self.nbytes += sum(part.nbytes for part in structure)
-        return structure
+
+        return self._derived("_csr", compute)
 
     def column_indices(self) -> np.ndarray:
         """The column of every CSC entry (computed once per pattern)."""
-        columns = getattr(self, "_columns", None)
-        if columns is None:
-            counts = np.diff(self.indptr)
-            columns = self._columns = np.repeat(np.arange(self.n, dtype=np.int32), counts)
-            self.nbytes += columns.nbytes
-        return columns
+        return self._derived(
+            "_columns",
+            lambda: np.repeat(np.arange(self.n, dtype=np.int32), np.diff(self.indptr)),
+        )
 
     def diagonal_positions(self) -> np.ndarray:
         """CSC positions of the stored diagonal entries (computed once per pattern)."""
-        positions = getattr(self, "_diagonal", None)
-        if positions is None:
-            positions = np.flatnonzero(self.row_indices == self.column_indices())
-            self._diagonal = positions
-            self.nbytes += positions.nbytes
-        return positions
+        return self._derived(
+            "_diagonal", lambda: np.flatnonzero(self.row_indices == self.column_indices())
+        )
 
     def diagonal(self, csc_values: np.ndarray) -> np.ndarray:
         """The diagonal of the matrix with these values (zero where none is stored)."""
@@ -199,14 +223,18 @@ class Pattern:
     def assemble(self, values: np.ndarray) -> np.ndarray:
         """Sum COO `values` into CSC order: float64 or complex128, length `self.nnz`.
 
-        A new array, which the caller may modify (entries already in CSC order without
-        duplicates, as from scipy, are copied instead of summed). Padding entries go to a
-        trash slot, whatever they hold; a sum that overflows is inf.
+        A new array, which the caller may modify. Entries already in CSC order without
+        duplicates (as from scipy) are copied, other entries without duplicates gathered
+        (1.3 ms instead of 2.3 for a sum over the 1.3M entries of Poisson 512² in CSR
+        order), and only duplicates summed: bits are moved where nothing is to be added.
+        Padding entries go to a trash slot, whatever they hold; a sum that overflows is inf.
         """
         complex_ = np.issubdtype(values.dtype, np.complexfloating)
         host = np.complex128 if complex_ else np.float64
         if self.in_order:
             return np.array(values, dtype=host)
+        if self.source is not None:
+            return values[self.source].astype(host, copy=False)
         if complex_:
             real = np.bincount(
                 self.slot, weights=values.real.astype(np.float64), minlength=self.nnz + 1

@@ -2,7 +2,6 @@
 
 - `exactly_symmetric`: real values equal to their transpose bit for bit. Then `A^T = A` is
   the same matrix, so one factorization or hierarchy answers transposed solves too.
-  The same rule runs in XLA in `lineax_sparse._operator.pattern.plainly_valid`.
 - `is_hermitian`: symmetric (Hermitian) within rounding, relative to each pair's own
   magnitude: what a symmetric factorization (CHOLMOD) may be given.
 """
@@ -46,14 +45,14 @@ def is_hermitian(pattern, csc_values: np.ndarray) -> bool:
     test is invariant under any symmetric scaling `D A D`. O(nnz) per call, touching each
     pair once; the pairing is computed once per pattern. Values must be finite.
     """
+    complex_values = np.iscomplexobj(csc_values)
+    if not complex_values and exactly_symmetric(pattern, csc_values):
+        return True  # as FEM assembly from symmetric element matrices usually is
     lower, upper, unpaired = pattern.symmetry_pairs()
     mine = csc_values[lower]
     theirs = csc_values[upper]
-    complex_values = np.iscomplexobj(csc_values)
     if complex_values:
         theirs = theirs.conj()
-    elif exactly_symmetric(pattern, csc_values):
-        return True  # as FEM assembly from symmetric element matrices usually is
     diagonal = pattern.diagonal(csc_values)
     root = np.sqrt(np.abs(diagonal))  # sqrt|a_ii|, 0 where none is stored; never overflows
     rows, columns = pattern.row_indices, pattern.column_indices()
