@@ -1,12 +1,12 @@
 """`CholmodBackend`: sparse Cholesky (`L L'` or `L D L'`) of real symmetric and complex
-Hermitian matrices through `cvxopt.cholmod`, with the checks CHOLMOD does not make (pivots
-at rounding level, backward error, condition). How it works and the measurements behind
-each choice: docs/backends/cholmod.md.
+Hermitian matrices with cvxopt's CHOLMOD, called through ctypes where possible
+(`engines.py`), with the checks CHOLMOD does not make (pivots at rounding level, backward
+error, condition). How it works and the measurements behind each choice:
+docs/backends/cholmod.md.
 """
 
 from __future__ import annotations
 
-import collections
 from typing import Any
 
 import cvxopt
@@ -16,7 +16,6 @@ from cvxopt import cholmod
 
 from ..direct import AbstractDirectBackend, Factored
 from ..numerics import (
-    Condition,
     estimate_rcond,
     is_extreme,
     NormBound,
@@ -29,89 +28,19 @@ from ..numerics import (
 from ..options import CHOLMOD_FACTORIZATIONS, CHOLMOD_ORDERINGS
 from ..pattern import Pattern
 from ..status import FactorError, Status
-from .capsule import factor_bytes
+from .analysis import Analysis as _Analysis, Factor as _Factor
+from .engines import CVXOPT, default_engine, engine_of, NATIVE
 from .ordering import choose_ordering
 from .settings import cholmod_options, global_options, SUPERNODAL
 
 
 #: A pivot `D_j` with `|D_j| <= max(n, PIVOT_FLOOR) * eps * max_i |A_ij|` counts as zero.
 PIVOT_FLOOR = 100
-#: Dead factor objects kept per analysis and dtype for refactorization
-#: (docs/backends/cholmod.md, "Symbolic reuse").
-POOL_SIZE = 1
 #: nnz(L) / nnz(tril(A)) assumed when the factor's size cannot be read.
 FILL_GUESS = 20
 
 FACTORIZATIONS, ORDERINGS = CHOLMOD_FACTORIZATIONS, CHOLMOD_ORDERINGS
 _EPS = float(np.finfo(np.float64).eps)
-
-
-class _Analysis:
-    """Per-pattern data: lower-triangle gather, value templates, ordering, factor pools."""
-
-    def __init__(
-        self,
-        n: int,
-        lower: np.ndarray,
-        diagonal: np.ndarray,
-        template: Any,
-        ordering: Any,
-        ordering_kind: str,
-    ):
-        self.n = n
-        self.lower = lower  # positions of the lower triangle in the pattern's CSC values
-        self.diagonal = diagonal  # positions of the diagonal within the lower triangle
-        self.templates = {"d": template}  # typecode -> spmatrix with the lower structure
-        self.ordering = ordering  # 'i' permutation passed to every `cholmod.symbolic`
-        self.ordering_kind = ordering_kind  # "amd", "nested_dissection" or "natural"
-        self.pools = {tc: collections.deque(maxlen=POOL_SIZE) for tc in ("d", "z")}
-        # typecode -> the factor's fill-reducing permutation (`P b`), the same for every
-        # factor made from `ordering` with the same options; read once from the first.
-        self.permutations: dict[str, np.ndarray] = {}
-
-    def template(self, typecode: str, values: np.ndarray) -> Any:
-        """The template of `typecode` holding `values` (the lower triangle, CSC order)."""
-        template = self.templates.get(typecode)
-        if template is None:
-            real = self.templates["d"]
-            template = cvxopt.spmatrix(
-                cvxopt.matrix(values, tc=typecode), real.I, real.J, real.size
-            )
-            self.templates[typecode] = template
-        else:
-            template.V = cvxopt.matrix(values, tc=typecode)
-        return template
-
-
-class _Factor:
-    """A numeric factorization; its CHOLMOD object goes back to the pool when it dies."""
-
-    __slots__ = (
-        "capsule",
-        "pool",
-        "typecode",
-        "matrix",
-        "matrix_norm",
-        "exponents",
-        "nbytes",
-        "condition",
-    )
-
-    def __init__(self, capsule, pool, typecode, matrix, norm, exponents, nbytes):
-        self.capsule = capsule
-        self.pool = pool
-        self.typecode = typecode
-        self.matrix = matrix  # the matrix factorized: A, or D A D when equilibrated
-        self.matrix_norm = norm
-        self.exponents = exponents  # D = diag(2^-exponents), or None
-        self.nbytes = nbytes
-        self.condition = Condition()
-
-    def __del__(self):
-        # A bounded deque: appending to a full pool frees its oldest object. No globals are
-        # used here, so this also works during interpreter shutdown.
-        if self.pool is not None:
-            self.pool.append(self.capsule)
 
 
 class CholmodBackend(AbstractDirectBackend):
@@ -136,6 +65,9 @@ class CholmodBackend(AbstractDirectBackend):
         self.ordering = ordering
         supernodal = 0 if factorization == "LDL" else SUPERNODAL[mode]
         self._cholmod_options = cholmod_options(supernodal)
+        self._engine = default_engine()
+        # Through ctypes the GIL is released and each thread has its own cholmod_common.
+        self.parallel = self._engine is NATIVE
 
     def _options(self):
         return global_options(cholmod.options, self._cholmod_options)
@@ -161,8 +93,20 @@ class CholmodBackend(AbstractDirectBackend):
         )
         diagonal = np.flatnonzero(rows[lower] == cols[lower])
         analysis = _Analysis(n, lower, diagonal, template, ordering, kind)
-        if symbolic is not None:  # the first real factorization refactorizes it
-            analysis.pools["d"].append(symbolic)
+        if self._engine is CVXOPT:
+            if symbolic is not None:  # the first real factorization refactorizes it
+                analysis.pools["d"].append(symbolic)
+            return analysis
+        # One symbolic analysis serves every factor of the pattern: each is a copy of it.
+        if symbolic is None:
+            with self._options():
+                symbolic = cholmod.symbolic(template, p=ordering)
+        analysis.symbolic, analysis.rows = symbolic, rows[lower]
+        analysis.indptr = np.searchsorted(cols[lower], np.arange(n + 1)).astype(np.int64)
+        first = NATIVE.fresh(analysis, "d", None, self._cholmod_options)
+        analysis.pools["d"].append(first)
+        permutation = NATIVE.permutation(first, "d", n, self._cholmod_options)
+        analysis.permutations.update(d=permutation, z=permutation)
         return analysis
 
     def factor(
@@ -180,18 +124,16 @@ class CholmodBackend(AbstractDirectBackend):
             # definite"); the caller has checked that A is Hermitian to a tolerance, so
             # drop the rounding-sized imaginary parts a Hermitian product leaves there.
             values[analysis.diagonal] = values[analysis.diagonal].real
-        template = analysis.template(typecode, values)
         pool = analysis.pools[typecode]
-        if pool:
-            capsule = pool.pop()
-        else:
-            with self._options():
-                capsule = cholmod.symbolic(template, p=analysis.ordering)
+        try:  # (pop is atomic: factorizations of the pattern may run on several threads)
+            obj = pool.pop()
+        except IndexError:
+            obj = self._engine.fresh(analysis, typecode, values, self._cholmod_options)
+        engine = engine_of(obj)
         try:
-            with self._options():
-                cholmod.numeric(template, capsule)
+            engine.numeric(obj, analysis, typecode, values, self._cholmod_options)
         except ArithmeticError as error:
-            pool.append(capsule)
+            pool.append(obj)
             column = error.args[0] if error.args else "?"
             if self.factorization == "LL":
                 status, what = Status.NOT_POSITIVE_DEFINITE, "not positive"
@@ -204,21 +146,17 @@ class CholmodBackend(AbstractDirectBackend):
             raise FactorError(Status.SINGULAR, f"CHOLMOD: {error}") from None
         permutation = analysis.permutations.get(typecode)
         if permutation is None:
-            permutation = analysis.permutations[typecode] = self._permutation(capsule, typecode, n)
-        failure, norm, suspicious = self._pivot_failure(
-            capsule, typecode, pattern, matrix, permutation
-        )
+            permutation = analysis.permutations[typecode] = self._permutation(obj, typecode, n)
+        failure, norm, suspicious = self._pivot_failure(obj, typecode, pattern, matrix, permutation)
         if failure is not None:
-            pool.append(capsule)
+            pool.append(obj)
             status, message = failure
             raise FactorError(status, message)
         itemsize = 16 if typecode == "z" else 8
-        size = factor_bytes(capsule, n, typecode)
+        size = engine.nbytes(obj, n, typecode)
         if size is None:
             size = FILL_GUESS * analysis.lower.size * (itemsize + 8)
-        factor = _Factor(
-            capsule, pool, typecode, matrix, norm, exponents, size + matrix.data.nbytes
-        )
+        factor = _Factor(obj, pool, typecode, matrix, norm, exponents, size + matrix.data.nbytes)
         if suspicious:  # a small pivot: is the matrix singular to working precision?
             rcond = self._rcond(factor)
             if rcond < RCOND_LIMIT:
@@ -273,14 +211,11 @@ class CholmodBackend(AbstractDirectBackend):
         data = scale(matrix.data, shift)
         return sp.csc_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape), exponents
 
-    def _permutation(self, capsule, typecode: str, n: int) -> np.ndarray:
+    def _permutation(self, obj, typecode: str, n: int) -> np.ndarray:
         """The factor's row permutation `P` (CHOLMOD's ordering, postordered)."""
-        order = cvxopt.matrix(np.arange(n, dtype=np.float64), tc=typecode)
-        with self._options():
-            cholmod.solve(capsule, order, sys=7)  # x = P b: the permutation itself
-        return np.asarray(order).real.ravel().astype(np.int64)
+        return engine_of(obj).permutation(obj, typecode, n, self._cholmod_options)
 
-    def _pivot_failure(self, capsule, typecode, pattern, matrix, permutation):
+    def _pivot_failure(self, obj, typecode, pattern, matrix, permutation):
         """`((status, message) or None, norm, suspicious)` after checking the pivots.
 
         A pivot `D_j` fails if it is not positive ("LL") or within `max(n, PIVOT_FLOOR) eps`
@@ -294,7 +229,7 @@ class CholmodBackend(AbstractDirectBackend):
         the condition number must be estimated.
         """
         n = permutation.size
-        pivots = self._pivots(capsule, typecode, n) if n else np.zeros(0)
+        pivots = self._pivots(obj, typecode, n) if n else np.zeros(0)
         tolerance = max(n, PIVOT_FLOOR) * _EPS
         # With every diagonal entry stored (else no quick bound), column j's is the j-th.
         positions = pattern.diagonal_positions()
@@ -335,26 +270,13 @@ class CholmodBackend(AbstractDirectBackend):
             )
         return None
 
-    def _pivots(self, capsule, typecode: str, n: int) -> np.ndarray:
+    def _pivots(self, obj, typecode: str, n: int) -> np.ndarray:
         """The pivots `D_j` (real) in the factor's order: `L_jj^2` for `L L'`."""
-        try:
-            with self._options():
-                diagonal = cholmod.diag(capsule)  # supernodal L L' only
-        except ValueError:
-            pass
-        else:
-            return np.abs(np.asarray(diagonal).ravel()) ** 2
-        ones = cvxopt.matrix(np.ones(n), tc=typecode)
-        with self._options():
-            cholmod.solve(capsule, ones, sys=6)  # D x = 1
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return 1.0 / np.asarray(ones).real.ravel()
+        return engine_of(obj).pivots(obj, typecode, n, self._cholmod_options)
 
     def _cholmod_solve(self, factor: _Factor, rhs: np.ndarray) -> np.ndarray:
-        work = cvxopt.matrix(rhs, tc=factor.typecode)  # a copy: `solve` overwrites it
-        with self._options():
-            cholmod.solve(factor.capsule, work)
-        return np.asarray(work)  # a view of `work`'s buffer, column-major
+        obj = factor.native
+        return engine_of(obj).solve(obj, factor.typecode, rhs, self._cholmod_options)
 
     def _apply_inverse(self, factor: _Factor, rhs: np.ndarray, flip: bool) -> np.ndarray:
         if factor.typecode == "d":  # A real symmetric: op(A) = A for every flag

@@ -66,18 +66,26 @@ CHOLMOD_INT, CHOLMOD_LONG = 0, 2
 CHOLMOD_PATTERN, CHOLMOD_REAL, CHOLMOD_COMPLEX = 0, 1, 2
 
 
-def factor_head(capsule: Any, n: int, typecode: str | None) -> FactorHead | None:
-    """The validated head of a CHOLMOD factor's struct, numeric of `typecode` or symbolic
-    (`typecode=None`), or None if it does not validate (another CHOLMOD layout)."""
+def capsule_address(capsule: Any) -> int | None:
+    """The address of the `cholmod_factor` behind a cvxopt capsule, or None."""
     try:
         name = _capsule_name(capsule)
         if name not in _CAPSULE_NAMES:
             return None
-        address = _capsule_pointer(capsule, name)
+        return _capsule_pointer(capsule, name) or None
     except Exception:  # noqa: BLE001 - any failure means "unknown"
         return None
-    if not address:
-        return None
+
+
+def factor_head(capsule: Any, n: int, typecode: str | None) -> FactorHead | None:
+    """The validated head of a CHOLMOD factor's struct, numeric of `typecode` or symbolic
+    (`typecode=None`), or None if it does not validate (another CHOLMOD layout)."""
+    address = capsule_address(capsule)
+    return None if address is None else head_at(address, n, typecode)
+
+
+def head_at(address: int, n: int, typecode: str | None) -> FactorHead | None:
+    """`factor_head` of the `cholmod_factor` at `address`."""
     head = FactorHead.from_address(address)
     xtype = {None: CHOLMOD_PATTERN, "d": CHOLMOD_REAL, "z": CHOLMOD_COMPLEX}[typecode]
     if typecode is None:  # a symbolic factor: only its column counts are read
@@ -128,8 +136,12 @@ def factor_entries(capsule: Any, n: int, typecode: str) -> int | None:
 def factor_bytes(capsule: Any, n: int, typecode: str) -> int | None:
     """Bytes held by a numeric CHOLMOD factor, or None if its struct does not validate."""
     head = factor_head(capsule, n, typecode)
-    if head is None:
-        return None
+    return None if head is None else head_bytes(head, typecode)
+
+
+def head_bytes(head: FactorHead, typecode: str) -> int:
+    """Bytes held by the validated numeric factor whose head is `head`."""
+    n = head.n
     index = 8 if head.itype == CHOLMOD_LONG else 4
     item = 16 if typecode == "z" else 8
     if head.is_super:

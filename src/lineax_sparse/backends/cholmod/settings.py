@@ -5,15 +5,20 @@ call (on the owner thread) the backend replaces their contents with exactly its 
 settings, so that no user setting changes its factorizations, and puts the previous
 contents back afterwards, so that it changes none of the user's calls (with `nmethods=1`
 left behind, any other `cholmod.symbolic(A)` without `p` fails: docs/backends/cholmod.md).
+A lock makes that swap whole when several threads call cvxopt (analyses of different
+patterns may run on different threads; cvxopt's calls hold the GIL, so nothing is lost).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 
 
 #: `mode` -> `cholmod.options["supernodal"]`.
 SUPERNODAL = {"auto": 1, "supernodal": 2, "simplicial": 0}
+#: Held around every cvxopt call made with `global_options`.
+_lock = threading.RLock()
 #: AMD's defaults.
 AMD_OPTIONS = {"AMD_DENSE": 10.0, "AMD_AGGRESSIVE": 1}
 
@@ -28,11 +33,12 @@ def cholmod_options(supernodal: int) -> dict:
 @contextlib.contextmanager
 def global_options(options: dict, values: dict):
     """Run a cvxopt call with `options` (a module's global dict) holding exactly `values`."""
-    saved = dict(options)
-    options.clear()
-    options.update(values)
-    try:
-        yield
-    finally:
+    with _lock:
+        saved = dict(options)
         options.clear()
-        options.update(saved)
+        options.update(values)
+        try:
+            yield
+        finally:
+            options.clear()
+            options.update(saved)

@@ -1,0 +1,124 @@
+"""The two ways the backend calls CHOLMOD, behind one interface: `NATIVE` (ctypes,
+`native.py`: the GIL is released, one `cholmod_common` per thread, one symbolic analysis per
+pattern copied into each factor, block solves) and `CVXOPT` (cvxopt's `cholmod` module: the
+GIL held, cvxopt's global `cholmod_common` and options, one `symbolic` per factor object,
+one CHOLMOD solve per column), used when the ctypes path is not available
+(`native.available()`). Both run the same CHOLMOD on the same lower triangle with the same
+options, so their factors are the same bit for bit.
+
+`engine_of(obj)` says which engine made a factor object (a `NativeFactor` or a cvxopt
+capsule); the backend asks it for everything done with that object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cvxopt
+import numpy as np
+from cvxopt import cholmod
+
+from . import native
+from .capsule import capsule_address, factor_bytes, head_bytes
+from .settings import global_options
+
+
+class CvxoptEngine:
+    """CHOLMOD through cvxopt's `cholmod` module."""
+
+    name = "cvxopt"
+
+    @staticmethod
+    def fresh(analysis, typecode: str, values: np.ndarray, options: dict) -> Any:
+        """A factor object ready for `numeric` (a symbolic factor of the pattern)."""
+        template = analysis.template(typecode, values)
+        with global_options(cholmod.options, options):
+            return cholmod.symbolic(template, p=analysis.ordering)
+
+    @staticmethod
+    def numeric(obj, analysis, typecode: str, values: np.ndarray, options: dict) -> None:
+        """Factorize the lower triangle `values` into `obj` (raising as cvxopt does)."""
+        template = analysis.template(typecode, values)
+        with global_options(cholmod.options, options):
+            cholmod.numeric(template, obj)
+
+    @staticmethod
+    def solve(obj, typecode: str, block: np.ndarray, options: dict, system: int = 0):
+        work = cvxopt.matrix(block, tc=typecode)  # a copy: `solve` overwrites it
+        with global_options(cholmod.options, options):
+            cholmod.solve(obj, work, sys=system)
+        return np.asarray(work)  # a view of `work`'s buffer, column-major
+
+    @classmethod
+    def pivots(cls, obj, typecode: str, n: int, options: dict) -> np.ndarray:
+        """The pivots `D_j` (real) in the factor's order: `L_jj^2` for `L L'`."""
+        try:
+            with global_options(cholmod.options, options):
+                diagonal = cholmod.diag(obj)  # supernodal L L' only
+        except ValueError:
+            pass
+        else:
+            return np.abs(np.asarray(diagonal).ravel()) ** 2
+        inverse = cls.solve(obj, typecode, np.ones((n, 1)), options, native.SOLVE_D)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return 1.0 / inverse.real.ravel()
+
+    @classmethod
+    def permutation(cls, obj, typecode: str, n: int, options: dict) -> np.ndarray:
+        """The factor's row permutation `P` (CHOLMOD's ordering, postordered)."""
+        order = np.arange(n, dtype=np.float64)[:, None]
+        x = cls.solve(obj, typecode, order, options, native.SOLVE_P)  # x = P b
+        return x.real.ravel().astype(np.int64)
+
+    @staticmethod
+    def nbytes(obj, n: int, typecode: str) -> int | None:
+        return factor_bytes(obj, n, typecode)
+
+
+class NativeEngine:
+    """CHOLMOD called through ctypes (`native.py`)."""
+
+    name = "native"
+
+    @staticmethod
+    def fresh(analysis, typecode: str, values: np.ndarray, options: dict) -> Any:
+        del typecode, values, options  # the symbolic factor serves every dtype
+        return native.copy(capsule_address(analysis.symbolic), analysis.n)
+
+    @staticmethod
+    def numeric(obj, analysis, typecode: str, values: np.ndarray, options: dict) -> None:
+        values = np.ascontiguousarray(values, dtype=native._DTYPE[typecode])
+        native.factorize(obj, analysis.indptr, analysis.rows, values, typecode, options)
+
+    @staticmethod
+    def solve(obj, typecode: str, block: np.ndarray, options: dict, system: int = 0):
+        return native.solve(obj, block, typecode, options, system)
+
+    @staticmethod
+    def pivots(obj, typecode: str, n: int, options: dict) -> np.ndarray:
+        del n, options
+        return native.pivots(obj, typecode)
+
+    @staticmethod
+    def permutation(obj, typecode: str, n: int, options: dict) -> np.ndarray:
+        del typecode, n, options
+        return native.permutation(obj)
+
+    @staticmethod
+    def nbytes(obj, n: int, typecode: str) -> int | None:
+        del n
+        head = native.validated_head(obj, typecode)
+        return None if head is None else head_bytes(head, typecode)
+
+
+NATIVE, CVXOPT = NativeEngine(), CvxoptEngine()
+
+
+def engine_of(obj: Any) -> NativeEngine | CvxoptEngine:
+    """The engine that made the factor object `obj`."""
+    return NATIVE if isinstance(obj, native.NativeFactor) else CVXOPT
+
+
+def default_engine() -> NativeEngine | CvxoptEngine:
+    """`NATIVE` when this process can use it, else `CVXOPT`."""
+    return NATIVE if native.available() else CVXOPT
