@@ -70,7 +70,10 @@ def _compiled() -> Callable | None:
         import numba
     except ImportError:
         return None
-    return numba.njit(cache=True, nogil=True)(_sweep)
+    try:
+        return numba.njit(cache=True, nogil=True)(_sweep)
+    except RuntimeError:  # numba finds no writable cache directory: compile in each process
+        return numba.njit(nogil=True)(_sweep)
 
 
 def gauss_seidel_block(A: sp.csr_matrix, x: np.ndarray, b: np.ndarray, symmetric: bool) -> None:
