@@ -278,6 +278,32 @@ def test_gmres_solves_a_block_column_by_column(block_solves):
     _check_converged(matrix, x, bs, 1e-10)
 
 
+def test_a_degraded_reused_hierarchy_is_replaced_for_a_block():
+    """A reused hierarchy that preconditions a block poorly: every column stops at `reuse`
+    times the baseline, the hierarchy is rebuilt once, and the columns continue from where
+    they stopped, still in a block, to the tolerance."""
+    op = operator(poisson2d(48), PSD)
+    rows, cols = np.asarray(op.indices).T
+    anisotropic_matrix = anisotropic2d(48, 1e-4).tocsr()
+    anisotropic = jnp.asarray(np.asarray(anisotropic_matrix[rows, cols]).ravel())
+    bs = _columns(op.size, 4)
+
+    def solve(data, solver):
+        one = lambda b: lx.linear_solve(with_data(op, data), b, solver=solver)  # noqa: E731
+        return jax.jit(jax.vmap(one))(jnp.asarray(bs))
+
+    fresh = solve(anisotropic, lxs.AMG(rtol=1e-10))
+    lxs.clear_cache()
+    solver = lxs.AMG(rtol=1e-10, reuse=2)
+    baseline = int(np.max(solve(op.data, solver).stats["num_steps"]))
+    reused = solve(anisotropic, solver)
+    assert lxs.cache_info().factorizations == 2  # the first hierarchy, then the rebuilt one
+    _check_converged(anisotropic_matrix, np.asarray(reused.value), bs, 1e-10)
+    steps = np.asarray(reused.stats["num_steps"])
+    assert np.all(steps > 2 * baseline)  # each used the old hierarchy first
+    assert np.all(steps <= 2 * baseline + np.asarray(fresh.stats["num_steps"]))
+
+
 def test_elasticity_with_near_nullspace_blocks():
     """Block-sized levels (BSR with 3 x 3 blocks) smooth column by column through pyamg."""
     matrix = elasticity2d(24, 8).tocsr()
