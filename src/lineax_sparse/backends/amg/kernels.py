@@ -14,9 +14,10 @@ one vector through pyamg (6.3x), 0.25 ms per column for 4 columns; below `MIN_CO
 columns pyamg's own sweep, column by column, is the faster one.
 
 The kernel is compiled by numba (a dependency of asdex, which lineax-sparse requires) on
-first use, and cached on disk; numba is imported only then, never at import. Where numba
-cannot be imported, the sweep runs column by column through pyamg: the same numbers,
-without the speed.
+first use, and cached on disk; numba is imported only then, never at import (the first
+block of a process pays 0.7 s to import numba and load the kernel, 1.6 s when it
+compiles). Where numba cannot be imported, the sweep runs column by column through pyamg:
+the same numbers, without the speed.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ def gauss_seidel_block(A: sp.csr_matrix, x: np.ndarray, b: np.ndarray, symmetric
     """
     n = A.shape[0]
     sweeps = [(0, n, 1), (n - 1, -1, -1)] if symmetric else [(0, n, 1)]
-    kernel = _compiled()
-    if x.shape[1] >= MIN_COLUMNS and kernel is not None and _fits(A, x, b):
+    kernel = _compiled() if x.shape[1] >= MIN_COLUMNS else None  # (numba loads only here)
+    if kernel is not None and _fits(A, x, b):
         for start, stop, step in sweeps:
             kernel(A.indptr, A.indices, A.data, x, b, start, stop, step)
         return
