@@ -4,7 +4,9 @@ the call releases the GIL (the two run side by side) and about 1 when it holds i
 
 What it says decides how a batch can use the cores: a call that holds the GIL can only run
 in parallel from another process or through an interface that releases it (ctypes does).
-Each thread works on its own matrix, factorization and right-hand side.
+Each thread works on its own matrix, factorization and right-hand side. The CHOLMOD rows
+"ctypes" are the calls the Cholmod backend makes (through ctypes, one `cholmod_common` per
+thread); the "cvxopt" rows cvxopt's own module.
 
     python benchmarks/bench_gil.py [--quick] [--repeats N]
 """
@@ -20,9 +22,13 @@ import threading  # noqa: E402
 import cvxopt  # noqa: E402, I001  (first: it decides the BLAS of the CHOLMOD it loads)
 import numpy as np  # noqa: E402
 import pyamg  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
 import scipy.sparse.linalg as spla  # noqa: E402
 from cvxopt import cholmod  # noqa: E402
 
+from lineax_sparse.backends.cholmod import engines, native  # noqa: E402
+from lineax_sparse.backends.cholmod.backend import CholmodBackend  # noqa: E402
+from lineax_sparse.backends.pattern import Pattern  # noqa: E402
 from problems import poisson_2d  # noqa: E402
 
 
@@ -48,6 +54,31 @@ def _calls(grid: int) -> dict[str, callable]:
         rhs = cvxopt.matrix(np.ones(n))
         return lambda: cholmod.solve(factor, cvxopt.matrix(rhs))
 
+    def ctypes_backend():
+        """On the backend's ctypes path: an analysis, the values of the lower triangle, a
+        factor object factorized from them, and the options."""
+        backend = CholmodBackend("auto", "LL", "amd")
+        if backend._engine is not engines.NATIVE:
+            raise SystemExit(f"no ctypes CHOLMOD here: {native.unavailable_reason()}")
+        csc = sp.csc_matrix(matrix)
+        csc.sort_indices()
+        columns = np.repeat(np.arange(n), np.diff(csc.indptr))
+        pattern = Pattern(n, np.stack([csc.indices, columns], axis=1).astype(np.int32))
+        analysis = backend.analyse(pattern)
+        values = np.ascontiguousarray(csc.data[analysis.lower])
+        obj = engines.NATIVE.fresh(analysis, "d", values, backend._cholmod_options)
+        engines.NATIVE.numeric(obj, analysis, "d", values, backend._cholmod_options)
+        return analysis, values, obj, backend._cholmod_options
+
+    def ctypes_numeric():
+        analysis, values, obj, options = ctypes_backend()
+        return lambda: engines.NATIVE.numeric(obj, analysis, "d", values, options)
+
+    def ctypes_solve():
+        _, _, obj, options = ctypes_backend()
+        rhs = np.ones((n, 1))
+        return lambda: engines.NATIVE.solve(obj, "d", rhs, options)
+
     def superlu_factor():
         csc = matrix.tocsc()
         return lambda: spla.splu(csc)
@@ -65,6 +96,8 @@ def _calls(grid: int) -> dict[str, callable]:
     return {
         "cvxopt cholmod.numeric": cholmod_numeric,
         "cvxopt cholmod.solve": cholmod_solve,
+        "ctypes cholmod_l_factorize (the backend's)": ctypes_numeric,
+        "ctypes cholmod_l_solve2 (the backend's)": ctypes_solve,
         "scipy splu (factorize)": superlu_factor,
         "scipy SuperLU.solve": superlu_solve,
         "pyamg V-cycle (ml.solve, 1 step)": pyamg_cycle,
