@@ -220,7 +220,15 @@ def test_a_layout_that_does_not_validate_keeps_cvxopts_calls(monkeypatch):
     np.testing.assert_allclose(matrices[0] @ x, b, atol=1e-9)
 
 
-def test_a_vmapped_material_sweep_is_the_same_on_one_and_two_threads():
+def test_a_vmapped_material_sweep_is_the_same_on_one_and_two_threads(monkeypatch):
+    workers = set()
+    factorize = native.factorize
+
+    def recorded(*args):
+        workers.add(threading.get_ident())
+        return factorize(*args)
+
+    monkeypatch.setattr(native, "factorize", recorded)
     pattern, matrices = _family(6)
     n = pattern.n
     coo = [a.tocoo() for a in matrices]
@@ -244,11 +252,13 @@ def test_a_vmapped_material_sweep_is_the_same_on_one_and_two_threads():
         lxs.set_num_threads(1)
         lxs.clear_cache()
         one = np.asarray(sweep(values))
+        alone, workers = workers, set()
         lxs.set_num_threads(2)
         lxs.clear_cache()
         two = np.asarray(sweep(values))
     finally:
         lxs.set_num_threads(threads)
+    assert len(alone) == 1 and len(workers) == 2  # the batch ran on the pool's two threads
     assert np.array_equal(one, two)
     for x, a in zip(one, matrices, strict=True):
         np.testing.assert_allclose(a @ x, np.asarray(b), atol=1e-9)
