@@ -144,3 +144,29 @@ def test_fetched_indices_give_the_same_values_and_gradients(fetched, monkeypatch
     # Checked at trace time where JAX folds the new indices to a constant, else in XLA.
     with pytest.raises(Exception, match="not those of its static pattern"):
         jax.block_until_ready(replaced(values))
+
+
+def test_a_gradient_does_not_build_the_transposes_pattern(getkey):
+    """Every gradient transposes the operator; the transpose's pattern is built only when
+    something solves with it, and then solves right."""
+    from lineax_sparse._host import patterns
+
+    matrix = helpers.random_sparse(40, 0.1, np.float64, seed=5)  # not symmetric
+    op = helpers.operator(matrix)
+    b = jax.random.normal(getkey(), (40,))
+    solver = lxs.SuperLU()
+
+    def loss(values):
+        with_values = eqx.tree_at(lambda o: o.data, op, values)
+        return jnp.sum(lx.linear_solve(with_values, b, solver=solver).value ** 2)
+
+    lxs.clear_cache()  # no pattern held but the operator's own
+    before = set(patterns._held)
+    jax.block_until_ready(jax.jit(jax.value_and_grad(loss))(op.data))
+    assert set(patterns._held) == before | {op.pattern_key.serial}
+    transposed = op.T
+    assert transposed.pattern_key is not None and transposed.T.pattern_key == op.pattern_key
+    x = lx.linear_solve(transposed, b, solver=solver).value  # builds it now
+    assert transposed.pattern is not None
+    helpers.assert_close(x, np.linalg.solve(matrix.toarray().T, np.asarray(b)), jnp.float64)
+    assert transposed.pattern.key.digest == transposed.pattern_key.digest

@@ -25,7 +25,7 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 from jaxtyping import Array, Inexact, Int
 
-from .._host.patterns import intern, PatternKey, StaticPattern
+from .._host.patterns import intern, mirror_key, PatternKey, StaticPattern
 from .._matrixfree.products import materialise
 from .indices import concrete_value, validate_matrix
 from .pattern import check_indices, pattern_indices, staging
@@ -185,20 +185,12 @@ class SparseOperator(lx.AbstractLinearOperator):
         index array, which products with the matrix (and so derivatives with respect to
         its values) compute with. Pass the operator as an argument of the jitted function
         and its indices are an argument too: the program's size and compile time do not
-        grow with the matrix. Built inside the jitted function, as here,
-
-        ```python
-        @jax.jit
-        def compliance(young):
-            K = lxs.SparseOperator.from_pattern(pattern, assemble(young), tags)
-            ...
-        ```
-
-        its indices are a constant of the program up to 16 MiB (2M index pairs of int32:
-        compiling them costs a fraction of a second once), and beyond that they are
-        copied from the host in each run instead (under 1% of a factorization of that
-        size), so the program stays small. To keep even small patterns out of the program,
-        build a template operator outside and pass it in, replacing its values inside:
+        grow with the matrix. Built inside the jitted function (`K = from_pattern(pattern,
+        assemble(young))` in a jitted step), its indices are a constant of the program up
+        to 16 MiB (2M index pairs of int32: a fraction of a second of compilation, once),
+        and are copied from the host in each run beyond that (under 1% of a
+        factorization of that size). To keep even small patterns out of the program, pass
+        a template operator in and replace its values inside:
         `eqx.tree_at(lambda op: op.data, template, values)`.
 
         **Arguments:**
@@ -302,14 +294,18 @@ class SparseOperator(lx.AbstractLinearOperator):
 
     def transpose(self) -> SparseOperator:
         tags = lx.transpose_tags(self.tags)
-        pattern, data = self._static_pattern_and_data()
+        key, data = self.pattern_key, self.data
+        if key is not None:
+            data = check_indices(key, self.indices, data, "SparseOperator")
+        # The operator's own indices flipped (checked to be its pattern's): no copy of the
+        # pattern's indices enters the compiled program.
         flipped = jsparse.BCOO((data, self.indices[:, ::-1]), shape=(self.size, self.size))
-        if pattern is not None:  # stays static, even when `indices` is a tracer
-            # The operator's own indices, flipped (checked above to be the pattern's): no
-            # copy of the pattern's indices enters the compiled program.
-            mirrored = intern(np.ascontiguousarray(pattern.indices[:, ::-1]), self.size)
-            return SparseOperator(flipped, tags, _pattern=mirrored)
-        return SparseOperator(flipped, tags)
+        mirror = None if key is None else mirror_key(key)
+        if mirror is None:
+            return SparseOperator(flipped, tags)
+        # Stays static, even when `indices` is a tracer; the transpose's pattern is built
+        # only if something solves with it.
+        return SparseOperator(flipped, tags, _pattern=mirror)
 
     def in_structure(self) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct((self.size,), self.data.dtype)

@@ -97,7 +97,7 @@ def check_indices(
         raise ValueError(message)
     concrete = concrete_value(indices)
     if concrete is not None:
-        found = key.resolve()
+        found = key.resolve(build=False)
         same = (
             found.host.same_as(key.n, concrete)
             if found is not None
