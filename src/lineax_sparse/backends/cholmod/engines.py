@@ -12,6 +12,7 @@ capsule); the backend asks it for everything done with that object.
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import cvxopt
@@ -23,21 +24,56 @@ from .capsule import capsule_address, factor_bytes, head_bytes
 from .settings import global_options
 
 
-class CvxoptEngine:
+class AbstractEngine(abc.ABC):
+    """What the backend does with a CHOLMOD factor object, one way or the other."""
+
+    name: str
+
+    @staticmethod
+    @abc.abstractmethod
+    def fresh(analysis, typecode: str, values: np.ndarray, options: dict) -> Any:
+        """A new factor object of the pattern, ready for `numeric`."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def numeric(obj, analysis, typecode: str, values: np.ndarray, options: dict) -> None:
+        """Factorize the lower triangle `values` into `obj`, raising as cvxopt's `numeric`
+        does (`ArithmeticError(column)`: not positive definite; `ValueError`: failed)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def solve(obj, typecode: str, block: np.ndarray, options: dict, system: int = 0):
+        """CHOLMOD's solve of `system` (cvxopt's `sys` codes) for an (n, k) block."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def pivots(obj, typecode: str, n: int, options: dict) -> np.ndarray:
+        """The pivots `D_j` (real) in the factor's order: `L_jj^2` for `L L'`."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def permutation(obj, typecode: str, n: int, options: dict) -> np.ndarray:
+        """The factor's row permutation `P` (CHOLMOD's ordering, postordered)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def nbytes(obj, n: int, typecode: str) -> int | None:
+        """Bytes held by the numeric factor `obj`, or None if its struct does not validate."""
+
+
+class CvxoptEngine(AbstractEngine):
     """CHOLMOD through cvxopt's `cholmod` module."""
 
     name = "cvxopt"
 
     @staticmethod
     def fresh(analysis, typecode: str, values: np.ndarray, options: dict) -> Any:
-        """A factor object ready for `numeric` (a symbolic factor of the pattern)."""
         template = analysis.template(typecode, values)
         with global_options(cholmod.options, options):
             return cholmod.symbolic(template, p=analysis.ordering)
 
     @staticmethod
     def numeric(obj, analysis, typecode: str, values: np.ndarray, options: dict) -> None:
-        """Factorize the lower triangle `values` into `obj` (raising as cvxopt does)."""
         template = analysis.template(typecode, values)
         with global_options(cholmod.options, options):
             cholmod.numeric(template, obj)
@@ -51,7 +87,6 @@ class CvxoptEngine:
 
     @classmethod
     def pivots(cls, obj, typecode: str, n: int, options: dict) -> np.ndarray:
-        """The pivots `D_j` (real) in the factor's order: `L_jj^2` for `L L'`."""
         try:
             with global_options(cholmod.options, options):
                 diagonal = cholmod.diag(obj)  # supernodal L L' only
@@ -65,7 +100,6 @@ class CvxoptEngine:
 
     @classmethod
     def permutation(cls, obj, typecode: str, n: int, options: dict) -> np.ndarray:
-        """The factor's row permutation `P` (CHOLMOD's ordering, postordered)."""
         order = np.arange(n, dtype=np.float64)[:, None]
         x = cls.solve(obj, typecode, order, options, native.SOLVE_P)  # x = P b
         return x.real.ravel().astype(np.int64)
@@ -75,7 +109,7 @@ class CvxoptEngine:
         return factor_bytes(obj, n, typecode)
 
 
-class NativeEngine:
+class NativeEngine(AbstractEngine):
     """CHOLMOD called through ctypes (`native.py`)."""
 
     name = "native"
@@ -87,7 +121,7 @@ class NativeEngine:
 
     @staticmethod
     def numeric(obj, analysis, typecode: str, values: np.ndarray, options: dict) -> None:
-        values = np.ascontiguousarray(values, dtype=native._DTYPE[typecode])
+        values = np.ascontiguousarray(values, dtype=native.DTYPES[typecode])
         native.factorize(obj, analysis.indptr, analysis.rows, values, typecode, options)
 
     @staticmethod
@@ -114,11 +148,11 @@ class NativeEngine:
 NATIVE, CVXOPT = NativeEngine(), CvxoptEngine()
 
 
-def engine_of(obj: Any) -> NativeEngine | CvxoptEngine:
+def engine_of(obj: Any) -> AbstractEngine:
     """The engine that made the factor object `obj`."""
     return NATIVE if isinstance(obj, native.NativeFactor) else CVXOPT
 
 
-def default_engine() -> NativeEngine | CvxoptEngine:
+def default_engine() -> AbstractEngine:
     """`NATIVE` when this process can use it, else `CVXOPT`."""
     return NATIVE if native.available() else CVXOPT

@@ -6,10 +6,11 @@ its own `cholmod_common` (`common.py`).
 A factor is a copy (`cholmod_l_copy_factor`) of the pattern's one symbolic factor, made by
 cvxopt's `symbolic`, then factorized in place (`cholmod_l_factorize`, which is what
 cvxopt's `numeric` calls, on the same lower triangle: the factors are identical bit for
-bit). `solve` hands a whole block of right-hand sides to `cholmod_l_solve2` at once, where
-cvxopt's `solve` calls CHOLMOD once per column: a supernodal solve of a block runs in BLAS 3.
-The matrix and the blocks cross as `cholmod_sparse` / `cholmod_dense` headers over numpy's
-buffers: nothing is copied on the way in or out.
+bit). `solve` hands blocks of right-hand sides to `cholmod_l_solve2` (`GROUP` columns at a
+time), where cvxopt's `solve` calls CHOLMOD once per column: a supernodal solve of a block
+runs in BLAS 3. The matrix and the blocks cross as `cholmod_sparse` / `cholmod_dense`
+headers over numpy's buffers: only a block that is not column-major, or is padded, is
+copied.
 
 `available()` says whether this path can be used: cvxopt's CHOLMOD found (`library.py`),
 the layout of `cholmod_common` checked (`common.py`), and a small factorization and solve
@@ -35,7 +36,7 @@ _P, _S, _I = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int
 OK, OUT_OF_MEMORY, NOT_POSDEF = 0, -2, 1
 SOLVE_A, SOLVE_D, SOLVE_P = 0, 6, 7
 _XTYPE = {"d": CHOLMOD_REAL, "z": CHOLMOD_COMPLEX}
-_DTYPE = {"d": np.float64, "z": np.complex128}
+DTYPES = {"d": np.float64, "z": np.complex128}
 
 
 class _Sparse(ctypes.Structure):
@@ -145,7 +146,7 @@ def solve(factor: NativeFactor, block: np.ndarray, typecode: str, options: dict,
     (OpenBLAS computes a lone trailing column with another kernel; measured: blocks of 2,
     6, 8 and 64 columns agree on every column, 3 and 5 do not).
     """
-    dtype = _DTYPE[typecode]
+    dtype = DTYPES[typecode]
     n, k = block.shape
     unit = 2 if factor.head.is_super else 4
     width = -(-k // unit) * unit if k > 1 else k
@@ -229,7 +230,7 @@ def pivots(factor: NativeFactor, typecode: str) -> np.ndarray:
     else:  # simplicial: the diagonal entry comes first in each column
         positions = _array(head.p, n, np.int64)
     last = int(positions.max(initial=-1)) + 1
-    diagonal = _view(head.x, last, _DTYPE[typecode])[positions]  # a copy
+    diagonal = _view(head.x, last, DTYPES[typecode])[positions]  # a copy
     return np.abs(diagonal) ** 2 if head.is_ll else diagonal.real
 
 
