@@ -7,18 +7,19 @@ backends whose native calls release the GIL and share no state (`AbstractBackend
 
 The number of threads is the number of cores this process may run on, or the environment
 variable `LINEAX_SPARSE_NUM_THREADS` when the package is imported, or `set_num_threads`.
-During a parallel run, numpy's and scipy's BLAS are limited so that pool threads times BLAS
-threads never exceed that number (cvxopt's bundled OpenBLAS is single-threaded already).
+During a parallel run, numpy's and scipy's BLAS are held to one thread (as backends hold it
+around every native call), so that the pool's threads do not oversubscribe the cores
+(cvxopt's bundled OpenBLAS is single-threaded already).
 """
 
 from __future__ import annotations
 
 import collections
 import os
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..backends.blas import single_threaded_blas
 from . import owner
 
 
@@ -50,8 +51,6 @@ def _threads_from_environment() -> int:
 
 
 _num_threads = _threads_from_environment()
-_blas_lock = threading.Lock()
-_blas_controller: Any = None
 
 
 def set_num_threads(threads: int | None) -> None:
@@ -62,8 +61,8 @@ def set_num_threads(threads: int | None) -> None:
     threads at once, for the solvers whose native library allows it (`SuperLU`, `Cholmod`;
     `AMG`'s pyamg kernels hold Python's GIL, so its matrices run one after another). A
     single matrix always runs on one thread. Results do not depend on the number of
-    threads. While a batch runs in parallel, numpy's BLAS is limited so that the threads
-    do not oversubscribe the cores.
+    threads. BLAS is held to one thread meanwhile, so that the threads do not
+    oversubscribe the cores.
 
     The default is the number of cores the process may run on, or the environment variable
     `LINEAX_SPARSE_NUM_THREADS` when the package is imported.
@@ -85,32 +84,6 @@ def set_num_threads(threads: int | None) -> None:
 def num_threads() -> int:
     """The number of threads lineax-sparse runs native work on (see `set_num_threads`)."""
     return _num_threads
-
-
-class _BlasLimit:
-    """numpy's/scipy's BLAS threads limited to `threads` while a parallel run lasts (through
-    threadpoolctl, whose controller is made once: 20-50 ms)."""
-
-    def __init__(self, threads: int):
-        self.threads = threads
-        self.previous = None
-
-    def __enter__(self):
-        global _blas_controller
-        try:
-            with _blas_lock:
-                if _blas_controller is None:
-                    from threadpoolctl import ThreadpoolController
-
-                    _blas_controller = ThreadpoolController()
-            self.previous = _blas_controller.limit(limits=self.threads, user_api="blas")
-        except Exception:  # noqa: BLE001 - no limit is a slower run, never a failure
-            self.previous = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            self.previous.restore_original_limits()
 
 
 def run_parallel(
@@ -141,7 +114,9 @@ def run_parallel(
     if threads <= 1:
         work()
         return results
-    with _BlasLimit(max(1, available_cores() // threads)):
+    # Backends hold BLAS to one thread around their native calls; held here for the whole
+    # run, so that one thread's restoring never lets another's BLAS spread meanwhile.
+    with single_threaded_blas():
         jobs = [(index, owner.submit(index, work)) for index in range(1, threads)]
         work()
         for index, job in jobs:
