@@ -1,12 +1,13 @@
 """Compile cost of a static pattern: compile time, program size and memory against nnz.
 
-A jitted `value_and_grad` of `sum(x**2)`, `x = lx.linear_solve(K, b, lxs.Cholmod())`, with
-respect to K's values, on a static pattern:
+A jitted `value_and_grad` through `x = lx.linear_solve(K, b, lxs.Cholmod())` with respect
+to K's values (or what they are assembled from), on a static pattern:
 
 - 2D Poisson on a grid, entries row by row as a stencil code writes them (not CSC order:
-  the host gathers them into place), n = 1e4, 1e5 and 1e6;
+  the host gathers them into place), n = 1e4, 1e5 and 1e6; the loss `sum(x**2)`;
 - the 3D cantilever of examples/elasticity_3d_petsc.py (8-node hexahedra, K assembled in
-  JAX straight into its coalesced pattern), 86 x 43 x 43 elements: 499,488 dofs.
+  JAX straight into its coalesced pattern), 86 x 43 x 43 elements: 499,488 dofs, 38.9M
+  stored entries; the compliance `f @ x` with respect to the element moduli.
 
 The operator reaches the program in one of two ways:
 
@@ -19,7 +20,8 @@ Each configuration runs in a fresh process (`run_child`): the times of lowering 
 compiling (`jax.jit(f).lower(*args).compile()`), the size of the lowered StableHLO text and
 of the optimized HLO text (which elides large constants), the largest constant written out
 in the lowered text, and the peak resident memory gained while lowering and compiling
-(VmHWM reset first). `--run` also times the first call of each Poisson program.
+(VmHWM reset first). `--run` also times each program's first call (a factorization and
+two solves) and reports the process's peak resident memory.
 
 `--src DIR` runs every configuration a second time with another checkout's `src` first on
 the path (a `git worktree` of an older commit, say), the two trees in turns, so that the
@@ -28,6 +30,7 @@ table compares them at the same load.
     python benchmarks/bench_compile.py                       # Poisson 1e4..1e6, cantilever
     python benchmarks/bench_compile.py --quick               # Poisson 1e3 and 1e4, seconds
     python benchmarks/bench_compile.py --src /tmp/old/src    # the same, beside another tree
+    python benchmarks/bench_compile.py --problems cantilever --cantilever 48 24 24 --run
 """
 
 from __future__ import annotations
@@ -179,6 +182,7 @@ def measure(config: dict) -> dict:
         "optimized_bytes": len(getattr(compiled, "compiled", compiled).as_text()),
         "largest_constant": max(constants, default=0),
         "compile_rss": memory.increase(),
+        "peak_rss": memory.final,  # the process's, absolute
         "library": os.path.dirname(lineax_sparse.__file__),
     }
     if config.get("run"):
@@ -187,6 +191,7 @@ def measure(config: dict) -> dict:
             jax.block_until_ready(compiled(*arguments))
             result["first_call"] = time.perf_counter() - start
         result["call_rss"] = memory.increase()
+        result["peak_rss"] = max(result["peak_rss"], memory.final)
     return result
 
 
@@ -219,6 +224,7 @@ def row(label: str, tree: str, mode: str, result: dict) -> list[str]:
     ]
     if "first_call" in result:
         cells.append(f"{format_seconds(result['first_call'])}, +{_size(result['call_rss'])}")
+        cells.append(format_bytes(result["peak_rss"]))
     return cells
 
 
@@ -275,7 +281,7 @@ def main() -> None:
         "peak RSS gained",
     ]
     if args.run:
-        header.append("first call, RSS gained")
+        header += ["first call, RSS gained", "process peak RSS"]
     source = f"; other tree: {args.src}" if args.src else ""
     report.table(markdown_table(header, rows), f"Each row a fresh process{source}.")
     report.publish(None if args.quick else "compile.md")
