@@ -272,3 +272,28 @@ def test_a_vmapped_material_sweep_is_the_same_on_one_and_two_threads(monkeypatch
     assert np.array_equal(one, two)
     for x, a in zip(one, matrices, strict=True):
         np.testing.assert_allclose(a @ x, np.asarray(b), atol=1e-9)
+
+
+def test_many_threads_at_once_give_the_results_of_one():
+    """More threads than `MAX_CONCURRENT` (which bounds the calls inside CHOLMOD at once,
+    for cvxopt's OpenBLAS's fixed table of buffers) all finish, with one thread's answers."""
+    pattern, matrices = _family(4)
+    rhs = np.random.default_rng(4).standard_normal((pattern.n, 3))
+    backend = CholmodBackend("supernodal", "LL", "amd")
+    analysis = backend.analyse(pattern)
+    expected = [_work(backend, pattern, analysis, a, rhs) for a in matrices]
+    count = native.MAX_CONCURRENT + 8
+    results: list = [None] * count
+    start = threading.Barrier(count)
+
+    def run(i):
+        start.wait()
+        results[i] = _work(backend, pattern, analysis, matrices[i % len(matrices)], rhs)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, got in enumerate(results):
+        _same(got, expected[i % len(matrices)])

@@ -37,6 +37,12 @@ OK, OUT_OF_MEMORY, NOT_POSDEF = 0, -2, 1
 SOLVE_A, SOLVE_D, SOLVE_P = 0, 6, 7
 _XTYPE = {"d": CHOLMOD_REAL, "z": CHOLMOD_COMPLEX}
 DTYPES = {"d": np.float64, "z": np.complex128}
+#: At most this many threads inside CHOLMOD at once. cvxopt's OpenBLAS (0.3.15, a
+#: single-threaded build with locking) hands each BLAS call one buffer from a fixed table of
+#: `NUM_BUFFERS` (at least 50, OpenBLAS's common.h), and a call that finds none left fails
+#: ("Program is Terminated. Because you tried to allocate too many memory regions").
+MAX_CONCURRENT = 32
+_slots = threading.BoundedSemaphore(MAX_CONCURRENT)
 
 
 class _Sparse(ctypes.Structure):
@@ -117,7 +123,8 @@ def factorize(
     matrix.x, matrix.z = values.ctypes.data, None
     matrix.stype, matrix.itype, matrix.xtype, matrix.dtype = -1, CHOLMOD_LONG, _XTYPE[typecode], 0
     matrix.sorted = matrix.packed = 1
-    library.cholmod_l_factorize(ctypes.byref(matrix), factor.address, common.address)
+    with _slots:
+        library.cholmod_l_factorize(ctypes.byref(matrix), factor.address, common.address)
     status = common.head.status
     if status == OUT_OF_MEMORY:
         raise MemoryError("CHOLMOD ran out of memory in its numeric factorization")
@@ -179,17 +186,18 @@ def _solve(factor, rhs, out, options, typecode, system) -> None:
     b, x = _dense(rhs, typecode), _dense(out, typecode)
     x_handle, y_handle, e_handle = _P(ctypes.addressof(x)), _P(), _P()
     try:
-        done = library.cholmod_l_solve2(
-            system,
-            factor.address,
-            ctypes.byref(b),
-            None,
-            ctypes.byref(x_handle),
-            None,
-            ctypes.byref(y_handle),
-            ctypes.byref(e_handle),
-            common.address,
-        )
+        with _slots:
+            done = library.cholmod_l_solve2(
+                system,
+                factor.address,
+                ctypes.byref(b),
+                None,
+                ctypes.byref(x_handle),
+                None,
+                ctypes.byref(y_handle),
+                ctypes.byref(e_handle),
+                common.address,
+            )
     finally:  # CHOLMOD's workspaces: its own allocations, freed here
         library.cholmod_l_free_dense(ctypes.byref(y_handle), common.address)
         library.cholmod_l_free_dense(ctypes.byref(e_handle), common.address)
