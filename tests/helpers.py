@@ -521,10 +521,12 @@ def _grid() -> dict[str, GridCase]:
             ("random-spd", "random-hpd", "poisson", "elasticity"),
             materialised=("random-spd", "random-hpd"),
         ),
+        # `dense_below=0`: the host path on these small matrices (the dense path, taken by
+        # default below `DENSE_BELOW` unknowns, is test_small_systems.py's).
         GridCase(
             "auto",
             table_row(lxs.AutoSparse),
-            (),
+            (("dense_below", 0),),
             ("random-real", "random-hpd", "random-symmetric"),
             ("random-real", "random-hpd"),
             materialised=("random-spd", "random-complex"),
@@ -532,7 +534,7 @@ def _grid() -> dict[str, GridCase]:
         GridCase(
             "auto-fallback",
             table_row(lxs.AutoSparse),
-            (("fallback", True),),
+            (("fallback", True), ("dense_below", 0)),
             ("random-real", "random-hpd", "random-symmetric"),
             ("random-spd", "random-hpd"),
             materialised=("random-spd", "random-hpd"),

@@ -50,7 +50,10 @@ def _run(solver, op, datas, b, threads):
 
 
 @pytest.mark.parametrize(
-    "solver", [lxs.SuperLU(), lxs.Cholmod(), lxs.AutoSparse()], ids=["superlu", "cholmod", "auto"]
+    "solver",
+    # `dense_below=0`: the host path (this system is small enough for the dense one).
+    [lxs.SuperLU(), lxs.Cholmod(), lxs.AutoSparse(dense_below=0)],
+    ids=["superlu", "cholmod", "auto"],
 )
 def test_a_parallel_batch_gives_the_sequential_answers_bit_for_bit(solver, getkey):
     op = operator(elasticity2d(16, 8), PSD)

@@ -195,7 +195,7 @@ def test_cvxopt_global_options_are_left_as_the_user_set_them(getkey):
 
 def test_auto_sparse_chooses_by_tags(getkey):
     spd, general = matrix_operator("random-spd"), matrix_operator("random-real")
-    auto = lxs.AutoSparse()
+    auto = lxs.AutoSparse(dense_below=0)  # the host path (these matrices are small)
     assert auto.init(spd, {}).spec[0] == "cholmod"
     assert auto.init(general, {}).spec[0] == "superlu"
     for op, name in ((spd, "random-spd"), (general, "random-real")):

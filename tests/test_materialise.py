@@ -238,7 +238,8 @@ def test_tags_carry_over_and_sparse_operators_pass_through():
     fn = lambda w: diffusion_residual(w, 0.0)  # noqa: E731  (linear, SPD)
     pattern = lxs.detect_sparsity(fn, u)
     jac = lx.JacobianLinearOperator(lambda w, args: fn(w), u, tags=PSD)
-    solver = lxs.Materialise(lxs.AutoSparse(), pattern)
+    # The host path (this system is small enough for the dense one).
+    solver = lxs.Materialise(lxs.AutoSparse(dense_below=0), pattern)
     state = solver.init(jac, {})
     assert state.inner.spec[0] == "cholmod"  # picked from the tag
     untagged = solver.init(lx.JacobianLinearOperator(lambda w, args: fn(w), u), {})

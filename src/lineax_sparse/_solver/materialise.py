@@ -25,6 +25,7 @@ from .._matrixfree.jacobian import as_pattern, JacobianPattern, SparsityKey
 from .._matrixfree.products import compressed_values, operator_tags
 from .._matrixfree.structure import Structure
 from .._operator.operator import SparseOperator
+from .auto import AutoSparse, dense_jacobian
 from .base import AbstractHostSolver
 from .table import solver_names
 
@@ -149,6 +150,13 @@ class Materialise(lx.AbstractLinearSolver[MaterialiseState]):
                 "such as `lineax.QR()` for it."
             )
         pattern = self.sparsity.bind(m, n)
+        if isinstance(self.solver, AutoSparse) and m == n:
+            if self.solver.materialises_densely(n, int(pattern.coloring().num_colors)):
+                matrix = jax.lax.stop_gradient(dense_jacobian(operator, inputs, outputs))
+                inner = self.solver.init_dense(matrix, operator_tags(operator))
+                return MaterialiseState(
+                    inner, None, "square", pattern, inputs, outputs, False, False, matrix.dtype
+                )
         values = compressed_values(
             operator, pattern, inputs, outputs, self.verify, "Materialise(sparsity=...)"
         )
