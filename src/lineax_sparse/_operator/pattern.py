@@ -125,7 +125,8 @@ def pattern_indices(pattern: StaticPattern, staged: bool) -> Array:
     the program up to `EMBEDDED_INDICES_MAX_BYTES`; beyond, the output of a host callback
     that hands XLA the pattern's array each time the program runs (checked against the
     pattern like indices passed as an argument), so that the program's size does not grow
-    with the pattern. The callback keeps the pattern alive as long as the program.
+    with the pattern. The callback holds the pattern's index array (not a copy) for as
+    long as the program lives, as an embedded constant would hold its copy.
     """
     indices = pattern.indices
     if not staged or indices.nbytes <= EMBEDDED_INDICES_MAX_BYTES:
