@@ -136,11 +136,12 @@ def solve_batch(
 
     `guess` (optional) is an initial guess broadcastable like `rhs`; `aux` (optional) the
     solver's auxiliary arrays, `(..., n, k)`, batched like the matrix. With a static
-    pattern (`static`, the host `Pattern` of a `StaticPattern`), `values` are the CSC
-    values summed in XLA and `indices` is None. Returns solutions of shape `batch + (n,)`
-    in `rhs.dtype`, and per system a status (int32), a step count (int32) and a relative
-    residual (float64), each of shape `batch`. `valid` (optional, batched like `values`)
-    says which matrices XLA found finite and exactly symmetric.
+    pattern (`static`, the host `Pattern` of a `StaticPattern`), `values` are its COO
+    values (summed into its CSC slots when factorized) and `indices` is None. Returns
+    solutions of shape `batch + (n,)` in `rhs.dtype`, and per system a status (int32), a
+    step count (int32) and a relative residual (float64), each of shape `batch`. `valid`
+    (optional, batched like `values`) says which matrices are known to be finite and
+    exactly symmetric already (the solve callback passes none: the host tests them).
     """
     if indices is None:  # one pattern for the whole batch: an unbatched stand-in
         indices = np.zeros((0, 2), dtype=np.int32)
