@@ -151,8 +151,8 @@ class FactorCache:
         under and the `Build` that `make` factorizes it from (its pattern and analysis
         found or made, old factors of its pattern retired).
 
-        With a static pattern (`static`), `values` are its CSC values and `indices` is None;
-        `valid` says that XLA found them finite and exactly symmetric.
+        With a static pattern (`static`), `values` are its COO values and `indices` is None;
+        `valid` says that they are known finite and exactly symmetric.
         """
         free = None
         for probe in range(PROBES):

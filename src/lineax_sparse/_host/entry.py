@@ -24,11 +24,11 @@ from .registry import registry
 class FactorEntry:
     spec: BackendSpec
     pattern: Pattern
-    #: Whether it was made on the static-pattern path (then `values` are CSC values) or
-    #: the general one (COO values): part of its identity, so that a state of one path
-    #: never matches an entry of the other whose values happen to be equal.
+    #: Whether it was made on the static-pattern path (its pattern is then compared by
+    #: identity) or the general one (by indices): part of its identity, so that a state
+    #: of one path never matches an entry of the other whose values happen to be equal.
     static: bool
-    values: np.ndarray  # the values it was made from (COO, or CSC for a static pattern)
+    values: np.ndarray  # the COO values it was made from
     aux: np.ndarray | None  # the solver's auxiliary arrays it was made from, or None
     factor: Any  # None when `status` is not OK
     status: Status
