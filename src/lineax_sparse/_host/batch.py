@@ -1,6 +1,8 @@
 """`solve_batch`: the host procedure behind the solve callback, for a whole vmapped batch.
 
-Everything here is numpy and runs on the owner thread (`owner.run`). Arguments arrive as the
+Everything here is numpy. The bookkeeping runs on the owner thread (`owner.run`); the native
+work of distinct matrices runs on the pool's threads when the backend allows it
+(`pool.run_parallel`), each matrix's factorization and solves on one thread. Arguments arrive as the
 `expand_dims` vmap method delivers them: each array may carry leading batch dimensions, of
 size 1 where that argument is not batched, broadcastable against each other. One call
 handles the whole batch, so a vmap over right-hand sides is one multi-RHS solve and a vmap

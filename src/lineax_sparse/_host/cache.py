@@ -116,26 +116,6 @@ class FactorCache:
             self._backends.move_to_end(spec)
         return backend
 
-    def entry(
-        self,
-        spec: BackendSpec,
-        n: int,
-        handle: int,
-        indices: np.ndarray | None,
-        values: np.ndarray,
-        aux: np.ndarray | None,
-        static: Pattern | None = None,
-        valid: bool = False,
-    ) -> tuple[tuple, FactorEntry]:
-        """The registry key and entry of this matrix under `handle`, factorized if absent:
-        `find`, then `make` and `file` for a matrix not found."""
-        key, found = self.find(spec, n, handle, indices, values, aux, static, valid)
-        if isinstance(found, FactorEntry):
-            return key, found
-        entry, nbytes = self.make(found)
-        self.file(key, entry, nbytes)
-        return key, entry
-
     def find(
         self,
         spec: BackendSpec,
@@ -179,9 +159,7 @@ class FactorCache:
         values = np.array(values, copy=True)
         aux = None if aux is None else np.array(aux, copy=True)
         backend = self.backend(spec)
-        return free, Build(
-            spec, backend, pattern, analysis, values, aux, static is not None, valid
-        )
+        return free, Build(spec, backend, pattern, analysis, values, aux, static is not None, valid)
 
     def file(self, key: tuple, entry: FactorEntry, nbytes: int) -> None:
         """File a new entry `make` made under the key `find` gave."""
