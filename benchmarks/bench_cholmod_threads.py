@@ -31,6 +31,7 @@ from common import (
     Step,
     time_interleaved,
 )
+from common.timing import threads_at_once
 
 
 pin_blas_threads()
@@ -79,21 +80,6 @@ def _backend(engine, matrix):
     return backend, pattern, backend.analyse(pattern)
 
 
-def _threads(calls, count: int):
-    """Run each call `count` times, one thread per call, all at once."""
-
-    def run():
-        workers = [
-            threading.Thread(target=lambda c=call: [c() for _ in range(count)]) for call in calls
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-
-    return run
-
-
 def _twice(call):
     return lambda: (call(), call())
 
@@ -138,8 +124,8 @@ def threads_study(report: Report, grid: int, calls: int, repeats: int) -> None:
         one, two = make(), make()
         timings = time_interleaved(
             {
-                "one": Step(_threads([_twice(one)], calls)),
-                "two": Step(_threads([one, two], calls)),
+                "one": Step(threads_at_once([_twice(one)], calls)),
+                "two": Step(threads_at_once([one, two], calls)),
             },
             repeats,
             alternate=True,

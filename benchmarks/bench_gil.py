@@ -12,12 +12,11 @@ thread); the "cvxopt" rows cvxopt's own module.
 """
 
 from common import command_line, format_seconds, pin_blas_threads, Report, Step
-from common.timing import time_interleaved
+from common.timing import threads_at_once, time_interleaved
 
 
 pin_blas_threads()
 
-import threading  # noqa: E402
 
 import cvxopt  # noqa: E402, I001  (first: it decides the BLAS of the CHOLMOD it loads)
 import numpy as np  # noqa: E402
@@ -109,21 +108,6 @@ def _twice(call):
     return lambda: (call(), call())
 
 
-def _threads(calls, count: int):
-    """Run each call `count` times, one thread per call, all at once."""
-
-    def run():
-        workers = [
-            threading.Thread(target=lambda c=call: [c() for _ in range(count)]) for call in calls
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-
-    return run
-
-
 def main() -> None:
     parser = command_line(__doc__, quick="a 64^2 grid", repeats="timed repetitions (7)")
     parser.add_argument("--grid", type=int, default=256, help="Poisson grid side (256)")
@@ -140,8 +124,8 @@ def main() -> None:
         one, two = make(), make()
         timings = time_interleaved(
             {
-                "one": Step(_threads([_twice(one)], args.calls)),
-                "two": Step(_threads([one, two], args.calls)),
+                "one": Step(threads_at_once([_twice(one)], args.calls)),
+                "two": Step(threads_at_once([one, two], args.calls)),
             },
             repeats,
             alternate=True,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -111,3 +112,18 @@ class Phases:
 
     def timings(self) -> dict[str, Timing]:
         return {name: Timing.of(value) for name, value in self._times.items()}
+
+
+def threads_at_once(calls: Sequence[Callable[[], Any]], count: int) -> Callable[[], None]:
+    """A step that runs each call `count` times, one thread per call, all at once."""
+
+    def run() -> None:
+        workers = [
+            threading.Thread(target=lambda c=call: [c() for _ in range(count)]) for call in calls
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    return run
