@@ -94,11 +94,25 @@ def test_independent_matrices_of_different_patterns_in_one_vmap(getkey):
         return lx.linear_solve(op, b, solver=lxs.SuperLU()).value
 
     results = {}
+    handed = []  # how many tasks each parallel run was given
+    original = pool.run_parallel
+
+    def spy(tasks, threads=None):
+        handed.append(len(tasks))
+        return original(tasks, threads)
+
     for threads in (1, 2):
         lxs.clear_cache()
         lxs.set_num_threads(threads)
-        results[threads] = np.asarray(jax.jit(jax.vmap(one))(data, indices))
+        pool.run_parallel = spy
+        try:
+            results[threads] = np.asarray(jax.jit(jax.vmap(one))(data, indices))
+        finally:
+            pool.run_parallel = original
     assert np.array_equal(results[1], results[2])
+    # Each pattern's first factorization computes its ordering; those of different
+    # patterns are handed to the pool together (one after another on one thread).
+    assert handed == [2]
     for k in range(2):
         dense = np.zeros((first.size, first.size))
         np.add.at(dense, tuple(indices[k].T), data[k])

@@ -175,6 +175,8 @@ def test_malloc_is_tuned_at_the_first_native_call_unless_told_not_to(environment
         "op = lxs.SparseOperator.from_scipy(sp.eye(4, format='csc'))\n"
         "lx.linear_solve(op, np.ones(4, np.float32), solver=lxs.SuperLU())\n"
         "print(before, _host.malloc_tuned)\n"
+        "limit = lxs.cache_info().limit\n"
+        "assert _host.trim_threshold_bytes == min(1 << 30, max(128 << 20, limit // 4))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env.pop("GLIBC_TUNABLES", None)

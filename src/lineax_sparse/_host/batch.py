@@ -262,16 +262,20 @@ def _run(
     if not backend.parallel or len(work) < 2 or pool.num_threads() < 2:
         return [_attempt(task) for task in tasks]
     # A factorization that completes its pattern's analysis (SuperLU's first ordering)
-    # runs alone first, so that the others share what it computed.
-    first: dict[int, None] = {}
+    # runs before the others of its pattern, so that they share what it computed: first
+    # one of each such pattern (side by side: the patterns are independent), then the rest.
+    first: dict[int, int] = {}
     for i, item in enumerate(work):
         if isinstance(item.found, Build) and backend.completes_analysis(item.found.analysis):
             first.setdefault(id(item.found.analysis), i)
-    leading = {i: _attempt(tasks[i]) for i in first.values()}
-    rest = [i for i in range(len(tasks)) if i not in leading]
-    for i, outcome in zip(rest, pool.run_parallel([tasks[i] for i in rest]), strict=True):
-        leading[i] = outcome
-    return [leading[i] for i in range(len(tasks))]
+    outcomes: dict[int, tuple[bool, Any, int]] = {}
+    for wave in (list(first.values()), [i for i in range(len(tasks)) if i not in first.values()]):
+        if len(wave) == 1:
+            outcomes[wave[0]] = _attempt(tasks[wave[0]])
+        elif wave:
+            runs = pool.run_parallel([tasks[i] for i in wave])
+            outcomes.update(zip(wave, runs, strict=True))
+    return [outcomes[i] for i in range(len(tasks))]
 
 
 def _attempt(task) -> tuple[bool, Any, int]:

@@ -228,6 +228,7 @@ class Registry:
 
 
 registry = Registry(_limit_from_environment())
+owner.keep_freed_memory(registry.info().limit)
 owner.at_exit(registry.clear)
 owner.at_fork(registry.after_fork_in_child)
 
