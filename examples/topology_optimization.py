@@ -38,18 +38,72 @@ printed is `final compliance C after N iterations`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import statistics
-import sys
-import time
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
-import lineax as lx
-import numpy as np
 
-import lineax_sparse as lxs
+OUTPUT = "topology_optimization"  # default prefix of the PNGs
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with --small and the default prefix applied and the values checked."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--nelx", type=int, default=60, help="elements along the beam")
+    parser.add_argument("--nely", type=int, default=20, help="elements across the beam")
+    parser.add_argument("--volfrac", type=float, default=0.5, help="volume fraction")
+    parser.add_argument("--penal", type=float, default=3.0, help="SIMP penalization power")
+    parser.add_argument("--rmin", type=float, default=2.4, help="filter radius, in elements")
+    parser.add_argument(
+        "--filter",
+        choices=("sensitivity", "density"),
+        default="sensitivity",
+        help="filter the sensitivities or the densities",
+    )
+    parser.add_argument(
+        "--solver", choices=("cholmod", "amg", "superlu"), default="cholmod", help="linear solver"
+    )
+    parser.add_argument(
+        "--max-iterations", type=int, default=1000, help="at most this many iterations"
+    )
+    parser.add_argument("--small", action="store_true", help="30 x 10 with rmin 1.2")
+    parser.add_argument("--no-plot", action="store_true", help="write no PNGs")
+    parser.add_argument(
+        "--output",
+        default=OUTPUT,
+        help="prefix of the PNGs; --small appends _small to the default",
+    )
+    # The namespace's None survives parsing unless --output is given: only then is the
+    # prefix the user's, and the default (shown by --help) is filled in below.
+    args = parser.parse_args(argv, namespace=argparse.Namespace(output=None))
+    if args.output is None:
+        args.output = f"{OUTPUT}_small" if args.small else OUTPUT
+    if args.small:
+        args.nelx, args.nely, args.rmin = 30, 10, 1.2
+    for name in ("nelx", "nely", "max_iterations"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+    if not 0 < args.volfrac <= 1 or args.rmin <= 0 or args.penal < 1:
+        parser.error("need 0 < --volfrac <= 1, --rmin > 0 and --penal >= 1")
+    return args
+
+
+if __name__ == "__main__":
+    # Parsed before JAX is imported (4 s): `--help` and a mistyped option answer at once.
+    parse_arguments()
+
+import dataclasses  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import equinox as eqx  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import lineax as lx  # noqa: E402
+import numpy as np  # noqa: E402
+
+import lineax_sparse as lxs  # noqa: E402
 
 
 jax.config.update("jax_enable_x64", True)
@@ -58,7 +112,6 @@ E0, E_MIN, NU = 1.0, 1e-9, 0.3
 MOVE = 0.2  # OC move limit
 BISECTION_TOLERANCE = 1e-3  # (l2 - l1) / (l1 + l2)
 CHANGE_TOLERANCE = 0.01  # stop when max |x_new - x| <= this
-OUTPUT = "topology_optimization"  # default prefix of the PNGs
 
 
 def element_stiffness(nu: float = NU) -> np.ndarray:
@@ -337,72 +390,78 @@ def plot(physical: np.ndarray, history: History, nelx: int, nely: int, output: s
     import matplotlib.pyplot as plt
 
     design = np.asarray(physical).reshape(nelx, nely).T
-    figure, axes = plt.subplots(figsize=(8, 8 * nely / nelx + 0.6))
+    figure, axes = plt.subplots(figsize=(8, 8 * nely / nelx + 1.2))
+    # Element centres at integers: the mesh spans -0.5 .. nelx - 0.5 (rows downwards).
     axes.imshow(-design, cmap="gray", vmin=-1, vmax=0, interpolation="none")
-    axes.set_axis_off()
-    axes.set_title(f"MBB beam {nelx} x {nely}: compliance {history.compliance[-1]:.2f}")
+    axes.set_xlabel("x (elements)")
+    axes.set_ylabel("y (elements, downwards)")
+    # The boundary conditions of mbb_problem: x fixed on the left edge (symmetry), a roller at
+    # the lower-right corner, the unit load downwards at the upper-left corner.
+    axes.plot(
+        np.full(nely + 1, -0.5),
+        np.arange(nely + 1) - 0.5,
+        ">",
+        color="tab:green",
+        markersize=5,
+        clip_on=False,
+        label="symmetry: x fixed",
+    )
+    axes.plot(
+        [nelx - 0.5],
+        [nely - 0.5],
+        "^",
+        color="tab:blue",
+        markersize=9,
+        clip_on=False,
+        label="roller: y fixed",
+    )
+    arrow = max(2.0, 0.15 * nely)  # elements
+    axes.annotate(
+        "",
+        xy=(-0.5, -0.5),
+        xytext=(-0.5, -0.5 - arrow),
+        annotation_clip=False,
+        arrowprops={"arrowstyle": "-|>", "color": "tab:red", "linewidth": 2},
+    )
+    axes.plot([], [], color="tab:red", linewidth=2, label="unit load")
     figure.tight_layout()
-    figure.savefig(f"{output}.png", dpi=120)
+    figure.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8)
+    axes.set_title(
+        f"MBB half-beam {nelx} x {nely}: density after {len(history.compliance)} iterations, "
+        f"compliance {history.compliance[-1]:.2f}",
+        pad=8 + arrow * 8 * 72 / nelx,  # the arrow's length in points, and some
+    )
+    figure.savefig(f"{output}.png", dpi=120, bbox_inches="tight")
     plt.close(figure)
 
     figure, left = plt.subplots(figsize=(7, 3.8))
     steps = np.arange(1, len(history.compliance) + 1)
-    left.plot(steps, history.compliance, color="tab:blue")
+    left.plot(steps, history.compliance, color="tab:blue", label="compliance (left axis)")
     left.set_xlabel("iteration")
-    left.set_ylabel("compliance", color="tab:blue")
+    left.set_ylabel("compliance f . u", color="tab:blue")
     left.set_yscale("log")
     right = left.twinx()
-    right.plot(steps, history.change, color="tab:orange")
-    right.axhline(CHANGE_TOLERANCE, color="tab:orange", linestyle=":", linewidth=1)
-    right.set_ylabel("max |x_new - x|", color="tab:orange")
+    right.plot(steps, history.change, color="tab:orange", label="max |x_new - x| (right axis)")
+    right.axhline(
+        CHANGE_TOLERANCE,
+        color="tab:orange",
+        linestyle="--",
+        linewidth=1,
+        label=f"stopping tolerance {CHANGE_TOLERANCE:g}",
+    )
+    right.set_ylabel("largest density change", color="tab:orange")
     right.set_yscale("log")
+    lines = left.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    right.legend(lines[0] + more[0], lines[1] + more[1], loc="upper right", fontsize=8)
+    left.set_title(f"MBB half-beam {nelx} x {nely}: convergence of the optimality criteria")
     figure.tight_layout()
     figure.savefig(f"{output}_convergence.png", dpi=120)
     plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--nelx", type=int, default=60, help="elements along the beam")
-    parser.add_argument("--nely", type=int, default=20, help="elements across the beam")
-    parser.add_argument("--volfrac", type=float, default=0.5, help="volume fraction")
-    parser.add_argument("--penal", type=float, default=3.0, help="SIMP penalization power")
-    parser.add_argument("--rmin", type=float, default=2.4, help="filter radius, in elements")
-    parser.add_argument(
-        "--filter",
-        choices=("sensitivity", "density"),
-        default="sensitivity",
-        help="filter the sensitivities or the densities",
-    )
-    parser.add_argument(
-        "--solver", choices=("cholmod", "amg", "superlu"), default="cholmod", help="linear solver"
-    )
-    parser.add_argument(
-        "--max-iterations", type=int, default=1000, help="at most this many iterations"
-    )
-    parser.add_argument("--small", action="store_true", help="30 x 10 with rmin 1.2")
-    parser.add_argument("--no-plot", action="store_true", help="write no PNGs")
-    parser.add_argument(
-        "--output",
-        default=OUTPUT,
-        help="prefix of the PNGs; --small appends _small to the default",
-    )
-    # The namespace's None survives parsing unless --output is given: only then is the
-    # prefix the user's, and the default (shown by --help) is filled in below.
-    args = parser.parse_args(argv, namespace=argparse.Namespace(output=None))
-    if args.output is None:
-        args.output = f"{OUTPUT}_small" if args.small else OUTPUT
-    if args.small:
-        args.nelx, args.nely, args.rmin = 30, 10, 1.2
-    for name in ("nelx", "nely", "max_iterations"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
-    if not 0 < args.volfrac <= 1 or args.rmin <= 0 or args.penal < 1:
-        parser.error("need 0 < --volfrac <= 1, --rmin > 0 and --penal >= 1")
-
+    args = parse_arguments(argv)
     problem = mbb_problem(args.nelx, args.nely, args.rmin)
     settings = Settings(args.volfrac, args.penal, args.filter == "density")
     solver = make_solver(args.solver, problem)
