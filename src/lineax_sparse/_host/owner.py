@@ -7,8 +7,8 @@ block until it is done. Workers 1, 2, ... run the independent native work of a b
 it (`pool.py`); each native object is released on the worker that made it (`release_on`).
 The owner also drains in-flight work at exit, survives `fork` (workers stopped before,
 replaced in the child) and tunes glibc's allocator at the first native call: the reasons
-and measurements are in the README's Design section ("One owner thread", "glibc's
-allocator"); the details of exit and fork beside the functions that do them.
+and measurements are in docs/design.md and docs/guides/threads.md; the details of exit
+and fork beside the functions that do them.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def keep_freed_memory(cache_limit: int) -> None:
     least 128 MiB, at most 1 GiB), so that a batch remakes its factorizations in the
     memory the previous batch's freed, instead of faulting fresh pages in: the 32-material
     sweep of examples/batched_solves.py faulted 170 MB per call with 128 MiB (its batch on
-    two threads 0.86x the Python loop's time, 0.59x with 1 GiB; README, "Batched studies").
+    two threads 0.86x the Python loop's time, 0.59x with 1 GiB; docs/guides/batches.md).
     Takes effect at the first native call."""
     global trim_threshold_bytes
     trim_threshold_bytes = min(1 << 30, max(128 << 20, cache_limit // 4))

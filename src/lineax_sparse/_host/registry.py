@@ -91,9 +91,10 @@ class CacheInfo(NamedTuple):
     - `evictions`: objects dropped because the byte budget was exceeded (least recently
       used first): what `set_cache_limit` controls.
     - `retirements`: factorizations dropped on purpose when a newer one of the same
-      pattern and solver was made (two are kept per pattern, one for AMG): an optimization
-      or Newton loop retires one per step, which frees its memory for the next one. Not a
-      sign of a small budget.
+      pattern and solver was made (one is kept per pattern; two once a matrix of the
+      pattern came back after its factorization was dropped, or for AMG with `reuse`): an
+      optimization or Newton loop retires one per step, which frees its memory for the
+      next one. Not a sign of a small budget.
     - `host_calls`: callbacks into the host (one per solve, however many systems a vmapped
       batch holds: a forward solve is one, a `value_and_grad` two).
     - `reused_solutions`: solves answered with a solution already computed, because the
