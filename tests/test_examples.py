@@ -238,7 +238,12 @@ def test_batched_solves_small(tmp_path):
 def test_real_matrix(matrix):
     args = ["--small"] if matrix == "--small" else ["--matrix", matrix]
     stdout = _run("real_matrix.py", *args)
-    fields = _fields(stdout.strip().splitlines()[-1])
+    lines = stdout.strip().splitlines()
+    # The header (matrix, residual) comes before the gradient lines it introduces.
+    header = next(i for i, line in enumerate(lines) if "relative residual" in line)
+    gradients = [i for i, line in enumerate(lines) if line.startswith("  d L / d")]
+    assert len(gradients) == 2 and header < min(gradients)
+    fields = _fields(lines[-1])
     assert float(fields["relative_residual"]) < 1e-9
     assert float(fields["vs_spsolve"]) < 1e-8
     assert float(fields["gradient_values_fd"]) < 1e-5
@@ -253,7 +258,48 @@ def test_help_shows_every_default(script):
     options = [" ".join(entry.split()) for entry in entries if not entry.startswith("-h")]
     assert "--small" in " ".join(options)
     for option in options:
-        assert "(default: " in option, option
+        assert option.count("(default: ") == 1, option
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_help_answers_before_jax_is_imported(script):
+    """`--help` parses the command line before the imports that take seconds."""
+    program = (
+        "import runpy, sys\n"
+        f"sys.argv = [{str(EXAMPLES / script)!r}, '--help']\n"
+        f"sys.path.insert(0, {str(EXAMPLES)!r})\n"
+        "try:\n"
+        f"    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = {'jax', 'lineax_sparse', 'matplotlib', 'scipy'} & set(sys.modules)\n"
+        "print('imported', sorted(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")
+    assert out.stdout.decode().strip().splitlines()[-1] == "imported []"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        f"{prefix}{suffix}.png"
+        for prefix in (
+            "topology_optimization",
+            "topology_optimization_3d",
+            "batched_solves",
+            "stiff_reaction_diffusion",
+        )
+        for suffix in ("", "_small", "_convergence", "_small_convergence")
+    ],
+)
+def test_example_pictures_are_ignored_by_git(name):
+    """What the examples write into the working directory never shows as untracked."""
+    root = EXAMPLES.parent
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(["git", "check-ignore", "-q", name], cwd=root, capture_output=True)
+    assert out.returncode == 0, f"{name} is not in .gitignore"
 
 
 def test_nonlinear_diffusion_small():
@@ -272,3 +318,5 @@ def test_stiff_reaction_diffusion_small(tmp_path):
     assert int(fields["n"]) == 2 * 16 * 16 and int(fields["steps"]) > 5
     assert float(fields["gradient_check"]) < 1e-5
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["stiff_reaction_diffusion_small.png"]
+    assert (tmp_path / "stiff_reaction_diffusion_small.png").stat().st_size > 10_000
+    assert "wrote stiff_reaction_diffusion_small.png\n" in stdout
