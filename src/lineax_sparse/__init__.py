@@ -5,6 +5,7 @@ Importing this package changes no global JAX configuration.
 
 import importlib.metadata
 
+from ._bridge.reasons import Reason as Reason, REASONS as REASONS
 from ._host.patterns import StaticPattern as StaticPattern
 from ._host.pool import num_threads as num_threads, set_num_threads as set_num_threads
 from ._host.registry import (
@@ -23,7 +24,7 @@ from ._petsc_processes import (
     petsc_ranks as petsc_ranks,
     petsc_serve as petsc_serve,
 )
-from ._solve import linear_solve as linear_solve
+from ._solve import explain as explain, linear_solve as linear_solve
 from ._solver.amg import AMG as AMG
 from ._solver.auto import AutoSparse as AutoSparse
 from ._solver.base import (

@@ -119,7 +119,8 @@ def solve(
     finiteness and symmetry itself, and the compiled callback keeps the pattern alive), or
     None when it was released, and then `indices` cross so that the host interns it again.
     Returns the solution, the result, and the statistics `num_steps` (iterations, or
-    refinement steps of a direct solve) and `relative_residual` (`|b - Ax| / |b|`).
+    refinement steps of a direct solve), `relative_residual` (`|b - Ax| / |b|`) and
+    `reason` (the host's `Status` code, int32: 0 on success; see `reasons.REASONS`).
     """
     optional = tuple(a for a in (guess, aux) if a is not None)
     matrix = (handle, values) if pattern is not None else (handle, values, indices)
@@ -147,7 +148,8 @@ def solve(
         ),
         *arrays,
     )
-    stats = {"num_steps": steps, "relative_residual": residual}
+    # `reason`: the host's own code, finer than the lineax result (`reasons.REASONS`).
+    stats = {"num_steps": steps, "relative_residual": residual, "reason": status}
     return solution, status_to_result(status), stats
 
 

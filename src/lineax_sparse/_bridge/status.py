@@ -2,7 +2,9 @@
 
 The host never raises for a data-dependent failure; it returns a `Status` per system, and
 the solvers report it as lineax does, so that `throw=True` raises lineax's readable error
-and `throw=False` returns the code.
+and `throw=False` returns the code. Several host codes share one lineax result (lineax
+has no "not symmetric"): the code itself travels beside it, as `Solution.stats["reason"]`
+(`reasons.REASONS` says what each means and what to do).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ STATUS_TO_RESULT = {
     # lineax's `singular` message names "declared a property it does not satisfy".
     Status.NOT_POSITIVE_DEFINITE: lx.RESULTS.singular,
     Status.NOT_SYMMETRIC: lx.RESULTS.singular,
+    Status.STAGNATED: lx.RESULTS.breakdown,
 }
 
 

@@ -7,8 +7,7 @@ follow BCOO's semantics: duplicates are summed, and entries whose row or column 
 Matrix-vector products are one gather and one scatter-add: O(nnz), differentiable with
 respect to `data` in both modes.
 
-It also registers itself with every lineax singledispatch function, answering structural
-questions from its tags as `lineax.MatrixLinearOperator` does.
+`dispatch` registers it with every lineax singledispatch function.
 """
 
 from __future__ import annotations
@@ -29,6 +28,11 @@ from .._host.patterns import intern, mirror_key, PatternKey, StaticPattern
 from .._matrixfree.products import materialise
 from .indices import concrete_value, validate_matrix
 from .pattern import check_indices, pattern_indices, staging
+
+
+#: `SparseOperator.as_matrix` warns above this many unknowns (a dense LU of 1,000 unknowns
+#: already costs more than a sparse factorization of most such matrices).
+DENSIFY_WARNING = 1000
 
 
 def _frozenset(tags: object | Iterable[object]) -> frozenset[object]:
@@ -288,6 +292,22 @@ class SparseOperator(lx.AbstractLinearOperator):
         return out.at[rows].add(data * gathered, mode="drop")
 
     def as_matrix(self) -> Inexact[Array, "n n"]:
+        """The dense matrix. Warns (`UserWarning`, at trace time) above `DENSIFY_WARNING`
+        unknowns: that is what lineax's dense solvers do with a sparse operator, e.g.
+        `lineax.linear_solve(A, b)` without `solver=` (an O(n^3) dense LU)."""
+        if self.size > DENSIFY_WARNING:
+            warnings.warn(
+                f"densifying a {self.size} x {self.size} sparse operator (O(n^2) memory, and "
+                "O(n^3) time to factorize it): pass `solver=lineax_sparse.AutoSparse()` to "
+                "`lineax.linear_solve`, or use `lineax_sparse.linear_solve`, which defaults "
+                "to it.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self._dense()
+
+    def _dense(self) -> Inexact[Array, "n n"]:
+        """The dense matrix, without `as_matrix`'s warning (for the library's own uses)."""
         rows, cols, data = self._entries()
         out = jnp.zeros((self.size, self.size), self.data.dtype)
         return out.at[rows, cols].add(data, mode="drop")
@@ -312,83 +332,3 @@ class SparseOperator(lx.AbstractLinearOperator):
 
     def out_structure(self) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct((self.size,), self.data.dtype)
-
-
-def _is_real(operator: SparseOperator) -> bool:
-    return not jnp.issubdtype(operator.data.dtype, jnp.complexfloating)
-
-
-@lx.linearise.register(SparseOperator)
-@lx.materialise.register(SparseOperator)
-def _(operator):
-    # Already linear and already materialised as sparse arrays; densifying would defeat it.
-    return operator
-
-
-@lx.diagonal.register(SparseOperator)
-def _(operator):
-    rows, cols, data = operator._entries()
-    on_diagonal = jnp.where(rows == cols, rows, operator.size)
-    out = jnp.zeros(operator.size, operator.data.dtype)
-    return out.at[on_diagonal].add(data, mode="drop")
-
-
-@lx.tridiagonal.register(SparseOperator)
-def _(operator):
-    n = operator.size
-    rows, cols, data = operator._entries()
-    bands = []
-    for offset, length in ((0, n), (-1, n - 1), (1, n - 1)):
-        target = jnp.where(cols - rows == offset, jnp.minimum(rows, cols), n)
-        band = jnp.zeros(length, operator.data.dtype)
-        bands.append(band.at[target].add(data, mode="drop"))
-    main, lower, upper = bands
-    return main, lower, upper
-
-
-@lx.conj.register(SparseOperator)
-def _(operator):
-    return eqx.tree_at(lambda op: op.data, operator, operator.data.conj())
-
-
-@lx.is_symmetric.register(SparseOperator)
-def _(operator):
-    if lx.symmetric_tag in operator.tags or lx.diagonal_tag in operator.tags:
-        return True
-    definite = (lx.positive_semidefinite_tag, lx.negative_semidefinite_tag)
-    return any(tag in operator.tags for tag in definite) and _is_real(operator)
-
-
-@lx.is_diagonal.register(SparseOperator)
-def _(operator):
-    return lx.diagonal_tag in operator.tags or operator.size == 1
-
-
-@lx.is_tridiagonal.register(SparseOperator)
-def _(operator):
-    return lx.tridiagonal_tag in operator.tags or lx.diagonal_tag in operator.tags
-
-
-@lx.has_unit_diagonal.register(SparseOperator)
-def _(operator):
-    return lx.unit_diagonal_tag in operator.tags
-
-
-@lx.is_lower_triangular.register(SparseOperator)
-def _(operator):
-    return lx.lower_triangular_tag in operator.tags or lx.diagonal_tag in operator.tags
-
-
-@lx.is_upper_triangular.register(SparseOperator)
-def _(operator):
-    return lx.upper_triangular_tag in operator.tags or lx.diagonal_tag in operator.tags
-
-
-@lx.is_positive_semidefinite.register(SparseOperator)
-def _(operator):
-    return lx.positive_semidefinite_tag in operator.tags
-
-
-@lx.is_negative_semidefinite.register(SparseOperator)
-def _(operator):
-    return lx.negative_semidefinite_tag in operator.tags

@@ -32,7 +32,8 @@ class AMG(AbstractIterativeHostSolver):
     Convergence is checked on the host against the true residual, never assumed: running
     out of `max_steps` gives `RESULTS.max_steps_reached`, a breakdown `RESULTS.breakdown`,
     and a non-finite result is never reported as success. `Solution.stats` holds
-    `num_steps` and `relative_residual` as arrays.
+    `num_steps`, `relative_residual` and `reason` (why a solve failed: see
+    `lineax_sparse.explain`) as arrays.
 
     `options` keys accepted by `lineax.linear_solve(..., options=...)`:
 

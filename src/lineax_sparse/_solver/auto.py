@@ -71,7 +71,7 @@ def _equilibrated(operator: SparseOperator, symmetric: bool) -> Equilibrated:
     key = operator.pattern_key
     if key is not None and key.nnz == key.nse:
         return from_entries(data, rows, cols, operator.size, symmetric)
-    return from_dense(operator.as_matrix(), symmetric)
+    return from_dense(operator._dense(), symmetric)
 
 
 class AutoSparse(AbstractDirectHostSolver):

@@ -55,7 +55,9 @@ class Cholmod(AbstractDirectHostSolver):
     not positive definite, singular, or whose values are not symmetric (Hermitian) although
     the operator is tagged so gives `RESULTS.singular` (CHOLMOD itself would silently use
     one triangle); NaN or inf values give `RESULTS.nonfinite_input`. Every solve is checked
-    by its backward error.
+    by its backward error. `Solution.stats["reason"]` says which failure it was (not
+    symmetric, not positive definite, singular...): `lineax_sparse.explain(solution)`
+    turns it into a sentence with the remedy.
 
     This solver takes no `options`.
     """

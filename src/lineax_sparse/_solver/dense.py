@@ -158,10 +158,12 @@ def when(need: Bool[Array, ""], compute: Callable[[], T], default: T) -> T:
 
 
 def first_failure(status: Int[Array, ""], *checks) -> Int[Array, ""]:
-    """`status`, or the code of the first failed check when it is `OK`."""
-    for failed, code in reversed(checks):
-        status = jnp.where((status == Status.OK) & failed, code, status)
-    return status
+    """`status`, or the code of the first failed check when it is `OK` (checks in order
+    of priority: a NaN right-hand side is `NONFINITE_INPUT`, not the `SINGULAR` it leads to)."""
+    found = jnp.asarray(Status.OK, jnp.int32)
+    for failed, code in reversed(checks):  # the first failed check is written last
+        found = jnp.where(failed, code, found)
+    return jnp.where(status == Status.OK, found, status).astype(jnp.int32)
 
 
 def estimate_rcond(state: DenseState) -> Float[Array, ""]:

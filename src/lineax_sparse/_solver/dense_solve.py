@@ -209,5 +209,9 @@ def solve(
     x = jax.lax.complex(x[:, 0], x[:, 1]) if split else x[:, 0]
     x = jnp.where(status == Status.OK, x, jnp.nan).astype(out_dtype)
     residual_dtype = jnp.float64 if real_dtype == jnp.float64 else jnp.float32
-    stats = {"num_steps": steps, "relative_residual": relative.astype(residual_dtype)}
+    stats = {
+        "num_steps": steps,
+        "relative_residual": relative.astype(residual_dtype),
+        "reason": status.astype(jnp.int32),
+    }
     return x, status_to_result(status), stats

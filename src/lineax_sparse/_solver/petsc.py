@@ -54,7 +54,7 @@ class PETSc(AbstractIterativeHostSolver):
     `RESULTS.breakdown` for a divergence or a PETSc error, `RESULTS.singular` for a failed
     factorization or an indefinite matrix under CG. Direct solves are checked by their
     backward error and refined, as `Cholmod`'s and `SuperLU`'s. `Solution.stats` holds
-    `num_steps` and `relative_residual`.
+    `num_steps`, `relative_residual` and `reason` (see `lineax_sparse.explain`).
 
     Real matrices only (PETSc is built for one scalar type, real in the usual builds);
     float32 is solved in double precision on the host.

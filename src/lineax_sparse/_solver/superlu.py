@@ -24,7 +24,8 @@ class SuperLU(AbstractDirectHostSolver):
     solve whose backward error exceeds 1e-8 gives `RESULTS.singular`, non-finite matrix
     values or right-hand sides give `RESULTS.nonfinite_input`, and so does an index outside
     the matrix (lineax has no closer code; such indices are caught at construction when
-    they are concrete).
+    they are concrete). `Solution.stats["reason"]` tells these apart
+    (`lineax_sparse.explain`).
 
     This solver takes no `options`.
     """

@@ -15,7 +15,12 @@ import numpy as np
 
 
 class Status(enum.IntEnum):
-    """Outcome of one host computation. `OK` must stay 0."""
+    """Outcome of one host computation. `OK` must stay 0.
+
+    These codes are also the machine-readable reason of a solve that users read in
+    `Solution.stats["reason"]` (explained by `lineax_sparse.explain`): their values never
+    change once published.
+    """
 
     OK = 0
     SINGULAR = 1
@@ -25,6 +30,8 @@ class Status(enum.IntEnum):
     INVALID_INDEX = 5
     NOT_POSITIVE_DEFINITE = 6
     NOT_SYMMETRIC = 7
+    # An iteration that stopped making progress above the requested tolerance.
+    STAGNATED = 8
 
 
 class SolveResult(NamedTuple):
