@@ -27,6 +27,7 @@ from .._matrixfree.structure import Structure
 from .._operator.operator import SparseOperator
 from .auto import AutoSparse, dense_jacobian
 from .base import AbstractHostSolver
+from .cholmod import Cholmod
 from .table import solver_names
 
 
@@ -58,6 +59,28 @@ def _sparse_operator(operator: Any) -> SparseOperator | None:
         inner = operator.operator
         return inner._with_tags(inner.tags | operator.tags)
     return None
+
+
+def _require_positive_semidefinite(operator: lx.AbstractLinearOperator, n: int) -> None:
+    """A square operator is solved as it is: `Cholmod` needs it positive semidefinite.
+
+    Nothing in the operator says whether a least-squares solver handed it over
+    (optimistix's `GaussNewton` and `Newton` pass a square Jacobian alike), so a square
+    Jacobian is never turned into normal equations behind the caller's back.
+    """
+    if lx.is_positive_semidefinite(operator):
+        return
+    raise ValueError(
+        f"`Materialise(Cholmod(), ...)` was given a square operator ({n} x {n}) that is not "
+        "tagged `lineax.positive_semidefinite_tag`, and Cholmod factorizes only positive "
+        "definite matrices. A square Jacobian (optimistix's `GaussNewton` with as many "
+        "residuals as unknowns, `Newton`, diffrax's implicit solvers) is solved as it is: "
+        "use `Materialise(lineax_sparse.AutoSparse(), sparsity)`, which solves it by LU "
+        "and overdetermined least squares (more residuals than unknowns, and "
+        "`LevenbergMarquardt`'s damped operator) through the normal equations with CHOLMOD. "
+        "If the operator is positive definite, tag it (optimistix: "
+        "`tags=lineax.positive_semidefinite_tag`)."
+    )
 
 
 def _check_solver(solver: Any) -> Any:
@@ -95,12 +118,15 @@ class Materialise(lx.AbstractLinearSolver[MaterialiseState]):
     the pattern must be: `detect_sparsity` gives it so. The diagonal is always part of a
     square operator's pattern (implicit solvers solve `I - h gamma J`).
 
-    Least squares: an operator with more rows than columns (optimistix's `GaussNewton`) is
-    solved through the normal equations `A^H A x = A^H b` with the inner solver (use
-    `Cholmod()` or `AutoSparse()`: `A^H A` is tagged positive semidefinite), and an operator
-    `[J; D]` with `D` diagonal (`LevenbergMarquardt`'s damped step) takes the pattern of
-    `J` alone. The normal equations square the condition number: for ill-conditioned least
-    squares, prefer a QR solver. Operators with fewer rows than columns are refused.
+    Least squares: use `AutoSparse()` (optimistix's `GaussNewton`, `LevenbergMarquardt`).
+    An operator with more rows than columns is solved through the normal equations
+    `A^H A x = A^H b` (tagged positive semidefinite: CHOLMOD under `AutoSparse()`), and an
+    operator `[J; D]` with `D` diagonal (`LevenbergMarquardt`'s damped step) takes the
+    pattern of `J` alone. A square Jacobian (`GaussNewton` with as many residuals as
+    unknowns) is solved as it is, as `GaussNewton` asks: by SuperLU under `AutoSparse()`;
+    `Cholmod()` refuses it unless it is tagged positive semidefinite. The normal equations
+    square the condition number: for ill-conditioned least squares, prefer a QR solver.
+    Operators with fewer rows than columns are refused.
 
     `options` are the inner solver's (AMG's `y0` in the operator's input structure).
     """
@@ -149,6 +175,8 @@ class Materialise(lx.AbstractLinearSolver[MaterialiseState]):
                 f"{n} inputs to {m} outputs (underdetermined). Use a least-squares solver "
                 "such as `lineax.QR()` for it."
             )
+        if m == n and isinstance(self.solver, Cholmod):
+            _require_positive_semidefinite(operator, n)
         pattern = self.sparsity.bind(m, n)
         if isinstance(self.solver, AutoSparse) and m == n:
             if self.solver.materialises_densely(n, int(pattern.coloring().num_colors)):
@@ -248,8 +276,8 @@ def _adjoint_product(values: Array, pattern: JacobianPattern, b: Array) -> Array
 Materialise.__init__.__doc__ = """**Arguments:**
 
 - `solver`: the lineax-sparse solver of the materialised matrix: `SuperLU()`,
-    `AutoSparse()`, `Cholmod()` (for operators tagged positive semidefinite, and for least
-    squares) or `AMG(...)`.
+    `AutoSparse()` (the choice for least squares), `Cholmod()` (for operators tagged
+    positive semidefinite, and for overdetermined least squares only) or `AMG(...)`.
 - `sparsity`: the sparsity pattern of the operator's matrix (outputs x inputs, flattened
     as above), concrete: a scipy.sparse matrix, a `jax.experimental.sparse.BCOO`, a dense
     boolean 2-D array, a `(rows, cols)` pair of index arrays, or an asdex pattern as
