@@ -130,7 +130,7 @@ class PatternKey:
 
 
 class StaticPattern:
-    """A concrete sparsity pattern of an `n x n` matrix (see the module docstring).
+    """A concrete sparsity pattern of an `n x n` matrix (see `lineax_sparse.static_pattern`).
 
     Made by `static_pattern`; never mutated. Equal patterns are the same object while one
     is alive. Operators and solver states refer to it through its small `key`.
