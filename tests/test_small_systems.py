@@ -115,7 +115,7 @@ def test_solve_matches_lapack_and_the_host(name, jit, getkey):
     assert_solves(dense, ours.value, b, reference=expected, condition=matrix_condition(name))
     assert_solves(dense, ours.value, b, reference=host.value, condition=matrix_condition(name))
     # The statistics of the host's solves: same keys, dtypes and meaning.
-    assert ours.stats.keys() == host.stats.keys() == {"num_steps", "relative_residual"}
+    assert ours.stats.keys() == host.stats.keys() == {"num_steps", "relative_residual", "reason"}
     for key in ours.stats:
         assert ours.stats[key].dtype == host.stats[key].dtype
     assert int(ours.stats["num_steps"]) == 0

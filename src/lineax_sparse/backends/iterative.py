@@ -86,7 +86,7 @@ class AbstractIterativeBackend(AbstractBackend):
         updated or preconditioned residual said so, or it broke down) is restarted from its
         iterate while the true residual decreases. Not finite: `BREAKDOWN`; out of steps:
         `MAX_STEPS_REACHED`; else the status the library reported, if any; a round that
-        makes no progress: `BREAKDOWN`. With `check_start` the start's residual is checked
+        makes no progress: `STAGNATED`. With `check_start` the start's residual is checked
         first (a start that meets the target takes no step) and the first round must improve
         on it; without, the library's own test judges the start, and the first round is
         judged by its result alone. The relative residual is the true one over `norm_b`.
@@ -113,8 +113,8 @@ class AbstractIterativeBackend(AbstractBackend):
                 status = Status.MAX_STEPS_REACHED
             elif taken.reported is not None:
                 status = taken.reported
-            elif not residual < previous:
-                status = Status.BREAKDOWN
+            elif not residual < previous:  # finite, above the target, no better
+                status = Status.STAGNATED
             else:
                 previous = residual
                 continue

@@ -93,8 +93,8 @@ def rounds(block: Block, method: AbstractLockstep) -> Outcomes:
     one-column solve (the start checked first): each round starts from the true residual of
     the column's iterate and runs until `method` ends it (its stopping test, a breakdown or
     a spent budget); the true residual then decides: `OK` within the target; else
-    `MAX_STEPS_REACHED` out of steps, `BREAKDOWN` not finite or no smaller than at the
-    round's start; else another round."""
+    `MAX_STEPS_REACHED` out of steps, `BREAKDOWN` not finite, `STAGNATED` no smaller than at
+    the round's start; else another round."""
     A, precondition = block.operator, block.precondition
     results = _Results(block)
     m = block.b.shape[1]
@@ -142,7 +142,7 @@ def _end_rounds(c: Columns, ended: np.ndarray, A, method: AbstractLockstep, resu
     undecided = status < 0
     out = undecided & (c.steps[ended] >= c.max_steps[ended])
     status[out] = Status.MAX_STEPS_REACHED
-    status[undecided & ~out & ~(residual < c.previous[ended])] = Status.BREAKDOWN
+    status[undecided & ~out & ~(residual < c.previous[ended])] = Status.STAGNATED
     status[~np.isfinite(residual)] = Status.BREAKDOWN
     again = status < 0
     if np.any(again):
