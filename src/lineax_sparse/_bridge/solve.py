@@ -38,6 +38,7 @@ from .._host import owner
 from .._host.batch import solve_batch
 from .._host.patterns import intern, PatternKey, StaticPattern
 from ..backends.base import BackendSpec
+from ..backends.catalog import statistics_shapes
 from ..backends.status import Status
 from .callback import host_call
 from .status import status_to_result
@@ -45,6 +46,7 @@ from .status import status_to_result
 
 def _solve_host(
     spec: BackendSpec,
+    statistics: tuple[tuple[str, tuple[int, ...]], ...],
     n: int,
     transpose: bool,
     conjugate: bool,
@@ -72,11 +74,12 @@ def _solve_host(
                 np.full(batch, Status.INVALID_INDEX, dtype=np.int32),
                 np.zeros(batch, dtype=np.int32),
                 np.full(batch, np.nan, dtype=_residual_dtype(rhs.dtype)),
+                *(np.full(batch + shape, -1, dtype=np.int32) for _, shape in statistics),
             )
         indices, static = None, found.host
     guess = rest.pop(0) if has_guess else None
     aux = rest.pop(0) if has_aux else None
-    x, status, steps, residual = owner.run(
+    x, status, steps, residual, extra = owner.run(
         solve_batch,
         spec,
         n,
@@ -89,8 +92,11 @@ def _solve_host(
         guess,
         aux,
         static,
+        None,
+        dict(statistics),
     )
-    return x, status, steps, residual.astype(_residual_dtype(rhs.dtype))
+    residual = residual.astype(_residual_dtype(rhs.dtype))
+    return x, status, steps, residual, *(extra[name] for name, _ in statistics)
 
 
 def solve(
@@ -119,17 +125,22 @@ def solve(
     finiteness and symmetry itself, and the compiled callback keeps the pattern alive), or
     None when it was released, and then `indices` cross so that the host interns it again.
     Returns the solution, the result, and the statistics `num_steps` (iterations, or
-    refinement steps of a direct solve), `relative_residual` (`|b - Ax| / |b|`) and
-    `reason` (the host's `Status` code, int32: 0 on success; see `reasons.REASONS`).
+    refinement steps of a direct solve), `relative_residual` (`|b - Ax| / |b|`),
+    `reason` (the host's `Status` code, int32: 0 on success; see `reasons.REASONS`) and
+    the backend's factorization statistics (`AbstractBackend.factor_statistics`: PARDISO's
+    `inertia`), int32, -1 where unknown.
     """
     optional = tuple(a for a in (guess, aux) if a is not None)
     matrix = (handle, values) if pattern is not None else (handle, values, indices)
     if key is None:
         pattern = None
     arrays = matrix + (rhs,) + optional
+    # The backend's factorization statistics (PARDISO's inertia), declared at trace time.
+    statistics = tuple(sorted(statistics_shapes(spec).items()))
     host = functools.partial(
         _solve_host,
         spec,
+        statistics,
         n,
         transpose,
         conjugate,
@@ -138,18 +149,20 @@ def solve(
         key,
         pattern,
     )
-    solution, status, steps, residual = host_call(
+    solution, status, steps, residual, *extra = host_call(
         host,
         (
             jax.ShapeDtypeStruct((n,), rhs.dtype),
             jax.ShapeDtypeStruct((), jnp.int32),
             jax.ShapeDtypeStruct((), jnp.int32),
             jax.ShapeDtypeStruct((), _residual_dtype(rhs.dtype)),
+            *(jax.ShapeDtypeStruct(shape, jnp.int32) for _, shape in statistics),
         ),
         *arrays,
     )
     # `reason`: the host's own code, finer than the lineax result (`reasons.REASONS`).
     stats = {"num_steps": steps, "relative_residual": residual, "reason": status}
+    stats.update(zip((name for name, _ in statistics), extra, strict=True))
     return solution, status_to_result(status), stats
 
 

@@ -134,7 +134,8 @@ def solve_batch(
     aux: np.ndarray | None = None,
     static: Pattern | None = None,
     valid: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    statistics: dict[str, tuple[int, ...]] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Solve every system of a batch; one backend solve per distinct matrix.
 
     `guess` (optional) is an initial guess broadcastable like `rhs`; `aux` (optional) the
@@ -147,6 +148,9 @@ def solve_batch(
     `batch`. `valid`
     (optional, batched like `values`) says which matrices are known to be finite and
     exactly symmetric already (the solve callback passes none: the host tests them).
+    `statistics` names the backend's factorization statistics (`statistics_shapes`) to
+    return, each of shape `batch + its shape` (int32; -1 where unknown: a failed
+    factorization, a name its factor does not report).
     """
     if indices is None:  # one pattern for the whole batch: an unbatched stand-in
         indices = np.zeros((0, 2), dtype=np.int32)
@@ -158,6 +162,10 @@ def solve_batch(
     status = np.full(size, Status.BREAKDOWN, dtype=np.int32)
     steps = np.zeros(size, dtype=np.int32)
     residual = np.full(size, np.nan, dtype=np.float64)
+    extra = {
+        name: np.full((size, *shape), -1, dtype=np.int32)
+        for name, shape in (statistics or {}).items()
+    }
     backend = factor_cache.backend(spec)
     dtype = host_dtype(values.dtype, rhs.dtype)
     # A solution that overflows the caller's narrower precision (float32) is no success.
@@ -203,6 +211,8 @@ def solve_batch(
         if result is None:  # the factorization failed
             status[columns] = entry.status
             continue
+        if extra:
+            _fill_statistics(extra, columns, backend, entry)
         column_status = np.where(item.finite, result.status, Status.NONFINITE_INPUT)
         with np.errstate(over="ignore", invalid="ignore"):
             solution[columns] = result.solution.T
@@ -227,7 +237,21 @@ def solve_batch(
         status.reshape(flat.shape),
         steps.reshape(flat.shape),
         residual.reshape(flat.shape),
+        {name: value.reshape(flat.shape + value.shape[1:]) for name, value in extra.items()},
     )
+
+
+def _fill_statistics(
+    extra: dict[str, np.ndarray], columns, backend: AbstractBackend, entry: FactorEntry
+) -> None:
+    """The factorization statistics of `entry` into the rows `columns` of `extra`; a value
+    of the wrong shape (a backend bug) is reported and left unknown."""
+    for name, value in backend.statistics(entry.factor).items():
+        if name in extra:
+            try:
+                extra[name][columns] = np.broadcast_to(value, extra[name].shape[1:])
+            except ValueError as error:
+                _report(error)
 
 
 def _returned_residual(
