@@ -1,0 +1,159 @@
+"""The saddle point examples: the Taylor-Hood element matrices of examples/stokes_flow.py
+against exact polynomial fields, its system's inertia, and the examples' small runs."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+
+EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+import stokes_flow  # noqa: E402
+
+
+def _full_system(cells, alpha=None):
+    """The unreduced matrix over every unknown (x, y velocities of all nodes, all pressures)."""
+    mesh = stokes_flow.make_mesh(cells)
+    if alpha is None:
+        alpha = np.zeros(mesh.quadrature_points.shape[:2])
+    ke = stokes_flow.element_matrices(np, mesh.corners, alpha)
+    rows = np.repeat(mesh.dofs, 15, axis=1).ravel()
+    cols = np.tile(mesh.dofs, (1, 15)).ravel()
+    size = mesh.number.size
+    return mesh, sp.csr_matrix((ke.ravel(), (rows, cols)), shape=(size, size))
+
+
+def _p1_mass(mesh):
+    """int phi_i phi_j over the linear hat functions of the vertices (independent formula)."""
+    side = mesh.cells + 1
+    vertices = mesh.dofs[:, 12:] - mesh.lid.size  # the pressures follow the 2 M velocities
+    d = mesh.corners[:, 1] - mesh.corners[:, 0]
+    e = mesh.corners[:, 2] - mesh.corners[:, 0]
+    area = 0.5 * np.abs(d[:, 0] * e[:, 1] - d[:, 1] * e[:, 0])
+    local = (np.ones((3, 3)) + np.eye(3)) / 12
+    values = area[:, None, None] * local
+    rows = np.repeat(vertices, 3, axis=1).ravel()
+    cols = np.tile(vertices, (1, 3)).ravel()
+    return sp.csr_matrix((values.ravel(), (rows, cols)), shape=(side**2, side**2))
+
+
+def test_divergence_of_a_quadratic_field_is_exact():
+    """B u = -M_p div(u) for a quadratic u, whose divergence is linear (a P1 field)."""
+    mesh, full = _full_system(5)
+    m = mesh.nodes.shape[0]
+    x, y = mesh.nodes.T
+    u = np.concatenate([x**2 + 3 * x * y - y, y**2 - 2 * x**2 + x])
+    vertices = mesh.nodes.reshape(11, 11, 2)[::2, ::2].reshape(-1, 2)
+    divergence = 2 * vertices[:, 0] + 3 * vertices[:, 1] + 2 * vertices[:, 1]
+    b = full[2 * m :, : 2 * m]
+    expected = -_p1_mass(mesh) @ divergence
+    assert np.max(np.abs(b @ u - expected)) < 1e-13 * np.max(np.abs(expected))
+
+
+def test_a_polynomial_stokes_solution_is_recovered_to_rounding():
+    """u = curl of a cubic stream function (quadratic, divergence-free) and a linear p lie in
+    the Taylor-Hood spaces: with -Laplace(u) + grad p as the (constant) force and u on the
+    boundary, the discrete solution is the exact one."""
+    cells = 6
+    mesh, full = _full_system(cells)
+    x, y = mesh.nodes.T
+    # psi = x^2 y - x y^2 + y^3 / 3 + x^3 / 6: u = (psi_y, -psi_x).
+    u = np.concatenate([x**2 - 2 * x * y + y**2, -(2 * x * y - y**2 + x**2 / 2)])
+    laplacian = np.array([4.0, 1.0])  # Laplace(u)
+    vertices = mesh.nodes.reshape(2 * cells + 1, 2 * cells + 1, 2)[::2, ::2].reshape(-1, 2)
+    p = 2 * vertices[:, 0] - 3 * vertices[:, 1] + 1
+    force = -laplacian + np.array([2.0, -3.0])
+    # Load vector int f . v: the integrals of the quadratic basis functions, exactly.
+    values, _ = stokes_flow.p2_basis(stokes_flow.QUADRATURE_POINTS)
+    d = mesh.corners[:, 1] - mesh.corners[:, 0]
+    e = mesh.corners[:, 2] - mesh.corners[:, 0]
+    area = 0.5 * (d[:, 0] * e[:, 1] - d[:, 1] * e[:, 0])
+    integrals = area[:, None] * (stokes_flow.QUADRATURE_WEIGHTS @ values)[None, :]
+    load = np.zeros(mesh.number.size)
+    for component in range(2):
+        np.add.at(
+            load, mesh.dofs[:, 6 * component : 6 * component + 6], force[component] * integrals
+        )
+    exact = np.concatenate([u, p])
+    free = mesh.number >= 0
+    rhs = load[free] - full[free][:, ~free] @ exact[~free]
+    solution = sp.linalg.spsolve(full[free][:, free].tocsc(), rhs)
+    assert np.max(np.abs(solution - exact[free])) < 1e-11
+    # The equations hold everywhere, not only after elimination: a residual of rounding.
+    assert np.max(np.abs(full @ exact - load)[free]) < 1e-12
+
+
+def test_the_reduced_system_is_the_full_one_restricted():
+    """stokes_system's matrix and right-hand side, built from its own layout, are the full
+    matrix's free block and minus its coupling to the lid."""
+    cells, theta = 5, (0.2, 0.4, 0.6)
+    mesh = stokes_flow.make_mesh(cells)
+    alpha = stokes_flow.obstacle(np, mesh.quadrature_points, np.asarray(theta))
+    _, full = _full_system(cells, alpha)
+    matrix, rhs = stokes_flow.stokes_system(cells, theta)
+    free = mesh.number >= 0
+    lid = np.concatenate([mesh.lid, np.zeros(mesh.number.size - mesh.lid.size)])
+    assert abs(matrix - full[free][:, free]).max() < 1e-13
+    assert np.max(np.abs(rhs + full[free] @ lid)) < 1e-13
+    assert np.max(np.abs(rhs)) > 0.01
+
+
+@pytest.mark.parametrize("cells, size", [(75, 50_177), (150, 201_602)])
+def test_sizes(cells, size):
+    assert (
+        stokes_flow.make_mesh(cells).size == size == 2 * (2 * cells - 1) ** 2 + (cells + 1) ** 2 - 1
+    )
+
+
+def test_the_system_is_symmetric_with_the_saddle_points_inertia():
+    cells = 4
+    matrix, _ = stokes_flow.stokes_system(cells)
+    dense = matrix.toarray()
+    assert np.array_equal(dense, dense.T) or np.max(np.abs(dense - dense.T)) < 1e-15
+    eigenvalues = np.linalg.eigvalsh(0.5 * (dense + dense.T))
+    velocities = 2 * (2 * cells - 1) ** 2
+    pressures = (cells + 1) ** 2 - 1
+    assert np.count_nonzero(eigenvalues > 1e-8) == velocities
+    assert np.count_nonzero(eigenvalues < -1e-8) == pressures
+    assert matrix.shape == (velocities + pressures,) * 2
+
+
+def test_stokes_system_imports_no_jax():
+    program = (
+        f"import sys; sys.path.insert(0, {str(EXAMPLES)!r})\n"
+        "from stokes_flow import stokes_system\n"
+        "matrix, rhs = stokes_system(3)\n"
+        "print(matrix.shape, rhs.shape, 'jax' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")
+    assert out.stdout.decode().split() == ["(65,", "65)", "(65,)", "False"]
+
+
+def _fields(line: str) -> dict[str, str]:
+    return dict(re.findall(r"(\w+)=(\S+)", line))
+
+
+def test_stokes_flow_small(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "stokes_flow.py"), "--small", "--repeats", "1"],
+        capture_output=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr.decode(errors="replace")[-3000:]
+    stdout = out.stdout.decode()
+    fields = _fields(stdout.strip().splitlines()[-1])
+    assert int(fields["n"]) == 2 * 23**2 + 13**2 - 1
+    assert float(fields["residual_max"]) < 1e-10  # against NumPy's assembly of the system
+    assert float(fields["J_spread"]) < 1e-10  # every solver, one dissipation
+    assert float(fields["gradient_check"]) < 1e-6  # jax.grad against central differences
+    assert "superlu" in fields["solvers"].split(",")
+    assert (tmp_path / "stokes_flow_small.png").stat().st_size > 10_000
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["stokes_flow_small.png"]
