@@ -21,11 +21,11 @@ Rows (`--parts`): the real matrices of tests/data (`data`), the Taylor-Hood Stok
 point of examples/stokes_flow.py at n = 50,177 and 201,602 (`stokes-50k`, `stokes-200k`),
 3D hexahedral elasticity with one face clamped, 27³ elements, n = 63,504 (`elasticity`), a
 complex symmetric Helmholtz operator on a 256² grid (`helmholtz`) and 2D Poisson on 512²
-(`poisson`). SuperLU is skipped above `--superlu-max` unknowns (default 100,000: it takes
-about 80 s per call on the 2e5 Stokes system); a solver whose warm-up call exceeds
-`--limit` seconds is not repeated (its cell shows that one call).
+(`poisson`). SuperLU (native and ours) is skipped above `--superlu-max` unknowns; by
+default only on the 2e5 Stokes row, where it takes about 80 s per call. A solver whose
+warm-up call exceeds `--limit` seconds is not repeated (its cell shows that one call).
 
-    python benchmarks/bench_direct.py                       # every row but the 2e5 SuperLU
+    python benchmarks/bench_direct.py                       # every row, SuperLU not at 2e5
     python benchmarks/bench_direct.py --parts stokes-200k --superlu-max 0 --repeats 3
     python benchmarks/bench_direct.py --quick               # small sizes, about a minute
 """
@@ -93,6 +93,7 @@ class System:
     matrix: sp.csc_matrix | None  # None: unavailable, `note` says why
     kind: str  # one of KINDS
     note: str = ""
+    part: str = ""  # the `--parts` name it belongs to
 
 
 # --- Systems.
@@ -167,7 +168,7 @@ class Column:
 
 
 #: Header -> (native?, the solver of ours or how to build the native).
-NATIVE = ("splu, ours' ordering", "splu COLAMD", "UMFPACK cvxopt", "UMFPACK raw", "PARDISO raw")
+NATIVE = ("splu (ours' ordering)", "splu COLAMD", "UMFPACK cvxopt", "UMFPACK raw", "PARDISO raw")
 NATIVE += ("CHOLMOD cvxopt", "KLU klujax")
 OURS = ("SuperLU", "UMFPACK", "Pardiso", "Cholmod", "AutoSparse")
 DASH = "—"
@@ -221,15 +222,31 @@ def ours_column(solver: Any, operator: lxs.SparseOperator, b: jax.Array) -> Colu
     return Column(prepare, solve)
 
 
-def make_columns(system: System, b: np.ndarray, superlu_max: int) -> dict[str, Column | str]:
+#: `--solvers` names -> column.
+SOLVERS = dict(
+    zip(
+        ("splu", "splu-colamd", "umfpack-cvxopt", "umfpack-raw", "pardiso-raw", "cholmod-cvxopt")
+        + ("klu", "superlu", "umfpack", "pardiso", "cholmod", "auto"),
+        NATIVE + OURS,
+        strict=True,
+    )
+)
+
+
+def make_columns(system: System, b: np.ndarray, args) -> dict[str, Column | str]:
     """Every column for `system`: a `Column`, or the text of its cell (why it is absent)."""
     matrix, kind = system.matrix, system.kind
     n = matrix.shape[0]
     operator = lxs.SparseOperator.from_scipy(matrix, tags=TAGS.get(kind, ()))
     b_jax = jax.numpy.asarray(b)
     columns: dict[str, Column | str] = {}
+    superlu_max = args.superlu_max
+    if superlu_max is None:  # by default, SuperLU sits out the 2e5 Stokes row alone
+        superlu_max = 100_000 if system.part == "stokes-200k" else 0
     for name in NATIVE + OURS:
-        if "holmod" in name.lower() and kind != "spd":
+        if name not in args.columns:
+            columns[name] = "not asked"
+        elif "holmod" in name.lower() and kind != "spd":
             columns[name] = DASH
         elif ("splu" in name or name == "SuperLU") and 0 < superlu_max < n:
             columns[name] = f"skipped (n > --superlu-max {superlu_max:,})"
@@ -318,7 +335,7 @@ def run_system(system: System, args, repeats: int) -> dict[str, Any]:
     b = rng.standard_normal(matrix.shape[0])
     if np.iscomplexobj(matrix.data):
         b = b + 1j * rng.standard_normal(matrix.shape[0])
-    columns = make_columns(system, b, args.superlu_max)
+    columns = make_columns(system, b, args)
     counter = iter(range(1, 10**9))
     scales = iter(lambda: 1 + 1e-3 * next(counter), None)  # shared: never the same twice
     tracked = {
@@ -337,14 +354,17 @@ def run_system(system: System, args, repeats: int) -> dict[str, Any]:
             continue
         cells[name] = tracked[name].result(timings[name])
         residuals[name] = relative_residual(matrix, b, tracked[name].last)
-    return {"cells": cells, "residuals": residuals, "load": load_text()}
+    slow = {name for name, t in tracked.items() if t.slow}
+    return {"cells": cells, "residuals": residuals, "slow": slow, "limit": args.limit} | {
+        "load": load_text()
+    }
 
 
 # --- The report.
 
 #: (label, numerator, denominator): ours against each native, and between routes.
 RATIOS = (
-    ("SuperLU / splu (its ordering)", "SuperLU", "splu, ours' ordering"),
+    ("SuperLU / splu (its ordering)", "SuperLU", "splu (ours' ordering)"),
     ("UMFPACK / cvxopt", "UMFPACK", "UMFPACK cvxopt"),
     ("UMFPACK / raw", "UMFPACK", "UMFPACK raw"),
     ("Pardiso / raw", "Pardiso", "PARDISO raw"),
@@ -352,7 +372,7 @@ RATIOS = (
     ("AutoSparse / SuperLU", "AutoSparse", "SuperLU"),
     ("AutoSparse / KLU", "AutoSparse", "KLU klujax"),
     ("SuperLU / Pardiso", "SuperLU", "Pardiso"),
-    ("splu COLAMD / its ordering", "splu COLAMD", "splu, ours' ordering"),
+    ("splu COLAMD / its ordering", "splu COLAMD", "splu (ours' ordering)"),
 )
 #: (parts it applies to or None for all, label, numerator, denominator, bound, at most?)
 CHECKS = (
@@ -381,7 +401,8 @@ def time_cell(row: dict[str, Any], name: str) -> str:
         return cell
     if isinstance(cell, Failure):
         return cell.reason
-    text = format_seconds(cell.median) + (" (1 call)" if len(cell.times) == 1 else "")
+    slow = name in row["slow"]
+    text = format_seconds(cell.median) + (f" (1 call, > {row['limit']:g} s)" if slow else "")
     residual = row["residuals"][name]
     if not residual <= RESIDUAL_LIMIT:
         text += f" **wrong: residual {residual:.1e}**"
@@ -453,14 +474,16 @@ def main() -> None:
     )
     parser.set_defaults(limit=120.0)
     parser.add_argument("--parts", default=",".join(PARTS), help="rows to run")
+    parser.add_argument("--solvers", default=",".join(SOLVERS), help="columns to run")
     parser.add_argument(
         "--superlu-max",
         type=int,
-        default=100_000,
-        help="skip SuperLU (native and ours) above this many unknowns; 0: never skip",
+        help="skip SuperLU (native and ours) above this many unknowns; 0: never skip "
+        "(default: skipped on the stokes-200k row only)",
     )
     args = parser.parse_args()
     parts = choose(parser, args.parts, PARTS, "--parts")
+    args.columns = [SOLVERS[name] for name in choose(parser, args.solvers, SOLVERS, "--solvers")]
     report = Report("Direct solvers benchmark", args.quick, echo=True)
     report.add(
         "cvxopt is imported first: it and lineax-sparse share CHOLMOD's shared object (from "
@@ -477,7 +500,8 @@ def main() -> None:
                 continue
             n = system.matrix.shape[0]
             repeats = args.repeats or (3 if args.quick else 20 if n < 10_000 else 5)
-            print(f"running {system.name} (n = {n:,}, {repeats} repetitions) ...", flush=True)
+            print(f"running {system.name}, {repeats} repetitions ...", flush=True)
+            system = dataclasses.replace(system, part=part)
             row = run_system(system, args, repeats) | {"part": part}
             done_systems.append(system)
             rows.append(row)
