@@ -157,3 +157,88 @@ def test_stokes_flow_small(tmp_path):
     assert "superlu" in fields["solvers"].split(",")
     assert (tmp_path / "stokes_flow_small.png").stat().st_size > 10_000
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["stokes_flow_small.png"]
+
+
+# --- examples/buckling_inertia.py: the beam's element matrices, and the run (needs PARDISO).
+
+
+def _pardiso_missing() -> str | None:
+    """Why lxs.Pardiso cannot run here, or None when it can."""
+    import jax.numpy as jnp
+    import lineax as lx
+
+    import lineax_sparse as lxs
+
+    if not hasattr(lxs, "Pardiso"):
+        return "this lineax-sparse has no Pardiso"
+    probe = lxs.SparseOperator.from_scipy(
+        sp.csc_matrix(np.array([[1.0, 2.0], [2.0, 1.0]])), tags=lx.symmetric_tag
+    )
+    try:
+        lx.linear_solve(probe, jnp.ones(2), solver=lxs.Pardiso())
+    except ImportError as error:
+        return f"MKL PARDISO is not available: {error}"
+    return None
+
+
+def test_beam_element_matrices_are_exact_for_cubics():
+    """For a cubic w on an element of length h, with (w, w') at its ends as unknowns:
+    u^T K0 u = int (w'')^2 and u^T KG u = int (w')^2 (both integrands are exact)."""
+    import buckling_inertia
+
+    rng = np.random.default_rng(0)
+    for h in (0.3, 1.0, 2.5):
+        k0 = np.asarray(buckling_inertia.bending_stiffness(h))
+        kg = np.asarray(buckling_inertia.geometric_stiffness(h))
+        assert np.array_equal(k0, k0.T) and np.array_equal(kg, kg.T)
+        for _ in range(3):
+            c = rng.standard_normal(4)  # w = c0 + c1 x + c2 x^2 + c3 x^3
+            w = np.polynomial.Polynomial(c)
+            u = np.array([w(0), w.deriv()(0), w(h), w.deriv()(h)])
+            bending = (w.deriv(2) ** 2).integ()
+            stretch = (w.deriv() ** 2).integ()
+            assert np.isclose(u @ k0 @ u, bending(h) - bending(0), rtol=1e-12)
+            assert np.isclose(u @ kg @ u, stretch(h) - stretch(0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("supports", ["pinned", "cantilever"])
+def test_buckling_inertia_small(tmp_path, supports):
+    reason = _pardiso_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "buckling_inertia.py"), "--small", "--supports", supports],
+        capture_output=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr.decode(errors="replace")[-3000:]
+    stdout = out.stdout.decode()
+    fields = _fields(stdout.strip().splitlines()[-1])
+    assert int(fields["n"]) == 32
+    assert float(fields["vs_eigsh"]) < 1e-9  # the inertia's loads are scipy's eigenvalues
+    assert float(fields["vs_euler"]) < 3e-4  # 16 elements: 1.6e-4 (pinned, third load)
+    euler = np.pi**2 if supports == "pinned" else np.pi**2 / 4
+    assert abs(float(fields["first_load"]) - euler) < 3e-6 * euler  # 2.1e-6, 1.3e-7
+    assert int(fields["scan_mismatches"]) == 0  # every count of the picture is eigsh's
+    ratios = [float(r) for r in re.findall(r"error ratio\s+(\S+)", stdout)]
+    assert len(ratios) == 3 and all(14 < r < 17 for r in ratios)  # h^4 convergence
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["buckling_inertia_small.png"]
+
+
+def test_buckling_inertia_without_pardiso_says_what_to_install(tmp_path):
+    """With MKL hidden, the example stops with the install command, no traceback."""
+    program = (
+        "import builtins, runpy, sys\n"
+        "import lineax_sparse as lxs\n"
+        "if hasattr(lxs, 'Pardiso'):\n"
+        "    del lxs.Pardiso\n"
+        f"sys.argv = [{str(EXAMPLES / 'buckling_inertia.py')!r}, '--small']\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, timeout=120, cwd=tmp_path
+    )
+    assert out.returncode == 1
+    stderr = out.stderr.decode()
+    assert "pip install -e '.[pardiso]'" in stderr and "Traceback" not in stderr
