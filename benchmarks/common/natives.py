@@ -238,8 +238,10 @@ class _PardisoHandle:
 
 
 def raw_pardiso(kind: str) -> Native | str:
-    """MKL PARDISO through the binding lineax-sparse's PARDISO backend calls: `pardisoinit`
-    defaults with zero-based indices, the upper triangle (CSR) for symmetric `kind`s ("spd",
+    """MKL PARDISO through the binding lineax-sparse's PARDISO backend calls, with the
+    settings that backend makes (`pardisoinit` defaults, METIS, refinement only after
+    perturbed pivots, reproducible mode, zero-based indices, scaling and matching for
+    symmetric indefinite types): the upper triangle (CSR) for symmetric `kind`s ("spd",
     "symmetric"), phase 13 (analysis, factorization, solve), one MKL thread; a reason when
     the installed lineax-sparse has none or MKL is missing."""
     try:
@@ -264,6 +266,10 @@ def raw_pardiso(kind: str) -> Native | str:
         iparm = np.zeros(64, np.int32)
         module.LIBRARY.pardisoinit(module.new_handle().ctypes.data, ctypes.byref(
             ctypes.c_int32(mtype)), iparm.ctypes.data)  # fmt: skip
+        iparm[0] = 1  # the settings below, as our backend makes them
+        iparm[1] = 2  # METIS nested dissection
+        iparm[7] = 0  # refinement only after perturbed pivots (pardisoinit: always 2 steps)
+        iparm[33] = 1  # reproducible on any number of threads
         iparm[34] = 1  # zero-based indices
         if mtype in (-2, 6):  # symmetric indefinite: scaling and weighted matching, as MKL
             iparm[10] = iparm[12] = 1  # advises (without, hangGlider_2's residual is 3e124)
