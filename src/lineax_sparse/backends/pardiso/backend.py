@@ -7,6 +7,7 @@ choice: docs/backends/pardiso.md.
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from typing import Any, ClassVar
@@ -15,12 +16,23 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..direct import AbstractDirectBackend, Factored
-from ..numerics import Condition, equilibrate, estimate_rcond, is_hermitian, NormBound, one_norm
+from ..numerics import (
+    column_maxima,
+    Condition,
+    equilibrate,
+    estimate_rcond,
+    is_extreme,
+    NormBound,
+    one_norm,
+    scale,
+    symmetric_equilibration,
+)
 from ..numerics.norms import matrix_norm
 from ..pattern import Pattern
 from ..status import FactorError, SolveResult, Status
 from . import library, structure, threads
 from .structure import Structure
+from .symmetry import is_symmetric
 
 
 #: PARDISO's matrix types (`mtype`) by the solver's `matrix_type` and real / complex values.
@@ -93,6 +105,9 @@ class _Factor:
         self.norm = norm
         self.condition = Condition()
         self.steps = 0  # PARDISO's refinement steps in the solve under way
+        # S = R A C with R = diag(2^-row_exponents), C likewise, when equilibrated.
+        self.row_exponents: np.ndarray | None = None
+        self.column_exponents: np.ndarray | None = None
         if pt is not None:
             weakref.finalize(self, _release, mtype, pt, layout, iparm.dtype)
 
@@ -100,6 +115,31 @@ class _Factor:
 def _release(mtype: int, pt: np.ndarray, layout: Structure, dtype) -> None:
     iparm = np.zeros(64, dtype=dtype)
     library.call(pt, mtype, -1, layout.n, None, layout.indptr, layout.indices, iparm)
+
+
+def _equilibrated(matrix: sp.csc_matrix, mtype: int):
+    """`(S, row_exponents, column_exponents, max |s_ij|)`: `S = R A C` scaled by powers of two when
+    `A`'s values are near the overflow or underflow threshold (PARDISO fails on a Poisson
+    matrix times 1e-310), `(A, None, None, max |a_ij|)` otherwise. A symmetric type is scaled
+    symmetrically (`R = C`, from the columns' largest entries, since a saddle point's
+    diagonal may be zero), which keeps symmetry and definiteness; exact either way."""
+    column_max = column_maxima(matrix)
+    nonzero = column_max[column_max > 0]
+    if not (
+        is_extreme(float(nonzero.max(initial=0.0)))
+        or is_extreme(float(nonzero.min(initial=np.inf)))
+    ):
+        return matrix, None, None, float(column_max.max(initial=0.0))
+    if mtype in (11, 13):
+        scaled, rows, columns = equilibrate(matrix)
+        return scaled, rows, columns, float(column_maxima(scaled).max(initial=0.0))
+    # d_j^2 max_k |a_kj| in [0.25, 1): every |d_i a_ij d_j| <= 1 (a_ij = a_ji in size).
+    e = symmetric_equilibration(column_max)
+    rows = matrix.indices
+    columns = np.repeat(np.arange(matrix.shape[1]), np.diff(matrix.indptr))
+    data = scale(matrix.data, -(e[rows] + e[columns]))
+    scaled = sp.csc_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape)
+    return scaled, e, e, float(column_maxima(scaled).max(initial=0.0))
 
 
 class PardisoBackend(AbstractDirectBackend):
@@ -141,7 +181,6 @@ class PardisoBackend(AbstractDirectBackend):
         complex_ = np.iscomplexobj(matrix.data)
         mtype = MTYPES[self.matrix_type][int(complex_)]
         self._check_symmetry(pattern, matrix.data, mtype)
-        norm = NormBound(0.0, lambda: matrix_norm(matrix))
         if analysis.n == 0:
             empty = np.zeros(0, dtype=np.int32)
             return _Factor(mtype, None, np.zeros(64, np.int32), analysis, empty, matrix, 0.0)
@@ -149,6 +188,9 @@ class PardisoBackend(AbstractDirectBackend):
             raise FactorError(
                 Status.SINGULAR, "PARDISO: the matrix has a row or column without entries"
             )
+        matrix, rows, columns, top = _equilibrated(matrix, mtype)
+        # max |s_ij| <= max(|S|_1, |S|_inf): the exact norm only if a check needs it.
+        norm = NormBound(top, functools.partial(matrix_norm, matrix))
         values = analysis.values(matrix.data, conjugate=complex_ and mtype in _HERMITIAN_TYPES)
         layout = analysis
         error, pt, iparm = self._factorize(mtype, layout, values)
@@ -158,6 +200,7 @@ class PardisoBackend(AbstractDirectBackend):
         if error:
             raise self._failure(mtype, error)
         factor = _Factor(mtype, pt, iparm, layout, values, matrix, norm)
+        factor.row_exponents, factor.column_exponents = rows, columns
         return factor
 
     def _factorize(self, mtype: int, layout: Structure, values: np.ndarray):
@@ -177,11 +220,7 @@ class PardisoBackend(AbstractDirectBackend):
         the Hermitian ones; complex symmetric: real and imaginary parts symmetric)."""
         if mtype in (11, 13):
             return
-        if mtype == 6:
-            symmetric = is_hermitian(pattern, values.real) and is_hermitian(pattern, values.imag)
-        else:
-            symmetric = is_hermitian(pattern, values)
-        if not symmetric:
+        if not is_symmetric(pattern, values, hermitian=mtype != 6):
             kind = "symmetric" if mtype == 6 or not np.iscomplexobj(values) else "Hermitian"
             raise FactorError(Status.NOT_SYMMETRIC, f"PARDISO: the matrix's values are not {kind}")
 
@@ -285,7 +324,13 @@ class PardisoBackend(AbstractDirectBackend):
         return estimate_rcond(solve, solve_adjoint, n, one_norm(equilibrated), dtype)
 
     def factored(self, factor: _Factor) -> Factored:
-        return Factored(factor.matrix, factor.norm, None, None, factor.condition)
+        return Factored(
+            factor.matrix,
+            factor.norm,
+            factor.row_exponents,
+            factor.column_exponents,
+            factor.condition,
+        )
 
     def is_complex(self, factor: _Factor) -> bool:
         return np.iscomplexobj(factor.values)

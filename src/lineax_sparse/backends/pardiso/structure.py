@@ -49,6 +49,8 @@ class Structure:
         """The values PARDISO reads, in its order (a new array)."""
         if self.take is None:
             values = csc_values.copy()
+        elif csc_values.size == 0:  # no stored entries: the inserted diagonal only
+            values = np.zeros(self.take.size, dtype=csc_values.dtype)
         else:
             values = csc_values[np.maximum(self.take, 0)]
             values[self.take < 0] = 0
