@@ -123,10 +123,11 @@ class UMFPACKBackend(AbstractDirectBackend):
     """UMFPACK's LU; `strategy`, `ordering` and `pivot_tolerance` as the `UMFPACK`
     solver's fields."""
 
-    #: The ctypes calls release the GIL and UMFPACK's numeric factorization and solves
-    #: only read the `Symbolic` / `Numeric` objects they are given ("Input argument, not
-    #: modified", umfpack.h), each call with its own workspace: two factorizations on two
-    #: threads take 0.53x the time of one after the other (docs/backends/umfpack.md).
+    #: The ctypes calls release the GIL (a Python loop beside back-to-back factorizations
+    #: on another thread kept half its pace on a loaded machine, none if the GIL were
+    #: held), and UMFPACK's numeric factorization and solves only read the `Symbolic` /
+    #: `Numeric` objects they are given ("Input argument, not modified", umfpack.h), each
+    #: call with its own workspace and `Info` (docs/backends/umfpack.md).
     parallel = True
 
     def __init__(self, strategy: str, ordering: str, pivot_tolerance: float):
