@@ -379,6 +379,21 @@ PETSC_MARKS = (
 )
 
 
+#: PARDISO's configurations need MKL's runtime library (`pip install mkl`): skipped without
+#: it, with the reason, unless `LXS_REQUIRE_MKL=1`, which makes them fail instead.
+def _mkl_found() -> bool:
+    from lineax_sparse.backends.pardiso.locate import candidates
+
+    return bool(candidates())
+
+
+PARDISO_MARKS = (
+    []
+    if _mkl_found() or os.environ.get("LXS_REQUIRE_MKL") == "1"
+    else [pytest.mark.skip(reason="MKL (libmkl_rt) is not installed: `pip install mkl`")]
+)
+
+
 def table_row(solver_class: type) -> SolverRow:
     (row,) = [row for row in TABLE if row.solver is solver_class]
     return row
@@ -414,6 +429,8 @@ class GridCase:
 
     @property
     def marks(self) -> list:
+        if self.row.requires == "mkl":
+            return PARDISO_MARKS
         return PETSC_MARKS if self.row.requires == "petsc4py" else []
 
     def param(self, *values, id: str | None = None):
@@ -512,6 +529,22 @@ def _grid() -> dict[str, GridCase]:
             tuple(MATRICES),
             ("random-real", "random-complex", "poisson", "rajat19"),
             materialised=("random-real", "random-complex"),
+        ),
+        GridCase(
+            "umfpack",
+            table_row(lxs.UMFPACK),
+            (),
+            tuple(MATRICES),
+            ("random-real", "random-complex", "poisson", "rajat19"),
+            materialised=("random-real", "random-complex"),
+        ),
+        GridCase(
+            "pardiso",
+            table_row(lxs.Pardiso),
+            (),
+            tuple(MATRICES),
+            ("random-real", "random-complex", "random-symmetric", "random-hpd"),
+            materialised=("random-symmetric", "random-complex"),
         ),
         GridCase(
             "cholmod",

@@ -33,8 +33,10 @@ from ._solver.base import (
 )
 from ._solver.cholmod import Cholmod as Cholmod
 from ._solver.materialise import Materialise as Materialise, MaterialiseState as MaterialiseState
+from ._solver.pardiso import Pardiso as Pardiso
 from ._solver.petsc import PETSc as PETSc
 from ._solver.superlu import SuperLU as SuperLU
+from ._solver.umfpack import UMFPACK as UMFPACK
 
 
 __version__ = importlib.metadata.version("lineax-sparse")

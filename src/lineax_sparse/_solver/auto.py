@@ -1,5 +1,5 @@
-"""`AutoSparse`: CHOLMOD for operators tagged positive semidefinite, SuperLU for the others,
-and small systems factorized densely in XLA (`dense.py`)."""
+"""`AutoSparse`: a direct solver chosen from the operator's tags, kind and size (CHOLMOD,
+PARDISO, UMFPACK, SuperLU), and small systems factorized densely in XLA (`dense.py`)."""
 
 from __future__ import annotations
 
@@ -16,17 +16,28 @@ from .._matrixfree.structure import Structure
 from .._operator.operator import SparseOperator
 from ..backends.base import BackendSpec
 from ..backends.options import check_bool
+from ..backends.pardiso.locate import candidates as mkl_candidates
 from . import dense, dense_solve
 from .cholmod import Cholmod
 from .dense import DenseState, Entries
 from .direct import AbstractDirectHostSolver
 from .equilibration import Equilibrated, from_dense, from_entries
+from .pardiso import Pardiso
 from .superlu import SuperLU
+from .umfpack import UMFPACK
 
 
 #: The solvers chosen from, with their default options (orderings included).
 _CHOLESKY = Cholmod()
 _LU = SuperLU()
+_MULTIFRONTAL_LU = UMFPACK()
+
+
+def _indefinite() -> Pardiso | None:
+    """PARDISO's `L D L^T` for symmetric indefinite systems, or None without MKL."""
+    return Pardiso(matrix_type="symmetric_indefinite") if mkl_candidates() else None
+
+
 #: Systems smaller than this are factorized densely in XLA by default. Measured on two
 #: cores, one BLAS thread (`benchmarks/bench_small.py --parts threshold`), the dense path's
 #: time over the host path's: 0.72 / 0.89 / 1.15 at n = 338 / 392 / 450 on the Brusselator
@@ -34,6 +45,11 @@ _LU = SuperLU()
 #: n = 336 / 368 / 400 in a Newton-like loop (one solve per factorization); 0.13 at n = 128
 #: and 3.97 at n = 800 on the Brusselator. At 384 neither is more than 1.2x the faster path.
 DENSE_BELOW = 384
+
+
+#: Systems that are not positive definite with at least this many unknowns are factorized by
+#: UMFPACK, smaller ones by SuperLU. MEASURED_BELOW
+UMFPACK_FROM = 5_000
 
 
 def _fallback(primary: BackendSpec, secondary: BackendSpec) -> BackendSpec:
@@ -72,6 +88,11 @@ def _equilibrated(operator: SparseOperator, symmetric: bool) -> Equilibrated:
     if key is not None and key.nnz == key.nse:
         return from_entries(data, rows, cols, operator.size, symmetric)
     return from_dense(operator._dense(), symmetric)
+
+
+def _lu_for(size: int) -> AbstractDirectHostSolver:
+    """The LU solver for a system of `size` unknowns."""
+    return _MULTIFRONTAL_LU if size >= UMFPACK_FROM else _LU
 
 
 class AutoSparse(AbstractDirectHostSolver):
@@ -117,20 +138,25 @@ class AutoSparse(AbstractDirectHostSolver):
         return 0 < size < self.dense_below and _double_precision()
 
     def backend_spec(self, operator: SparseOperator) -> BackendSpec:
-        if not lx.is_positive_semidefinite(operator):
-            return _LU.backend_spec(operator)
-        cholesky = _CHOLESKY.backend_spec(operator)
-        if self.fallback:
-            return _fallback(cholesky, _LU.backend_spec(operator))
-        return cholesky
+        lu = _lu_for(operator.size).backend_spec(operator)
+        if lx.is_positive_semidefinite(operator):
+            first = _CHOLESKY.backend_spec(operator)
+        elif lx.is_symmetric(operator) and (indefinite := _indefinite()) is not None:
+            first = indefinite.backend_spec(operator)
+        else:
+            return lu
+        return _fallback(first, lu) if self.fallback else first
 
     def backend_specs(self) -> dict[BackendSpec, bool]:
-        specs = dict(_LU.backend_specs())
+        lus = {**_LU.backend_specs(), **_MULTIFRONTAL_LU.backend_specs()}
+        indefinite = _indefinite()
+        firsts = {**_CHOLESKY.backend_specs(), **(indefinite.backend_specs() if indefinite else {})}
         if not self.fallback:
-            return {**specs, **_CHOLESKY.backend_specs()}
-        for cholesky in _CHOLESKY.backend_specs():
-            for lu in _LU.backend_specs():
-                specs[_fallback(cholesky, lu)] = False
+            return {**lus, **firsts}
+        specs = dict(lus)
+        for first in firsts:
+            for lu in lus:
+                specs[_fallback(first, lu)] = False
         return specs
 
     def materialises_densely(self, size: int, colours: int) -> bool:

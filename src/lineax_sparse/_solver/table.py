@@ -15,8 +15,10 @@ from .auto import AutoSparse
 from .base import AbstractHostSolver
 from .cholmod import Cholmod
 from .iterative import AbstractIterativeHostSolver
+from .pardiso import Pardiso
 from .petsc import PETSc
 from .superlu import SuperLU
+from .umfpack import UMFPACK
 
 
 #: Operators by what their tags promise: "spd" tagged `lineax.positive_semidefinite_tag`
@@ -52,7 +54,9 @@ class SolverRow:
 SOLVERS = (
     SolverRow(SuperLU, ("spd", "symmetric", "general"), complex=True),
     SolverRow(Cholmod, ("spd",), complex=True),
+    SolverRow(UMFPACK, ("spd", "symmetric", "general"), complex=True),
     SolverRow(AutoSparse, ("spd", "symmetric", "general"), complex=True),
+    SolverRow(Pardiso, ("spd", "symmetric", "general"), complex=True, requires="mkl"),
     # Multigrid is for elliptic problems: positive definite ones, and non-symmetric ones
     # such as convection-diffusion; complex ones through smoothed aggregation.
     SolverRow(AMG, ("spd", "general"), complex=True),

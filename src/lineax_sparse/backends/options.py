@@ -43,6 +43,28 @@ def check_superlu(ordering: Any, pivot_threshold: Any, symmetric_mode: Any) -> N
     check_bool("SuperLU", "symmetric_mode", symmetric_mode)
 
 
+# ------------------------------------------------------------------------------ UMFPACK
+
+UMFPACKStrategy = Literal["auto", "unsymmetric", "symmetric"]
+UMFPACKOrdering = Literal["amd", "cholmod", "best", "natural"]
+UMFPACK_STRATEGIES = get_args(UMFPACKStrategy)
+UMFPACK_ORDERINGS = get_args(UMFPACKOrdering)
+
+
+def check_umfpack(strategy: Any, ordering: Any, pivot_tolerance: Any) -> None:
+    check_choice("UMFPACK", "strategy", strategy, UMFPACK_STRATEGIES)
+    check_choice("UMFPACK", "ordering", ordering, UMFPACK_ORDERINGS)
+    if not (
+        isinstance(pivot_tolerance, (int, float))
+        and not isinstance(pivot_tolerance, bool)
+        and 0.0 < pivot_tolerance <= 1.0
+    ):
+        raise ValueError(
+            "`UMFPACK(pivot_tolerance=...)` must lie in (0, 1] (1: partial pivoting), got "
+            f"{pivot_tolerance!r}."
+        )
+
+
 # ------------------------------------------------------------------------------ CHOLMOD
 
 CholmodMode = Literal["auto", "supernodal", "simplicial"]
@@ -62,6 +84,20 @@ def check_cholmod(mode: Any, factorization: Any, ordering: Any) -> None:
             "`Cholmod(factorization='LDL')` is simplicial: use `mode='simplicial'` or "
             "`mode='auto'` with it."
         )
+
+
+# ------------------------------------------------------------------------------ PARDISO
+
+#: "auto" is resolved by the solver class from the operator's tags: a backend spec holds one
+#: of the others.
+PardisoMatrixType = Literal[
+    "auto", "spd", "symmetric_indefinite", "hermitian_indefinite", "general"
+]
+PARDISO_MATRIX_TYPES = get_args(PardisoMatrixType)
+
+
+def check_pardiso(matrix_type: Any) -> None:
+    check_choice("Pardiso", "matrix_type", matrix_type, PARDISO_MATRIX_TYPES)
 
 
 # ------------------------------------------------------- tolerances (AMG and PETSc)
