@@ -101,7 +101,7 @@ class _Factor:
     def __init__(self, mtype, pt, iparm, layout: Structure, values, matrix, norm):
         self.mtype, self.pt, self.iparm, self.layout = mtype, pt, iparm, layout
         self.values = values  # PARDISO reads them again in every solve
-        self.matrix = matrix  # A, for the checks
+        self.matrix = matrix  # S, the matrix factorized (A or R A C), for the checks
         self.norm = norm
         self.condition = Condition()
         self.steps = 0  # PARDISO's refinement steps in the solve under way
@@ -118,11 +118,11 @@ def _release(mtype: int, pt: np.ndarray, layout: Structure, dtype) -> None:
 
 
 def _equilibrated(matrix: sp.csc_matrix, mtype: int):
-    """`(S, row_exponents, column_exponents, max |s_ij|)`: `S = R A C` scaled by powers of two when
-    `A`'s values are near the overflow or underflow threshold (PARDISO fails on a Poisson
-    matrix times 1e-310), `(A, None, None, max |a_ij|)` otherwise. A symmetric type is scaled
-    symmetrically (`R = C`, from the columns' largest entries, since a saddle point's
-    diagonal may be zero), which keeps symmetry and definiteness; exact either way."""
+    """`(S, row_exponents, column_exponents, max |s_ij|)`: `S = R A C` scaled by powers of
+    two when `A`'s values are near the overflow or underflow threshold (PARDISO fails on a
+    Poisson matrix times 1e-310), `(A, None, None, max |a_ij|)` otherwise. A symmetric type
+    is scaled symmetrically (`R = C`, from the columns' largest entries, since a saddle
+    point's diagonal may be zero), which keeps symmetry and definiteness; exact either way."""
     column_max = column_maxima(matrix)
     nonzero = column_max[column_max > 0]
     if not (
