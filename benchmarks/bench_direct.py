@@ -21,11 +21,13 @@ Rows (`--parts`): the real matrices of tests/data (`data`), the Taylor-Hood Stok
 point of examples/stokes_flow.py at n = 50,177 and 201,602 (`stokes-50k`, `stokes-200k`),
 3D hexahedral elasticity with one face clamped, 27³ elements, n = 63,504 (`elasticity`), a
 complex symmetric Helmholtz operator on a 256² grid (`helmholtz`) and 2D Poisson on 512²
-(`poisson`). SuperLU (native and ours) is skipped above `--superlu-max` unknowns; by
-default only on the 2e5 Stokes row, where it takes about 80 s per call. A solver whose
-warm-up call exceeds `--limit` seconds is not repeated (its cell shows that one call).
+(`poisson`). SuperLU (native and ours) is skipped above `--superlu-max` unknowns and KLU
+above `--klu-max`; by default SuperLU only on the 2e5 Stokes row (about 80 s per call)
+and KLU only on the 3D elasticity row (KLU has no supernodes: one call there ran for
+minutes without finishing). A solver whose warm-up call exceeds `--limit` seconds is not
+repeated (its cell shows that one call, compilation included for the jitted ones).
 
-    python benchmarks/bench_direct.py                       # every row, SuperLU not at 2e5
+    python benchmarks/bench_direct.py                       # every row (SuperLU not at 2e5)
     python benchmarks/bench_direct.py --parts stokes-200k --superlu-max 0 --repeats 3
     python benchmarks/bench_direct.py --quick               # small sizes, about a minute
 """
@@ -245,6 +247,17 @@ SOLVERS = dict(
 )
 
 
+def _limit(given: int | None, slow_row: bool) -> int:
+    """The `--superlu-max` / `--klu-max` for a row: as given, else 1 on a slow row."""
+    return given if given is not None else 1 if slow_row else 0
+
+
+def _skipped(flag: str, given: int | None) -> str:
+    if given is None:
+        return f"skipped: too slow on this row ({flag} 0 runs it)"
+    return f"skipped (n > {flag} {given:,})"
+
+
 def make_columns(system: System, b: np.ndarray, args) -> dict[str, Column | str]:
     """Every column for `system`: a `Column`, or the text of its cell (why it is absent)."""
     matrix, kind = system.matrix, system.kind
@@ -252,16 +265,19 @@ def make_columns(system: System, b: np.ndarray, args) -> dict[str, Column | str]
     operator = lxs.SparseOperator.from_scipy(matrix, tags=TAGS.get(kind, ()))
     b_jax = jax.numpy.asarray(b)
     columns: dict[str, Column | str] = {}
-    superlu_max = args.superlu_max
-    if superlu_max is None:  # by default, SuperLU sits out the 2e5 Stokes row alone
-        superlu_max = 100_000 if system.part == "stokes-200k" else 0
+    limits = {  # the largest n each runs on (0: any); by default, rows where it is too slow
+        "SuperLU": _limit(args.superlu_max, system.part == "stokes-200k"),
+        "KLU": _limit(args.klu_max, system.part == "elasticity"),
+    }
     for name in NATIVE + OURS:
         if name not in args.columns:
             columns[name] = "not asked"
         elif "holmod" in name.lower() and kind != "spd":
             columns[name] = DASH
-        elif ("splu" in name or name == "SuperLU") and 0 < superlu_max < n:
-            columns[name] = f"skipped (n > --superlu-max {superlu_max:,})"
+        elif ("splu" in name or name == "SuperLU") and 0 < limits["SuperLU"] < n:
+            columns[name] = _skipped("--superlu-max", args.superlu_max)
+        elif name == "KLU klujax" and 0 < limits["KLU"] < n:
+            columns[name] = _skipped("--klu-max", args.klu_max)
         else:
             made = ours_solver(name) if name in OURS else native(name, kind)
             if isinstance(made, str):
@@ -493,6 +509,12 @@ def main() -> None:
         type=int,
         help="skip SuperLU (native and ours) above this many unknowns; 0: never skip "
         "(default: skipped on the stokes-200k row only)",
+    )
+    parser.add_argument(
+        "--klu-max",
+        type=int,
+        help="skip KLU above this many unknowns; 0: never skip "
+        "(default: skipped on the elasticity row only)",
     )
     args = parser.parse_args()
     parts = choose(parser, args.parts, PARTS, "--parts")
