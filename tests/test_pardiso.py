@@ -417,3 +417,22 @@ def test_explicit_matrix_types(getkey):
     for matrix_type in ("symmetric_indefinite", "hermitian_indefinite", "general"):
         x = lxs.linear_solve(operator(a, lx.symmetric_tag), b, lxs.Pardiso(matrix_type)).value
         assert_solves(a, x, b)
+
+
+def test_rounding_level_asymmetry_beside_a_zero_diagonal_is_accepted(getkey):
+    # As a NumPy-assembled Stokes matrix: a coupling entry that cancels to -1.7e-18 whose
+    # mirror is -3.5e-18, entries of order 1, zero pressure diagonal. A real asymmetry of
+    # 1e-6 there is still reported.
+    a = kkt(6, 10, seed=4).tolil()
+    i, j = 36 + 2, 5  # a pressure row, a velocity column
+    b = random_vector(getkey(), a.shape[0], jnp.float64)
+    for upper, lower, reason in (
+        (-1.7e-18, -3.5e-18, Status.OK),
+        (0.0, 1e-6, Status.NOT_SYMMETRIC),
+    ):
+        a[i, j], a[j, i] = lower, upper
+        csr = a.tocsr()
+        solution = lxs.linear_solve(operator(csr, lx.symmetric_tag), b, lxs.Pardiso(), throw=False)
+        assert int(solution.stats["reason"]) == reason
+        if reason == Status.OK:
+            assert_solves(csr, solution.value, b)
