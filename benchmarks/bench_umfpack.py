@@ -61,7 +61,7 @@ def native_steps(lib, matrix: sp.csc_matrix, b: np.ndarray):
     def symbolic():
         handle = ctypes.c_void_p()
         lib.umfpack_dl_symbolic(
-            n, n, ap.ctypes.data, ai.ctypes.data, None, ctypes.byref(handle),
+            n, n, ap.ctypes.data, ai.ctypes.data, ax.ctypes.data, ctypes.byref(handle),
             control.ctypes.data, info.ctypes.data,
         )  # fmt: skip
         return handle
