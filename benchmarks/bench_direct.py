@@ -248,7 +248,8 @@ SOLVERS = dict(
 
 
 def _limit(given: int | None, slow_row: bool) -> int:
-    """The `--superlu-max` / `--klu-max` for a row: as given, else 1 on a slow row."""
+    """The `--superlu-max` / `--klu-max` for a row: as given, else 1 on a slow row (at its
+    full size: `--quick` skips nothing by default)."""
     return given if given is not None else 1 if slow_row else 0
 
 
@@ -266,8 +267,8 @@ def make_columns(system: System, b: np.ndarray, args) -> dict[str, Column | str]
     b_jax = jax.numpy.asarray(b)
     columns: dict[str, Column | str] = {}
     limits = {  # the largest n each runs on (0: any); by default, rows where it is too slow
-        "SuperLU": _limit(args.superlu_max, system.part == "stokes-200k"),
-        "KLU": _limit(args.klu_max, system.part == "elasticity"),
+        "SuperLU": _limit(args.superlu_max, system.part == "stokes-200k" and not args.quick),
+        "KLU": _limit(args.klu_max, system.part == "elasticity" and not args.quick),
     }
     for name in NATIVE + OURS:
         if name not in args.columns:
@@ -419,8 +420,14 @@ def valid(row: dict[str, Any], name: str) -> Timing | None:
 
 
 def ratio(row: dict[str, Any], numerator: str, denominator: str) -> float | None:
+    """The ratio of two valid medians; None when one is missing, or when one side is a
+    single slow call (with its compilation) and the other a median of repetitions."""
     top, bottom = valid(row, numerator), valid(row, denominator)
-    return None if top is None or bottom is None else top.median / bottom.median
+    if top is None or bottom is None:
+        return None
+    if (numerator in row["slow"]) != (denominator in row["slow"]):
+        return None
+    return top.median / bottom.median
 
 
 def time_cell(row: dict[str, Any], name: str) -> str:
