@@ -92,25 +92,21 @@ def upper(pattern: Pattern) -> Structure:
     n = pattern.n
     rows = pattern.row_indices.astype(np.int64)
     columns = pattern.column_indices().astype(np.int64)
+    # The CSC order is by column, then row: the kept entries (row >= column) are already
+    # PARDISO's order, by row of `A^T` then column. A missing diagonal entry has the
+    # smallest row of its column, so it is inserted where its column starts.
     kept = np.flatnonzero(rows >= columns)
+    kept_rows, kept_columns = rows[kept], columns[kept]
     has_diagonal = np.zeros(n, dtype=bool)
-    has_diagonal[rows[kept][rows[kept] == columns[kept]]] = True
+    has_diagonal[kept_rows[kept_rows == kept_columns]] = True
     missing = np.flatnonzero(~has_diagonal)
-    # Entries of CSC column j with row >= j, sorted by row: PARDISO's row j, by column.
-    # An inserted diagonal entry has the smallest row of its column, so it goes first.
-    all_columns = np.concatenate([columns[kept], missing])
-    all_rows = np.concatenate([rows[kept], missing])
-    take = np.concatenate([kept, np.full(missing.size, -1, dtype=np.int64)])
-    order = np.lexsort((all_rows, all_columns))
-    index = _index_type(n, order.size)
+    starts = np.searchsorted(kept_columns, missing)
+    all_rows = np.insert(kept_rows, starts, missing)
+    take = np.insert(kept, starts, -1)
+    counts = np.bincount(kept_columns, minlength=n) + ~has_diagonal
+    index = _index_type(n, all_rows.size)
     indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(all_columns, minlength=n), out=indptr[1:])
-    return Structure(
-        n,
-        indptr.astype(index),
-        all_rows[order].astype(index),
-        take[order],
-        # Every row holds its diagonal: an empty row or column of A can still make it
-        # singular, which the factorization reports (a zero row of a symmetric matrix).
-        False,
-    )
+    np.cumsum(counts, out=indptr[1:])
+    # Every row holds its diagonal: an empty row or column of A can still make it
+    # singular, which the factorization reports (a zero row of a symmetric matrix).
+    return Structure(n, indptr.astype(index), all_rows.astype(index), take, False)
