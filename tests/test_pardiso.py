@@ -436,3 +436,25 @@ def test_rounding_level_asymmetry_beside_a_zero_diagonal_is_accepted(getkey):
         assert int(solution.stats["reason"]) == reason
         if reason == Status.OK:
             assert_solves(csr, solution.value, b)
+
+
+@pytest.mark.parametrize("cells", [4, 10])
+def test_stokes_inertia_and_solution(cells, getkey):
+    # The Taylor-Hood Stokes system of examples/stokes_flow.py (assembled in NumPy, with
+    # rounding-level asymmetries): inertia (velocities, pressures, 0), and the solve.
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parent.parent / "examples"))
+    import stokes_flow
+
+    a, rhs = stokes_flow.stokes_system(cells)
+    velocities, pressures = 2 * (2 * cells - 1) ** 2, (cells + 1) ** 2 - 1
+    eigenvalues = np.linalg.eigvalsh(0.5 * (a.toarray() + a.toarray().T))
+    assert (np.sum(eigenvalues > 0), np.sum(eigenvalues < 0)) == (velocities, pressures)
+    b = jnp.asarray(rhs)
+    solution = jax.jit(lambda b: lxs.linear_solve(operator(a, lx.symmetric_tag), b, lxs.Pardiso()))(
+        b
+    )
+    assert tuple(np.asarray(solution.stats["inertia"])) == (velocities, pressures, 0)
+    assert_solves(a, solution.value, rhs, reference=np.linalg.solve(a.toarray(), rhs))
