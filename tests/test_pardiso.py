@@ -51,6 +51,17 @@ def kkt(nk_side: int, m: int, seed: int) -> sp.csr_matrix:
     return sp.bmat([[k, b.T], [b, None]]).tocsr()
 
 
+def _stokes(cells: int) -> sp.csc_matrix:
+    """The Taylor-Hood Stokes matrix of examples/stokes_flow.py (NumPy-assembled)."""
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parent.parent / "examples"))
+    import stokes_flow
+
+    return stokes_flow.stokes_system(cells)[0]
+
+
 #: name -> (matrix, tags): one of each kind PARDISO has a type for.
 SYSTEMS = {
     "real-general": (lambda: load("rajat19.mtx"), ()),
@@ -66,6 +77,9 @@ SYSTEMS = {
     ),
     "kkt": (lambda: kkt(10, 30, seed=5), lx.symmetric_tag),
     "complex-symmetric": (lambda: helmholtz(12), lx.symmetric_tag),
+    # Large enough for PARDISO's threads to change the last bits without its reproducible
+    # mode (4.9e-14 apart on 1 and 2 threads).
+    "stokes": (lambda: _stokes(20), lx.symmetric_tag),
 }
 MTYPES = {
     "real-general": 11,
@@ -75,6 +89,7 @@ MTYPES = {
     "symmetric-indefinite": -2,
     "kkt": -2,
     "complex-symmetric": 6,
+    "stokes": -2,
 }
 
 
@@ -334,7 +349,7 @@ def test_parallel_batches_are_bit_for_bit_those_of_one_thread(name, getkey):
     np.testing.assert_array_equal(results[0], results[1])
 
 
-@pytest.mark.parametrize("name", ["kkt", "real-general", "complex-symmetric", "hpd"])
+@pytest.mark.parametrize("name", ["kkt", "real-general", "complex-symmetric", "hpd", "stokes"])
 def test_pardiso_gives_the_same_bits_on_one_and_two_threads(name, getkey):
     from lineax_sparse.backends.pardiso import Backend, threads
     from lineax_sparse.backends.pattern import Pattern
