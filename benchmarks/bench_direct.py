@@ -29,7 +29,8 @@ repeated (its cell shows that one call, compilation included for the jitted ones
 
     python benchmarks/bench_direct.py                       # every row (SuperLU not at 2e5)
     python benchmarks/bench_direct.py --parts stokes-200k --superlu-max 0 --repeats 3
-    python benchmarks/bench_direct.py --quick               # small sizes, about a minute
+    python benchmarks/bench_direct.py --quick               # small sizes, under a minute
+    python benchmarks/bench_direct.py --parts data --solvers klu,superlu,auto   # a subset
 """
 
 from __future__ import annotations
@@ -491,7 +492,9 @@ def summary(systems: list[System], rows: list[dict[str, Any]]) -> tuple[str, str
                 continue
             value = ratio(row, num, den)
             if value is None:
-                verdict = "not measured"
+                missing = [c for c in (num, den) if valid(row, c) is None]
+                why = [row["cells"][c] for c in missing if isinstance(row["cells"][c], str)]
+                verdict = "not measured" + (f" ({missing[0]}: {why[0]})" if why else "")
             else:
                 met = value <= bound if at_most else value >= bound
                 verdict = f"{value:.2f}: {'met' if met else '**missed**'}"
