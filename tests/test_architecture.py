@@ -44,6 +44,11 @@ def test_every_backend_package_is_found_by_its_name():
     for name in names:
         if name == "petsc" and os.environ.get("LXS_REQUIRE_PETSC") != "1":
             pytest.importorskip("petsc4py")
+        if name == "pardiso" and os.environ.get("LXS_REQUIRE_MKL") != "1":
+            from lineax_sparse.backends.pardiso.locate import candidates
+
+            if not candidates():
+                continue
         cls = backend_class(name)
         assert issubclass(cls, AbstractBackend)
         assert not getattr(cls, "__abstractmethods__", None), (name, cls.__abstractmethods__)

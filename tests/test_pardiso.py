@@ -473,3 +473,36 @@ def test_stokes_inertia_and_solution(cells, getkey):
     )
     assert tuple(np.asarray(solution.stats["inertia"])) == (velocities, pressures, 0)
     assert_solves(a, solution.value, rhs, reference=np.linalg.solve(a.toarray(), rhs))
+
+
+def test_each_call_of_a_parallel_batch_runs_on_one_thread(getkey, monkeypatch):
+    """Inside a parallel batch the pool's threads already use the cores: every PARDISO call
+    of the batch (the first one too) runs on one MKL thread; alone, on `num_threads()`."""
+    from lineax_sparse.backends.pardiso import library
+
+    asked = []
+    real = library.local_threads
+
+    def recording(count):
+        asked.append(count)
+        return real(count)
+
+    monkeypatch.setattr(library, "local_threads", recording)
+    a, tags = SYSTEMS["kkt"][0](), SYSTEMS["kkt"][1]
+    op = operator(a, tags)
+    b = random_vector(getkey(), a.shape[0], jnp.result_type(a.dtype))
+
+    def solve(scale):
+        return lxs.linear_solve(with_data(op, op.data * scale), b, lxs.Pardiso()).value
+
+    try:
+        lxs.set_num_threads(2)
+        lxs.clear_cache()
+        jax.vmap(solve)(jnp.asarray([1.0, 1.5, 2.0]))
+        assert asked and set(asked) == {1}
+        asked.clear()
+        lxs.clear_cache()
+        solve(jnp.asarray(1.25))
+        assert asked and set(asked) == {2}
+    finally:
+        lxs.set_num_threads(None)

@@ -40,6 +40,10 @@ SOLVERS = grid_names(materialise=False)
 KINDS = {
     "superlu": ("general", "spd", "singular", "singular-psd", "nonfinite", "bad-index"),
     "cholmod": ("spd", "singular-psd", "nonfinite", "asymmetric-psd", "bad-index"),
+    "pardiso": (
+        "general", "spd", "singular", "singular-psd", "nonfinite", "asymmetric-psd", "bad-index"
+    ),
+    "umfpack": ("general", "spd", "singular", "singular-psd", "nonfinite", "bad-index"),
     "auto": ("general", "spd", "singular", "singular-psd", "nonfinite", "asymmetric-psd"),
     "auto-fallback": ("general", "spd", "singular-psd", "nonfinite", "asymmetric-psd"),
     "amg": ("spd", "singular-psd", "nonfinite", "bad-index"),

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..backends.blas import single_threaded_blas
+from ..backends.blas import parallel_run
 from . import owner
 
 
@@ -115,8 +115,9 @@ def run_parallel(
         work()
         return results
     # Backends hold BLAS to one thread around their native calls; held here for the whole
-    # run, so that one thread's restoring never lets another's BLAS spread meanwhile.
-    with single_threaded_blas():
+    # run, so that one thread's restoring never lets another's BLAS spread meanwhile, and
+    # PARDISO's own threads are held to one per call.
+    with parallel_run():
         jobs = [(index, owner.submit(index, work)) for index in range(1, threads)]
         work()
         for index, job in jobs:

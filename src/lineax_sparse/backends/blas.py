@@ -1,6 +1,12 @@
-"""`single_threaded_blas`: BLAS held to one thread around native work."""
+"""`single_threaded_blas`: BLAS held to one thread around native work; `parallel_run`: the
+same for a run of native calls side by side on the pool's threads, which backends with their
+own threads (PARDISO's) ask about (`in_parallel_run`) to take one thread each."""
 
 from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
 
 import threadpoolctl
 
@@ -44,3 +50,28 @@ def single_threaded_blas() -> _SingleThreadedBlas:
     slower when other processes (or XLA's own threads) compete for the cores.
     """
     return _SingleThreadedBlas()
+
+
+_parallel_lock = threading.Lock()
+_parallel_runs = 0
+
+
+@contextlib.contextmanager
+def parallel_run() -> Iterator[None]:
+    """The context of native calls running side by side on several threads: BLAS held to
+    one thread throughout, and `in_parallel_run()` true, so that a library with threads of
+    its own runs each call on one (the pool's threads already use the cores)."""
+    global _parallel_runs
+    with _parallel_lock:
+        _parallel_runs += 1
+    try:
+        with single_threaded_blas():
+            yield
+    finally:
+        with _parallel_lock:
+            _parallel_runs -= 1
+
+
+def in_parallel_run() -> bool:
+    """Whether native calls are running side by side on the pool's threads now."""
+    return _parallel_runs > 0

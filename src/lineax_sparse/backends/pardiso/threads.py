@@ -4,7 +4,7 @@ MKL's thread-local setting (`mkl_set_num_threads_local`) is set around every cal
 nothing else in the process that uses MKL is affected. The number follows
 `lineax_sparse.set_num_threads`: the solver class installs the host's setting here
 (`follow`), since a backend does not import the host. While another PARDISO call runs on
-another thread (the factorizations and solves of a parallel batch), a call takes one thread,
+another thread, or inside a parallel batch (`blas.in_parallel_run`), a call takes one thread,
 so that the pool's threads do not oversubscribe the cores. The number of threads never
 changes the result: PARDISO runs in its reproducible mode (`iparm[33]`), the same bits on
 any number of threads.
@@ -16,6 +16,7 @@ import os
 import threading
 from collections.abc import Callable
 
+from .. import blas
 from . import library
 
 
@@ -45,7 +46,7 @@ class for_call:
     def __enter__(self):
         global _running
         with _lock:
-            alone = _running == 0
+            alone = _running == 0 and not blas.in_parallel_run()
             _running += 1
         self._threads = library.local_threads(max(1, _source()) if alone else 1)
         self._threads.__enter__()
