@@ -20,8 +20,10 @@ of the ratios. A solver that does not apply shows "—"; one whose package is ab
 Rows (`--parts`): the real matrices of tests/data (`data`), the Taylor-Hood Stokes saddle
 point of examples/stokes_flow.py at n = 50,177 and 201,602 (`stokes-50k`, `stokes-200k`),
 3D hexahedral elasticity with one face clamped, 27³ elements, n = 63,504 (`elasticity`), a
-complex symmetric Helmholtz operator on a 256² grid (`helmholtz`) and 2D Poisson on 512²
-(`poisson`). SuperLU (native and ours) is skipped above `--superlu-max` unknowns and KLU
+complex symmetric Helmholtz operator on a 256² grid (`helmholtz`), 2D Poisson on 512²
+(`poisson`), and general systems of growing size, convection-diffusion and Stokes left
+untagged (`sizes`: where `AutoSparse` moves from SuperLU to UMFPACK). SuperLU (native and
+ours) is skipped above `--superlu-max` unknowns and KLU
 above `--klu-max`; by default SuperLU only on the 2e5 Stokes row (about 80 s per call)
 and KLU only on the 3D elasticity row (KLU has no supernodes: one call there ran for
 minutes without finishing). A solver whose warm-up call exceeds `--limit` seconds is not
@@ -31,6 +33,7 @@ repeated (its cell shows that one call, compilation included for the jitted ones
     python benchmarks/bench_direct.py --parts stokes-200k --superlu-max 0 --repeats 3
     python benchmarks/bench_direct.py --quick               # small sizes, under a minute
     python benchmarks/bench_direct.py --parts data --solvers klu,superlu,auto   # a subset
+    python benchmarks/bench_direct.py --parts sizes --solvers superlu,umfpack,auto
 """
 
 from __future__ import annotations
@@ -84,7 +87,11 @@ from common.report import ROOT  # noqa: E402
 from problems import poisson_2d  # noqa: E402
 
 
-PARTS = ("data", "stokes-50k", "stokes-200k", "elasticity", "helmholtz", "poisson")
+PARTS = ("data", "stokes-50k", "stokes-200k", "elasticity", "helmholtz", "poisson", "sizes")
+#: The `sizes` rows: where an untagged system is better factorized by UMFPACK than SuperLU
+#: (`AutoSparse`'s `UMFPACK_FROM`): convection-diffusion m² and Stokes N² left untagged.
+CONVECTION_SIZES = (24, 40, 64, 100, 160, 256)
+STOKES_SIZES = (6, 10, 16, 24, 40)
 DATA = ("494_bus", "bcsstk13", "west0479", "rajat19", "young1c", "hangGlider_2")
 KINDS = ("spd", "symmetric", "general")
 TAGS = {"spd": (lx.positive_semidefinite_tag, lx.symmetric_tag), "symmetric": lx.symmetric_tag}
@@ -154,7 +161,30 @@ def helmholtz_system(grid: int) -> System:
     return System(f"Helmholtz {grid}²", sp.csc_matrix(poisson_2d(grid) - shift), "symmetric")
 
 
+def convection_diffusion_system(grid: int) -> System:
+    """Upwind convection-diffusion, wind (1, 1), Péclet 0.8 per cell, on a `grid`² grid:
+    a symmetric pattern with non-symmetric values."""
+    t = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(grid, grid))
+    upwind = sp.diags_array([-1.0, 1.0], offsets=[-1, 0], shape=(grid, grid))
+    eye = sp.eye_array(grid)
+    matrix = sp.kron(eye, t) + sp.kron(t, eye) + 0.8 * (sp.kron(eye, upwind) + sp.kron(upwind, eye))
+    return System(
+        f"convection-diffusion {grid}² (n = {grid * grid:,})", sp.csc_matrix(matrix), "general"
+    )
+
+
+def size_systems(quick: bool) -> list[System]:
+    """General systems of growing size, the saddle points untagged (as without MKL)."""
+    rows = [convection_diffusion_system(m) for m in CONVECTION_SIZES[: 3 if quick else None]]
+    for cells in STOKES_SIZES[: 2 if quick else None]:
+        stokes = stokes_system(cells)
+        rows.append(dataclasses.replace(stokes, name=stokes.name + ", untagged", kind="general"))
+    return rows
+
+
 def systems(part: str, quick: bool) -> list[System]:
+    if part == "sizes":
+        return size_systems(quick)
     if part == "data":
         return [data_system(name) for name in DATA]
     if part == "stokes-50k":

@@ -289,6 +289,8 @@ def test_help_answers_before_jax_is_imported(script):
             "topology_optimization_3d",
             "batched_solves",
             "stiff_reaction_diffusion",
+            "stokes_flow",
+            "buckling_inertia",
         )
         for suffix in ("", "_small", "_convergence", "_small_convergence")
     ],
