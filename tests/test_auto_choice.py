@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 
 import lineax_sparse as lxs
 from lineax_sparse._solver import auto
@@ -48,9 +49,16 @@ def _solve(matrix, tags, solver):
 
 
 def _assert_solves(matrix, b, sol):
+    """Against a dense solve, or (large systems) SuperLU called directly, and the residual."""
     assert sol.result == lx.RESULTS.successful
-    expected = np.linalg.solve(matrix.toarray(), np.asarray(b))
+    b = np.asarray(b)
+    if matrix.shape[0] <= 2_000:
+        expected = np.linalg.solve(matrix.toarray(), b)
+    else:
+        expected = spla.spsolve(sp.csc_matrix(matrix), b)
     np.testing.assert_allclose(sol.value, expected, rtol=1e-8, atol=1e-10)
+    residual = np.linalg.norm(matrix @ np.asarray(sol.value) - b) / np.linalg.norm(b)
+    assert residual < 1e-12
 
 
 def _backend(solver, matrix, tags) -> str:
@@ -75,7 +83,7 @@ def test_symmetric_indefinite_goes_to_pardiso_with_its_inertia():
 
 def test_symmetric_indefinite_without_mkl_goes_to_lu(monkeypatch):
     monkeypatch.setattr(auto, "mkl_candidates", lambda: [])
-    small, large = _kkt(500, 150), _kkt(auto.UMFPACK_FROM, 200)
+    small, large = _kkt(500, 150), _kkt(auto.SYMMETRIC_UMFPACK_FROM, 200)
     assert _backend(lxs.AutoSparse(), small, lx.symmetric_tag) == "superlu"
     assert _backend(lxs.AutoSparse(), large, lx.symmetric_tag) == "umfpack"
     _, b, sol = _solve(small, lx.symmetric_tag, lxs.AutoSparse(dense_below=0))

@@ -47,9 +47,17 @@ def _indefinite() -> Pardiso | None:
 DENSE_BELOW = 384
 
 
-#: Systems that are not positive definite with at least this many unknowns are factorized by
-#: UMFPACK, smaller ones by SuperLU. MEASURED_BELOW
-UMFPACK_FROM = 5_000
+#: Untagged systems with at least this many unknowns are factorized by UMFPACK, smaller ones
+#: by SuperLU. Measured (`benchmarks/bench_direct.py --parts sizes`, one thread, factorization
+#: and one solve of a fresh matrix, load 0.2-0.6), UMFPACK's time over SuperLU's: on
+#: convection-diffusion (diagonal pivots, where SuperLU's minimum degree on A^T + A shines)
+#: 1.15 / 1.13 / 1.24 / 1.14 / 0.92 at n = 576 / 1,600 / 10,000 / 25,600 / 65,536; on Stokes
+#: saddle points left untagged 1.12 / 1.06 / 0.78 / 0.65 / 0.44 at n = 290 / 842 / 2,210 /
+#: 5,042 / 14,162. Untagged, the kind is unknown at trace time: SuperLU until both gain.
+UMFPACK_FROM = 40_000
+#: The same for systems tagged symmetric (not positive definite) when MKL is absent: saddle
+#: points above all, where UMFPACK gains from a few thousand unknowns (above).
+SYMMETRIC_UMFPACK_FROM = 2_000
 
 
 def _fallback(primary: BackendSpec, secondary: BackendSpec) -> BackendSpec:
@@ -90,9 +98,10 @@ def _equilibrated(operator: SparseOperator, symmetric: bool) -> Equilibrated:
     return from_dense(operator._dense(), symmetric)
 
 
-def _lu_for(size: int) -> AbstractDirectHostSolver:
-    """The LU solver for a system of `size` unknowns."""
-    return _MULTIFRONTAL_LU if size >= UMFPACK_FROM else _LU
+def _lu_for(size: int, symmetric: bool) -> AbstractDirectHostSolver:
+    """The LU solver for a system of `size` unknowns (tagged `symmetric` or not)."""
+    threshold = SYMMETRIC_UMFPACK_FROM if symmetric else UMFPACK_FROM
+    return _MULTIFRONTAL_LU if size >= threshold else _LU
 
 
 class AutoSparse(AbstractDirectHostSolver):
@@ -110,13 +119,25 @@ class AutoSparse(AbstractDirectHostSolver):
       when it asks for it), the same `lineax.RESULTS` and statistics.
     - Operators tagged `lineax.positive_semidefinite_tag` are solved with `Cholmod()`
       (its default options, ordering included).
-    - All others are solved with `SuperLU()`, whose `ordering="auto"` chooses for each
-      matrix: minimum degree on A^T + A where the diagonal holds the pivots, COLAMD for
-      saddle points and other matrices whose diagonal does not.
+    - Operators tagged `lineax.symmetric_tag` (and not positive semidefinite: saddle
+      points, KKT systems, indefinite stiffness) are solved with
+      `Pardiso(matrix_type="symmetric_indefinite")`, an `L D L^T` factorization that also
+      reports the inertia in `stats["inertia"]`, when MKL is installed (the `pardiso`
+      extra): on the Taylor-Hood Stokes system with 201,602 unknowns, factorization and
+      solve take 2.0 s against 19.9 s with SuperLU and 3.6 s with UMFPACK, one thread
+      (`benchmarks/bench_direct.py`). Without MKL, they take the
+      LU below, UMFPACK from 2,000 unknowns (saddle points: 0.78x SuperLU's time at
+      n = 2,210, 0.44x at n = 14,162).
+    - Untagged operators are solved with `SuperLU()` below 40,000 unknowns and with
+      `UMFPACK()` from there: SuperLU's minimum degree ordering is the faster one on
+      matrices whose diagonal holds the pivots up to a few tens of thousands of unknowns
+      (UMFPACK 1.13-1.24x its time at n = 1,600-25,600 on convection-diffusion, 0.92x at
+      65,536), UMFPACK's multifrontal LU on larger ones and on saddle points.
 
     With `fallback=True`, a matrix tagged positive semidefinite that CHOLMOD finds not to be
-    positive definite (or whose values are not symmetric) is factorized with SuperLU instead
-    of being reported as a failure; without it, the failure is reported. Small systems
+    positive definite, or one tagged symmetric whose values are not symmetric, is
+    factorized with the LU of its size instead of being reported as a failure; without it,
+    the failure is reported. Small systems
     behave alike: LU for every matrix with `fallback=True`, Cholesky (failures reported)
     without.
 
@@ -138,7 +159,8 @@ class AutoSparse(AbstractDirectHostSolver):
         return 0 < size < self.dense_below and _double_precision()
 
     def backend_spec(self, operator: SparseOperator) -> BackendSpec:
-        lu = _lu_for(operator.size).backend_spec(operator)
+        symmetric = lx.is_symmetric(operator) and not lx.is_positive_semidefinite(operator)
+        lu = _lu_for(operator.size, symmetric).backend_spec(operator)
         if lx.is_positive_semidefinite(operator):
             first = _CHOLESKY.backend_spec(operator)
         elif lx.is_symmetric(operator) and (indefinite := _indefinite()) is not None:

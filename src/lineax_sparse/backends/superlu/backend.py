@@ -21,6 +21,7 @@ from ..numerics import (
     equilibrate,
     estimate_rcond,
     is_extreme,
+    is_hermitian,
     matrix_norm,
     NormBound,
     one_norm,
@@ -82,11 +83,19 @@ class SuperLUBackend(AbstractDirectBackend):
     def completes_analysis(self, analysis: _Analysis) -> bool:
         return not analysis.orderings  # the first factorization computes the ordering
 
-    def _ordering(self, analysis: _Analysis, matrix: sp.csc_matrix, column_max) -> str:
+    def _ordering(
+        self, pattern: Pattern, analysis: _Analysis, matrix: sp.csc_matrix, column_max
+    ) -> str:
         """SuperLU's `permc_spec` for `matrix` (the one factorized, maybe equilibrated)."""
         if self.ordering != "auto":
             return self.ordering
-        return auto_ordering(analysis.symmetric, matrix, column_max, self.pivot_threshold)
+        return auto_ordering(
+            analysis.symmetric,
+            matrix,
+            column_max,
+            self.pivot_threshold,
+            lambda: is_hermitian(pattern, matrix.data),
+        )
 
     def _splu(self, matrix: sp.csc_matrix, permc_spec: str):
         try:
@@ -113,7 +122,7 @@ class SuperLUBackend(AbstractDirectBackend):
         ):
             matrix, rows, columns = equilibrate(matrix)
             column_max = column_maxima(matrix)
-        permc_spec = self._ordering(analysis, matrix, column_max)
+        permc_spec = self._ordering(pattern, analysis, matrix, column_max)
         ordering = analysis.orderings.setdefault(permc_spec, Ordering())
         if ordering.column_order is not None and reuse_is_exact():
             lu = self._splu(ordering.reordered(matrix), "NATURAL")
