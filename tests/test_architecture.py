@@ -69,3 +69,25 @@ def test_a_missing_native_library_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", without_pyamg)
     with pytest.raises(ImportError, match=r"`amg` backend .* needs `pyamg`: `pip install pyamg`"):
         backend_class("amg")
+
+
+def test_declared_factor_statistics_are_the_backends_own():
+    """The JAX side reads `backends.statistics.DECLARED` at trace time (no backend is
+    imported then); each backend class reports exactly its entry."""
+    from lineax_sparse.backends.statistics import DECLARED
+
+    names = [info.name for info in pkgutil.iter_modules(backends.__path__) if info.ispkg]
+    for name in names:
+        if name == "numerics":
+            continue
+        if name == "petsc" and os.environ.get("LXS_REQUIRE_PETSC") != "1":
+            continue
+        if name == "pardiso" and os.environ.get("LXS_REQUIRE_MKL") != "1":
+            from lineax_sparse.backends.pardiso.locate import candidates
+
+            if not candidates():
+                continue
+        if name == "petsc":
+            pytest.importorskip("petsc4py")
+        assert backend_class(name).factor_statistics == DECLARED.get(name, {}), name
+    assert set(DECLARED) <= set(names)

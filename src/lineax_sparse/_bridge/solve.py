@@ -38,7 +38,7 @@ from .._host import owner
 from .._host.batch import solve_batch
 from .._host.patterns import intern, PatternKey, StaticPattern
 from ..backends.base import BackendSpec
-from ..backends.catalog import statistics_shapes
+from ..backends.statistics import statistics_shapes
 from ..backends.status import Status
 from .callback import host_call
 from .status import status_to_result

@@ -148,7 +148,7 @@ def solve_batch(
     `batch`. `valid`
     (optional, batched like `values`) says which matrices are known to be finite and
     exactly symmetric already (the solve callback passes none: the host tests them).
-    `statistics` names the backend's factorization statistics (`statistics_shapes`) to
+    `statistics` names the backend's factorization statistics (`backends.statistics`) to
     return, each of shape `batch + its shape` (int32; -1 where unknown: a failed
     factorization, a name its factor does not report).
     """

@@ -3,6 +3,7 @@ PARDISO, UMFPACK, SuperLU), and small systems factorized densely in XLA (`dense.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import equinox as eqx
@@ -17,6 +18,7 @@ from .._operator.operator import SparseOperator
 from ..backends.base import BackendSpec
 from ..backends.options import check_bool
 from ..backends.pardiso.locate import candidates as mkl_candidates
+from ..backends.statistics import statistics_shapes
 from . import dense, dense_solve
 from .cholmod import Cholmod
 from .dense import DenseState, Entries
@@ -202,7 +204,10 @@ class AutoSparse(AbstractDirectHostSolver):
         if not self.factorizes_densely(sparse.size):
             return super().init(sparse, options)
         cholesky = lx.is_positive_semidefinite(sparse) and not self.fallback
-        return dense.factor(_equilibrated(sparse, cholesky), sparse.data.dtype, cholesky)
+        state = dense.factor(_equilibrated(sparse, cholesky), sparse.data.dtype, cholesky)
+        # The host path's statistics (PARDISO's inertia), unknown here: the same keys.
+        statistics = tuple(sorted(statistics_shapes(self.backend_spec(sparse)).items()))
+        return dataclasses.replace(state, statistics=statistics)
 
     def compute(
         self, state: Any, vector: PyTree[Array], options: dict[str, Any]
@@ -210,7 +215,10 @@ class AutoSparse(AbstractDirectHostSolver):
         if not isinstance(state, DenseState):
             return super().compute(state, vector, options)
         _check_dense_state(state, vector)
-        return dense_solve.solve(state, vector)
+        solution, result, stats = dense_solve.solve(state, vector)
+        for name, shape in state.statistics:
+            stats[name] = jnp.full(shape, -1, dtype=jnp.int32)
+        return solution, result, stats
 
     def transpose(self, state: Any, options: dict[str, Any]):
         if not isinstance(state, DenseState):

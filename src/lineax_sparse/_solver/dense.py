@@ -89,6 +89,9 @@ class DenseState(eqx.Module):
     cholesky: bool = eqx.field(static=True)
     transpose: bool = eqx.field(static=True, default=False)
     conjugate: bool = eqx.field(static=True, default=False)
+    #: The factorization statistics the host path would report for this operator (name,
+    #: shape): reported as -1 (unknown), so that `stats` has the same keys on both paths.
+    statistics: tuple[tuple[str, tuple[int, ...]], ...] = eqx.field(static=True, default=())
 
 
 def factor(system: Equilibrated, dtype, cholesky: bool) -> DenseState:

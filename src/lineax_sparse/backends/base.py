@@ -52,19 +52,13 @@ class AbstractBackend(abc.ABC):
     parallel: bool = False
     #: Statistics of a factorization the backend reports in `Solution.stats` beside the
     #: solve's own: name -> shape of an int32 array (PARDISO's `{"inertia": (3,), ...}`).
-    #: Static per class, because the JAX side declares the callback's outputs at trace time;
-    #: a backend whose set depends on its options overrides `statistics_shapes`.
+    #: Its entry of `statistics.DECLARED`, which the JAX side reads at trace time without
+    #: importing the backend.
     factor_statistics: ClassVar[dict[str, tuple[int, ...]]] = {}
 
-    @classmethod
-    def statistics_shapes(cls, **options: Any) -> dict[str, tuple[int, ...]]:
-        """The statistics `statistics` reports for a backend made with `options`."""
-        del options
-        return dict(cls.factor_statistics)
-
     def statistics(self, factor: Any) -> dict[str, np.ndarray]:
-        """The values of this backend's `statistics_shapes` for `factor` (int32 arrays of
-        those shapes); a missing name is reported as -1 (unknown)."""
+        """The values of `factor_statistics` for `factor` (int32 arrays of those shapes); a
+        missing name is reported as -1 (unknown)."""
         del factor
         return {}
 

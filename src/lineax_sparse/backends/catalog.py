@@ -29,10 +29,3 @@ def backend_class(name: str) -> type[AbstractBackend]:
 def make_backend(spec: BackendSpec) -> AbstractBackend:
     name, options = spec
     return backend_class(name)(**dict(options))
-
-
-def statistics_shapes(spec: BackendSpec) -> dict[str, tuple[int, ...]]:
-    """The factorization statistics (name -> int32 shape) a backend made from `spec`
-    reports, known without making it (the JAX side asks at trace time)."""
-    name, options = spec
-    return backend_class(name).statistics_shapes(**dict(options))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .base import AbstractBackend
-from .catalog import make_backend, statistics_shapes
+from .catalog import make_backend
 from .numerics import is_hermitian
 from .pattern import Pattern
 from .status import FactorError, SolveResult, Status
@@ -27,11 +27,6 @@ class FallbackBackend(AbstractBackend):
     def __init__(self, primary: tuple, secondary: tuple):
         self.primary: AbstractBackend = make_backend(primary)
         self.secondary: AbstractBackend = make_backend(secondary)
-
-    @classmethod
-    def statistics_shapes(cls, primary: tuple, secondary: tuple) -> dict[str, tuple[int, ...]]:
-        # Either backend may factorize a matrix: both sets, the other's reported unknown.
-        return {**statistics_shapes(secondary), **statistics_shapes(primary)}
 
     def statistics(self, factor: tuple[AbstractBackend, Any]) -> dict[str, np.ndarray]:
         backend, inner = factor

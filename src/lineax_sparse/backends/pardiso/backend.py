@@ -29,6 +29,7 @@ from ..numerics import (
 )
 from ..numerics.norms import matrix_norm
 from ..pattern import Pattern
+from ..statistics import DECLARED
 from ..status import FactorError, SolveResult, Status
 from . import library, structure, threads
 from .structure import Structure
@@ -148,10 +149,7 @@ class PardisoBackend(AbstractDirectBackend):
 
     #: ctypes releases the GIL in every PARDISO call, and each factor has its own handle.
     parallel = True
-    factor_statistics: ClassVar[dict[str, tuple[int, ...]]] = {
-        "inertia": (3,),
-        "perturbed_pivots": (),
-    }
+    factor_statistics: ClassVar[dict[str, tuple[int, ...]]] = DECLARED["pardiso"]
 
     def __init__(self, matrix_type: str):
         if matrix_type not in MTYPES:
