@@ -209,6 +209,8 @@ def test_gradient_through_diffeqsolve():
     np.testing.assert_allclose(sparse, dense, rtol=1e-6)
 
 
+# 40 s on 2 cores; the implicit adjoint stays covered by test_gradient_through_diffeqsolve.
+@pytest.mark.slow
 def test_sparse_implicit_adjoint_makes_the_backward_pass_sparse():
     """diffrax's stage root finds differentiate with optimistix's dense default; inside
     `sparse_implicit_adjoint` the backward pass has no dense LU, and the same gradient."""
@@ -329,6 +331,7 @@ def test_a_pattern_that_misses_entries_stops_diffrax_with_throw_false():
 # ------------------------------------------------------------------ closures over tracers
 
 
+@pytest.mark.slow  # 28 s on 2 cores
 def test_patterns_detected_inside_the_differentiated_function():
     """The residual closes over the parameter being differentiated, and its pattern is
     detected inside the loss (under `jit` and `grad`), as diffrax's implicit-closure

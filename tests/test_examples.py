@@ -314,6 +314,7 @@ def test_nonlinear_diffusion_small():
     assert float(fields["gradient_check"]) < 1e-6
 
 
+@pytest.mark.slow  # 21 s; the diffrax path stays covered by test_clients and test_small_systems
 def test_stiff_reaction_diffusion_small(tmp_path):
     stdout = _run("stiff_reaction_diffusion.py", "--small", cwd=tmp_path)
     fields = _fields(stdout.strip().splitlines()[-1])

@@ -499,6 +499,7 @@ def _mpiexec(ranks: int) -> list[str]:
     return command
 
 
+@pytest.mark.slow  # 16 s; MPI stays covered by test_elasticity_example_on_two_ranks
 def test_two_ranks_give_the_answers_of_one(tmp_path):
     program = str(HERE / "petsc_program.py")
     one = _run([sys.executable, program, "--mode", "plain", "--save", str(tmp_path / "one.npz")])
