@@ -41,7 +41,13 @@ KINDS = {
     "superlu": ("general", "spd", "singular", "singular-psd", "nonfinite", "bad-index"),
     "cholmod": ("spd", "singular-psd", "nonfinite", "asymmetric-psd", "bad-index"),
     "pardiso": (
-        "general", "spd", "singular", "singular-psd", "nonfinite", "asymmetric-psd", "bad-index"
+        "general",
+        "spd",
+        "singular",
+        "singular-psd",
+        "nonfinite",
+        "asymmetric-psd",
+        "bad-index",
     ),
     "umfpack": ("general", "spd", "singular", "singular-psd", "nonfinite", "bad-index"),
     "auto": ("general", "spd", "singular", "singular-psd", "nonfinite", "asymmetric-psd"),
