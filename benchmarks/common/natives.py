@@ -37,12 +37,19 @@ class Native:
 
 def ours_superlu_ordering(matrix: sp.csc_matrix) -> str:
     """The column ordering `lxs.SuperLU()` ("auto", pivot threshold 1) takes for `matrix`."""
-    from lineax_sparse.backends.numerics import column_maxima
+    from lineax_sparse.backends.numerics import column_maxima, is_hermitian
+    from lineax_sparse.backends.pattern import Pattern
     from lineax_sparse.backends.superlu.ordering import auto_ordering
 
     structure = sp.csc_matrix((np.ones(matrix.nnz), matrix.indices, matrix.indptr), matrix.shape)
     symmetric = (structure != structure.T).nnz == 0
-    return auto_ordering(symmetric, matrix, column_maxima(matrix), 1.0)
+    coo = matrix.tocoo()
+    pattern = Pattern(matrix.shape[0], np.stack([coo.row, coo.col], axis=1).astype(np.int32))
+
+    def hermitian() -> bool:
+        return is_hermitian(pattern, pattern.csc(pattern.assemble(coo.data)).data)
+
+    return auto_ordering(symmetric, matrix, column_maxima(matrix), 1.0, hermitian)
 
 
 def superlu(ordering: str | None) -> Native:
