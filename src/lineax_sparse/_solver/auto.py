@@ -126,7 +126,7 @@ class AutoSparse(AbstractDirectHostSolver):
       `Pardiso(matrix_type="symmetric_indefinite")`, an `L D L^T` factorization that also
       reports the inertia in `stats["inertia"]`, when MKL is installed (the `pardiso`
       extra): on the Taylor-Hood Stokes system with 201,602 unknowns, factorization and
-      solve take 2.0 s against 19.9 s with SuperLU and 3.6 s with UMFPACK, one thread
+      solve take 2.0 s against 19.6 s with SuperLU and 3.6 s with UMFPACK, one thread
       (`benchmarks/bench_direct.py`). Without MKL, they take the
       LU below, UMFPACK from 2,000 unknowns (saddle points: 0.78x SuperLU's time at
       n = 2,210, 0.44x at n = 14,162).
