@@ -16,8 +16,18 @@ import numpy as np
 import scipy.sparse as sp
 
 from .base import AbstractBackend
-from .numerics import checked_solve, Condition, confirm, NormBound
-from .status import SolveResult
+from .numerics import (
+    checked_solve,
+    Condition,
+    confirm,
+    equilibrate,
+    estimate_rcond,
+    NormBound,
+    one_norm,
+    PIVOT_GATE,
+    RCOND_LIMIT,
+)
+from .status import FactorError, SolveResult, Status
 
 
 class Factored(NamedTuple):
@@ -49,10 +59,60 @@ class AbstractDirectBackend(AbstractBackend):
         """`op(S)^-1 rhs` for a block `rhs` (n, k), real only for a real factor, with `op`
         as in `solve`."""
 
-    @abc.abstractmethod
     def reciprocal_condition(self, factor: Any) -> float:
         """An estimate of the reciprocal 1-norm condition number of the equilibrated `S`
-        (`numerics.estimate_rcond`), never below the true one."""
+        (`numerics.estimate_rcond`), never below the true one.
+
+        `S` (`A`, or an already equilibrated `R A C`) is equilibrated here for the estimate
+        only: `A`'s own condition number would call a matrix with a 1e20 penalty row
+        singular, while a pivoting factorization solves it accurately.
+        """
+        factored = self.factored(factor)
+        matrix = factored.matrix
+        n = matrix.shape[0]
+        dtype = np.result_type(matrix.dtype, np.float64)
+        if factored.row_exponents is None:
+            equilibrated, r, c = equilibrate(matrix)
+        else:  # already equilibrated
+            equilibrated = matrix
+            r = c = np.zeros(n, dtype=np.int64)
+        # With S and E = R' S C' its equilibration: E^-1 = C'^-1 S^-1 R'^-1 and
+        # E^-H = R'^-1 S^-H C'^-1 (the scalings are real).
+        up_r, up_c = np.ldexp(1.0, r)[:, None], np.ldexp(1.0, c)[:, None]
+
+        def solve(block):
+            return self.estimate_inverse(factor, block * up_r, False, False) * up_c
+
+        def solve_adjoint(block):
+            return self.estimate_inverse(factor, block * up_c, True, True) * up_r
+
+        return estimate_rcond(solve, solve_adjoint, n, one_norm(equilibrated), dtype)
+
+    def estimate_inverse(
+        self, factor: Any, rhs: np.ndarray, transpose: bool, conjugate: bool
+    ) -> np.ndarray:
+        """`apply_inverse` as the condition estimate uses it (a backend may leave out a
+        refinement the estimate does not need)."""
+        return self.apply_inverse(factor, rhs, transpose, conjugate)
+
+    def gate_pivots(
+        self, factor: Any, pivots: np.ndarray | None, ratios: np.ndarray | None, library: str
+    ) -> None:
+        """Raise `SINGULAR` for a matrix singular to working precision: `pivots` that
+        overflowed; a pivot below `PIVOT_GATE` of its column (`ratios`) asks for a
+        condition estimate, which decides. Pivots that cannot be read (None) ask for one."""
+        if pivots is not None:
+            if not np.all(np.isfinite(pivots)):
+                raise FactorError(Status.SINGULAR, f"{library}: the factorization overflowed")
+            if np.all(ratios >= PIVOT_GATE):  # NaN (0 / 0: an empty column) fails
+                return
+        rcond = self._rcond(factor)
+        if rcond < RCOND_LIMIT:
+            raise FactorError(
+                Status.SINGULAR,
+                f"{library}: the matrix is singular to working precision (estimated "
+                f"reciprocal condition number {rcond:.1e} < {RCOND_LIMIT:.0e})",
+            )
 
     def _rcond(self, factor: Any) -> float:
         """`reciprocal_condition(factor)`, estimated once per factor (kept in its

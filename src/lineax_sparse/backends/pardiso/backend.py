@@ -20,10 +20,8 @@ from ..numerics import (
     column_maxima,
     Condition,
     equilibrate,
-    estimate_rcond,
     is_extreme,
     NormBound,
-    one_norm,
     scale,
     symmetric_equilibration,
 )
@@ -303,23 +301,6 @@ class PardisoBackend(AbstractDirectBackend):
         if error:
             out.fill(np.nan)  # the checks report the solve as failed
         return out.conj() if flip else out
-
-    def reciprocal_condition(self, factor: _Factor) -> float:
-        """The estimate for the equilibrated `R A C` (a penalty row does not make a matrix
-        singular), as SuperLU's."""
-        matrix = factor.matrix
-        n = matrix.shape[0]
-        dtype = np.result_type(matrix.dtype, np.float64)
-        equilibrated, r, c = equilibrate(matrix)
-        up_r, up_c = np.ldexp(1.0, r)[:, None], np.ldexp(1.0, c)[:, None]
-
-        def solve(block):
-            return self.apply_inverse(factor, block * up_r, False, False) * up_c
-
-        def solve_adjoint(block):
-            return self.apply_inverse(factor, block * up_c, True, True) * up_r
-
-        return estimate_rcond(solve, solve_adjoint, n, one_norm(equilibrated), dtype)
 
     def factored(self, factor: _Factor) -> Factored:
         return Factored(

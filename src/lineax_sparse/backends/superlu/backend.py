@@ -19,14 +19,10 @@ from ..numerics import (
     column_maxima,
     Condition,
     equilibrate,
-    estimate_rcond,
     is_extreme,
     is_hermitian,
     matrix_norm,
     NormBound,
-    one_norm,
-    PIVOT_GATE,
-    RCOND_LIMIT,
 )
 from ..options import SUPERLU_ORDERINGS
 from ..pattern import Pattern
@@ -144,52 +140,13 @@ class SuperLUBackend(AbstractDirectBackend):
         return factor
 
     def _check_pivots(self, factor: _Factor, column_max: np.ndarray) -> None:
-        """Raise `SINGULAR` for a matrix singular to working precision: a pivot below
-        `PIVOT_GATE` of its column asks for a condition estimate, which decides."""
         dtype = np.result_type(factor.matrix.dtype, np.float64)
         pivots = superlu_pivots.pivots(factor.lu, dtype)
+        ratios = None
         if pivots is not None:
             with np.errstate(all="ignore"):
-                ratio = np.abs(pivots) / column_max
-            if not np.all(np.isfinite(pivots)):
-                raise FactorError(Status.SINGULAR, "SuperLU: the factorization overflowed")
-            if np.all(ratio >= PIVOT_GATE):  # NaN (0 / 0: an empty column) fails
-                return
-        # A small pivot, or pivots that cannot be read: estimate the condition number.
-        rcond = self._rcond(factor)
-        if rcond < RCOND_LIMIT:
-            raise FactorError(
-                Status.SINGULAR,
-                f"SuperLU: the matrix is singular to working precision (estimated "
-                f"reciprocal condition number {rcond:.1e} < {RCOND_LIMIT:.0e})",
-            )
-
-    def reciprocal_condition(self, factor: _Factor) -> float:
-        """The estimate for the equilibrated matrix.
-
-        The matrix factorized (`S`) is `A` or `R A C`; when it is `A`, it is equilibrated
-        here for the estimate only (`A`'s own condition number would call a matrix with a
-        1e20 penalty row singular, while LU with partial pivoting solves it accurately).
-        """
-        matrix = factor.matrix
-        n = matrix.shape[0]
-        dtype = np.result_type(matrix.dtype, np.float64)
-        if factor.row_exponents is None:
-            equilibrated, r, c = equilibrate(matrix)
-        else:  # already equilibrated
-            equilibrated = matrix
-            r = c = np.zeros(n, dtype=np.int64)
-        # With S = A (or the factored R A C) and E = R' S C' its equilibration:
-        # E^-1 = C'^-1 S^-1 R'^-1 and E^-H = R'^-1 S^-H C'^-1 (the scalings are real).
-        up_r, up_c = np.ldexp(1.0, r)[:, None], np.ldexp(1.0, c)[:, None]
-
-        def solve(block):
-            return self.apply_inverse(factor, block * up_r, False, False) * up_c
-
-        def solve_adjoint(block):
-            return self.apply_inverse(factor, block * up_c, True, True) * up_r
-
-        return estimate_rcond(solve, solve_adjoint, n, one_norm(equilibrated), dtype)
+                ratios = np.abs(pivots) / column_max
+        self.gate_pivots(factor, pivots, ratios, "SuperLU")
 
     def apply_inverse(
         self, factor: _Factor, rhs: np.ndarray, transpose: bool, conjugate: bool

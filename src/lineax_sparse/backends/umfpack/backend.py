@@ -37,13 +37,9 @@ from ..numerics import (
     column_maxima,
     Condition,
     equilibrate,
-    estimate_rcond,
     is_extreme,
     matrix_norm,
     NormBound,
-    one_norm,
-    PIVOT_GATE,
-    RCOND_LIMIT,
 )
 from ..pattern import Pattern
 from ..status import FactorError, Status
@@ -269,41 +265,13 @@ class UMFPACKBackend(AbstractDirectBackend):
             return diagonal, np.abs(diagonal) / column_max[order]
 
     def _check_pivots(self, factor: _Factor) -> None:
-        """Raise `SINGULAR` for a matrix singular to working precision: a pivot below
-        `PIVOT_GATE` of its column asks for a condition estimate, which decides."""
-        pivots, ratio = self._pivot_ratios(factor)
-        if not np.all(np.isfinite(pivots)):
-            raise FactorError(Status.SINGULAR, "UMFPACK: the factorization overflowed")
-        if np.all(ratio >= PIVOT_GATE):  # NaN (0 / 0: an empty column) fails
-            return
-        rcond = self._rcond(factor)
-        if rcond < RCOND_LIMIT:
-            raise FactorError(
-                Status.SINGULAR,
-                f"UMFPACK: the matrix is singular to working precision (estimated "
-                f"reciprocal condition number {rcond:.1e} < {RCOND_LIMIT:.0e})",
-            )
+        pivots, ratios = self._pivot_ratios(factor)
+        self.gate_pivots(factor, pivots, ratios, "UMFPACK")
 
-    def reciprocal_condition(self, factor: _Factor) -> float:
-        """The estimate for the equilibrated matrix (as SuperLU's: `S` is equilibrated
-        here for the estimate only, unless it already is)."""
-        matrix = factor.matrix
-        n = matrix.shape[0]
-        dtype = np.result_type(matrix.dtype, np.float64)
-        if factor.row_exponents is None:
-            equilibrated, r, c = equilibrate(matrix)
-        else:
-            equilibrated = matrix
-            r = c = np.zeros(n, dtype=np.int64)
-        up_r, up_c = np.ldexp(1.0, r)[:, None], np.ldexp(1.0, c)[:, None]
-
-        def solve(block):
-            return self._apply(factor, block * up_r, False, False, refine=False) * up_c
-
-        def solve_adjoint(block):
-            return self._apply(factor, block * up_c, True, True, refine=False) * up_r
-
-        return estimate_rcond(solve, solve_adjoint, n, one_norm(equilibrated), dtype)
+    def estimate_inverse(
+        self, factor: _Factor, rhs: np.ndarray, transpose: bool, conjugate: bool
+    ) -> np.ndarray:
+        return self._apply(factor, rhs, transpose, conjugate, refine=False)
 
     # ---------------------------------------------------------------------------- solves
 
