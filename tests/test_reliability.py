@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from jax.experimental import sparse as jsparse
 
 import lineax_sparse as lxs
+from lineax_sparse.backends import direct as direct_backend
 from lineax_sparse.backends.numerics import is_hermitian, RCOND_SUSPECT
 from lineax_sparse.backends.pattern import Pattern
 from lineax_sparse.backends.superlu import backend as superlu_backend, pivots as superlu_pivots
@@ -151,7 +152,7 @@ def test_singularity_is_caught_by_every_path(gate, monkeypatch, getkey):
     if gate == "pivots-unreadable":
         monkeypatch.setattr(superlu_pivots, "_layout_ok", False)
     else:
-        monkeypatch.setattr(superlu_backend, "PIVOT_GATE", 0.0)
+        monkeypatch.setattr(direct_backend, "PIVOT_GATE", 0.0)  # every direct backend's gate
     b = jax.random.normal(getkey(), (400,), jnp.float64)
     expect_failure(unchecked(operator(neumann2d(20)), b, lxs.SuperLU()), lx.RESULTS.singular)
     matrix = load("rajat19.mtx")
